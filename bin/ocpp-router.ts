@@ -1,0 +1,99 @@
+/**
+ * CLI: `ocpp-router [start] [--config FILE] [--port N]`, `ocpp-router api-key create`,
+ * `ocpp-router charger set-password ID`. Argument parsing is node:util parseArgs (part of
+ * Node, no dependency needed for three subcommands).
+ */
+import { parseArgs } from 'node:util';
+import { readFileSync } from 'node:fs';
+import { createRouter } from '../core/index.js';
+import { buildConfig, readConfigFile } from '../core/options.js';
+import { ApiKeyStore } from '../core/api/api-keys.js';
+
+const HELP = `ocpp-router — OCPP 1.6 / 2.0.1 / 2.1 router and central system
+
+Usage:
+  ocpp-router [start] [--config FILE] [--port N]   start the router
+  ocpp-router api-key create [--name NAME]         create an operator API key (printed once)
+  ocpp-router config check [--config FILE]         validate a configuration and print it
+  ocpp-router --help | --version
+
+Options:
+  -c, --config FILE   configuration file (.json, or .js/.ts default-exporting an object);
+                      default: $OCR_CONFIG, else config/default.json when present
+  -p, --port N        charger port (same as OCR_SERVER_PORT)
+  -n, --name NAME     name of the API key (api-key create)
+
+Every configuration key can be set from the environment as OCR_<SECTION>_<KEY>,
+e.g. OCR_REDIS_URL=redis://10.0.0.5:6379 OCR_CLICKHOUSE_URL=http://ch:8123
+OCR_SECURITY_UNKNOWN_CHARGERS=reject OCR_SECURITY_REQUIRE_AUTH=true.
+Chargers connect at ws://HOST:PORT/ocpp/<chargePointId> (default port 9000).
+`;
+
+async function loadInput(file: string | undefined): Promise<Record<string, unknown>> {
+  const path = file ?? process.env.OCR_CONFIG;
+  if (path) return readConfigFile(path);
+  try {
+    return JSON.parse(readFileSync(new URL('../config/default.json', import.meta.url), 'utf8')) as Record<string, unknown>;
+  } catch {
+    return {};
+  }
+}
+
+async function main(): Promise<number> {
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: {
+      config: { type: 'string', short: 'c' },
+      port: { type: 'string', short: 'p' },
+      name: { type: 'string', short: 'n' },
+      help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean', short: 'v' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (values.version) {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+    process.stdout.write(`${pkg.version}\n`);
+    return 0;
+  }
+  const [cmd = 'start', sub] = positionals;
+  const input = await loadInput(values.config);
+  if (values.port) process.env.OCR_SERVER_PORT = values.port;
+
+  if (cmd === 'api-key' && sub === 'create') {
+    const cfg = buildConfig(input);
+    const store = new ApiKeyStore([], ApiKeyStore.fileIn(cfg.dataDir));
+    const key = await store.create(values.name ?? 'cli');
+    process.stdout.write(`${key}\n`);
+    process.stderr.write(`Stored its SHA-256 in ${ApiKeyStore.fileIn(cfg.dataDir)}. The key is not shown again.\n`);
+    return 0;
+  }
+  if (cmd === 'config' && sub === 'check') {
+    const cfg = buildConfig(input);
+    process.stdout.write(JSON.stringify({ ...cfg, clickhouse: { ...cfg.clickhouse, password: cfg.clickhouse.password ? '[redacted]' : '' } }, null, 2) + '\n');
+    return 0;
+  }
+  if (cmd !== 'start') {
+    process.stderr.write(`Unknown command "${positionals.join(' ')}".\n\n${HELP}`);
+    return 2;
+  }
+  const router = await createRouter(input);
+  const stop = async (signal: string) => {
+    router.log.info({ signal }, 'shutting down');
+    await router.close();
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void stop('SIGINT'));
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  return -1;
+}
+
+main().then((code) => {
+  if (code >= 0) process.exit(code);
+}, (err: Error & { code?: string }) => {
+  process.stderr.write(`ocpp-router: ${err.code ? `${err.code}: ` : ''}${err.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,462 @@
+/**
+ * ClickHouseSink: the batching AnalyticsSink, with the disk spool as its safety net.
+ *
+ * Owns: the in-memory per-table buffers, the flush and replay timers, the ClickHouse
+ * client, the backoff after failures and the counters behind stats(). Must not: make
+ * write() wait for anything (STYLE.md §9: ClickHouse latency never shows in frame
+ * latency), lose a batch that ClickHouse refused (it goes to the spool), or block
+ * start() on ClickHouse being up.
+ *
+ *   write() ──► buffers[table] (bounded: maxBufferRows in total, overflow dropped+counted)
+ *                  │ every flushIntervalMs, or as soon as one table holds batchRows
+ *                  ▼
+ *               flush ── toInsertRow() ──► ClickHouse insert ──ok──► written
+ *                  │                            │ error (backoff starts)
+ *                  │ no ClickHouse, or backing off
+ *                  ▼                            ▼
+ *               spool.append() ◄────────────────┘            (spool full: dropped+counted)
+ *                  │
+ *               replay loop, every replayIntervalMs once the backoff has passed:
+ *               migrate (until it succeeded once) ─► spool.replay() ─► insert ─► replayed
+ *
+ * Rows reach the spool already converted (typed, every column present), so a replayer
+ * in another thread or process only has to insert them.
+ *
+ * Without `clickhouse` options the sink is a pure spool writer ("local analytics spool"),
+ * the default for a router started with nothing else installed; a later sink with
+ * ClickHouse configured on the same spool directory replays what it wrote.
+ */
+import { createClient, ClickHouseLogLevel, type ClickHouseClient, type ClickHouseSettings } from '@clickhouse/client';
+import { pino } from 'pino';
+import type { AnalyticsRow, AnalyticsSink, AnalyticsTable, SinkStats } from './sink.js';
+import { assertIdentifier, clickHouseErrorCode, isAnalyticsTable, migrate, TABLES, toInsertRow, type InsertRow, type ServerFeatures } from './schema.js';
+import { Spool, type SpoolOptions, type SpoolRow } from './spool.js';
+import { errors, type RouterError } from '../errors.js';
+
+/** The subset of a pino logger the sink uses. */
+export interface SinkLogger {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+/** Where ClickHouse is. Plain data, so it can be passed to worker threads. */
+export interface ClickHouseConnectionOptions {
+  /**
+   * HTTP interface, e.g. `http://127.0.0.1:8123`. Absent or empty means no ClickHouse
+   * (spool only), so a config section with its url unset can be passed as is.
+   */
+  url?: string | undefined;
+  /** @default 'default' */
+  username?: string;
+  /** @default '' */
+  password?: string;
+  /**
+   * Database holding the analytics tables; created by the migration.
+   * @default 'ocpp'
+   */
+  database?: string;
+  /**
+   * Per-request timeout. Short, because a slow ClickHouse only delays the spool path.
+   * @default 10000
+   */
+  requestTimeoutMs?: number;
+  /** Extra ClickHouse settings sent with every request. @default {} */
+  settings?: ClickHouseSettings;
+}
+
+export interface ClickHouseSinkOptions {
+  /**
+   * ClickHouse to write to. Without it the sink only writes the local spool.
+   * @default undefined
+   */
+  clickhouse?: ClickHouseConnectionOptions | undefined;
+  /**
+   * Local spool for rows ClickHouse did not take. See core/analytics/spool.ts.
+   * @default { dir: spoolDir }
+   */
+  spool?: Partial<SpoolOptions>;
+  /**
+   * Shorthand for `spool.dir` (the router config's `analytics.spoolDir`); `spool.dir` wins.
+   * Relative to the working directory.
+   * @default './data/spool'
+   */
+  spoolDir?: string;
+  /**
+   * Bound on rows held in memory, all tables together. write() drops beyond it.
+   * @default 100000
+   */
+  maxBufferRows?: number;
+  /**
+   * Rows per insert; a table buffer reaching this size is flushed at once.
+   * @default 5000
+   */
+  batchRows?: number;
+  /** @default 1000 */
+  flushIntervalMs?: number;
+  /** How often the spool is drained into ClickHouse (and a failed migration retried). @default 5000 */
+  replayIntervalMs?: number;
+  /** First delay after a ClickHouse failure; doubles per failure. @default 1000 */
+  backoffMinMs?: number;
+  /** @default 30000 */
+  backoffMaxMs?: number;
+  /** Fills `node_id` in rows that do not set it. @default '' */
+  nodeId?: string;
+  /** pino-compatible logger. @default pino({ name: 'ocr.analytics', level: 'info' }) */
+  log?: SinkLogger;
+}
+
+const DEFAULTS = {
+  spoolDir: './data/spool',
+  database: 'ocpp',
+  requestTimeoutMs: 10_000,
+  maxBufferRows: 100_000,
+  batchRows: 5000,
+  flushIntervalMs: 1000,
+  replayIntervalMs: 5000,
+  backoffMinMs: 1000,
+  backoffMaxMs: 30_000,
+} as const;
+
+// Server error codes meaning "this data is refused" rather than "try again later":
+// 6 CANNOT_PARSE_TEXT, 25/26/27 CANNOT_PARSE_*, 38/41 CANNOT_PARSE_DATE(TIME),
+// 53 TYPE_MISMATCH, 69 ARGUMENT_OUT_OF_BOUND, 70 CANNOT_CONVERT_TYPE,
+// 72 CANNOT_PARSE_NUMBER, 117 INCORRECT_DATA. Retrying them would block the spool forever.
+const PERMANENT_CODES = new Set([6, 25, 26, 27, 38, 41, 53, 69, 70, 72, 117]);
+// 60 UNKNOWN_TABLE, 81 UNKNOWN_DATABASE: the tables are gone (a fresh server); migrate again.
+const SCHEMA_GONE_CODES = new Set([60, 81]);
+
+/** @internal Whether retrying `err` can never succeed (the data, not the server, is the problem). */
+export function isPermanentInsertError(err: unknown): boolean {
+  if ((err as RouterError | null)?.details?.permanent === true) return true;
+  return PERMANENT_CODES.has(clickHouseErrorCode(err) ?? -1);
+}
+
+function positiveInt(name: string, v: number | undefined, def: number): number {
+  if (v === undefined) return def;
+  if (!Number.isInteger(v) || v <= 0) throw new errors.OCR_ERR_CONFIG_INVALID(`analytics.${name} must be a positive integer, got ${String(v)}`);
+  return v;
+}
+
+export class ClickHouseSink implements AnalyticsSink {
+  readonly #log: SinkLogger;
+  readonly #spool: Spool;
+  readonly #client: ClickHouseClient | undefined;
+  readonly #database: string;
+  readonly #maxBufferRows: number;
+  readonly #batchRows: number;
+  readonly #flushIntervalMs: number;
+  readonly #replayIntervalMs: number;
+  readonly #backoffMinMs: number;
+  readonly #backoffMaxMs: number;
+  readonly #nodeId: string;
+  // One array per table, created up front: write() does a Map lookup and a push.
+  readonly #buffers = new Map<AnalyticsTable, AnalyticsRow[]>(TABLES.map((t) => [t, []]));
+  #buffered = 0;
+  #counts = { written: 0, spooled: 0, dropped: 0, replayed: 0, failures: 0 };
+  #flushTimer: NodeJS.Timeout | undefined;
+  #replayTimer: NodeJS.Timeout | undefined;
+  #flushSoon = false;
+  #flushChain: Promise<void> = Promise.resolve();
+  #flushPending = 0;
+  #replaying: Promise<void> | undefined;
+  #migrated = false;
+  #features: ServerFeatures | undefined;
+  #backoffMs = 0;
+  #retryAt = 0;
+  #healthy = true;
+  #started = false;
+  #closed = false;
+  #closing: Promise<void> | undefined;
+
+  constructor(opts: ClickHouseSinkOptions = {}) {
+    this.#log = opts.log ?? pino({ name: 'ocr.analytics', level: 'info' });
+    this.#maxBufferRows = positiveInt('maxBufferRows', opts.maxBufferRows, DEFAULTS.maxBufferRows);
+    this.#batchRows = positiveInt('batchRows', opts.batchRows, DEFAULTS.batchRows);
+    this.#flushIntervalMs = positiveInt('flushIntervalMs', opts.flushIntervalMs, DEFAULTS.flushIntervalMs);
+    this.#replayIntervalMs = positiveInt('replayIntervalMs', opts.replayIntervalMs, DEFAULTS.replayIntervalMs);
+    this.#backoffMinMs = positiveInt('backoffMinMs', opts.backoffMinMs, DEFAULTS.backoffMinMs);
+    this.#backoffMaxMs = Math.max(this.#backoffMinMs, positiveInt('backoffMaxMs', opts.backoffMaxMs, DEFAULTS.backoffMaxMs));
+    this.#nodeId = opts.nodeId ?? '';
+    this.#spool = new Spool({
+      ...opts.spool,
+      dir: opts.spool?.dir ?? opts.spoolDir ?? DEFAULTS.spoolDir,
+      replayChunkRows: opts.spool?.replayChunkRows ?? this.#batchRows,
+      log: opts.spool?.log ?? this.#log,
+    });
+    const ch = opts.clickhouse;
+    this.#database = assertIdentifier(ch?.database ?? DEFAULTS.database);
+    if (ch?.url !== undefined && ch.url !== '') {
+      this.#client = createClient({
+        url: ch.url,
+        username: ch.username ?? 'default',
+        password: ch.password ?? '',
+        request_timeout: ch.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs,
+        application: 'ocpp-router',
+        // The client logs every failed request at ERROR; during an outage that is one line
+        // per flush. The sink logs state changes itself instead.
+        log: { level: ClickHouseLogLevel.OFF },
+        clickhouse_settings: {
+          // Rows from an older spool may lack columns (defaults fill them); a table that
+          // lacks a column must not refuse the whole batch.
+          input_format_skip_unknown_fields: 1,
+          ...ch.settings,
+        },
+      });
+    }
+  }
+
+  /** True when this sink writes to ClickHouse, false for a spool-only sink. */
+  get hasClickHouse(): boolean {
+    return this.#client !== undefined;
+  }
+
+  /** The spool; exposed for tests and for operators' tooling. @internal */
+  get spool(): Spool {
+    return this.#spool;
+  }
+
+  /** What migrate() detected about the server, once it succeeded. */
+  get features(): ServerFeatures | undefined {
+    return this.#features;
+  }
+
+  /**
+   * Opens the spool, runs the migration once and starts the timers. A failed migration is
+   * logged and retried by the replay loop; it does not fail start(): until it succeeds,
+   * flushed rows go to the spool.
+   */
+  async start(): Promise<void> {
+    if (this.#started) return;
+    this.#started = true;
+    await this.#spool.open();
+    if (this.#client !== undefined) {
+      try {
+        await this.#migrate();
+      } catch (err) {
+        this.#fail('migrate', err);
+      }
+    }
+    // unref: the sink must never be what keeps a process alive.
+    this.#flushTimer = setInterval(() => void this.#timedFlush(), this.#flushIntervalMs).unref();
+    this.#replayTimer = setInterval(() => void this.#replayTick(), this.#replayIntervalMs).unref();
+    // Drain what earlier runs left behind without making start() wait for it.
+    if (this.#migrated) void this.#replayTick();
+  }
+
+  /**
+   * Buffers one row. Synchronous and allocation-light: no I/O, no promise, never throws.
+   * The row object is kept until the flush; callers must not mutate it afterwards.
+   * Returns false (and counts a drop) when the buffer is full, the table is unknown, or
+   * the sink is closed.
+   */
+  write(table: AnalyticsTable, row: AnalyticsRow): boolean {
+    const buf = this.#buffers.get(table);
+    if (buf === undefined || this.#closed || this.#buffered >= this.#maxBufferRows) {
+      this.#counts.dropped++;
+      return false;
+    }
+    buf.push(row);
+    this.#buffered++;
+    if (buf.length >= this.#batchRows && !this.#flushSoon && this.#started) {
+      this.#flushSoon = true;
+      setImmediate(() => {
+        this.#flushSoon = false;
+        void this.#timedFlush();
+      });
+    }
+    return true;
+  }
+
+  /** Sends everything buffered now to ClickHouse, or to the spool. Never rejects. */
+  flush(): Promise<void> {
+    this.#flushPending++;
+    const next = (): Promise<void> => {
+      this.#flushPending--;
+      return this.#flushOnce();
+    };
+    const run = this.#flushChain.then(next, next);
+    this.#flushChain = run;
+    return run;
+  }
+
+  stats(): SinkStats {
+    return { buffered: this.#buffered, ...this.#counts };
+  }
+
+  /** Stops the timers, flushes the buffers (to the spool if ClickHouse is down), closes. */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    clearInterval(this.#flushTimer);
+    clearInterval(this.#replayTimer);
+    // Refuse writes first: a row accepted after the final flush took the buffers would
+    // be lost silently. This also tells a running replay to stop after its chunk.
+    this.#closed = true;
+    await this.flush();
+    await this.#replaying;
+    await this.#spool.close();
+    await this.#client?.close();
+  }
+
+  #timedFlush(): Promise<void> {
+    // A flush already queued will take these rows too; do not pile up runs when
+    // ClickHouse is slow.
+    if (this.#flushPending > 0) return this.#flushChain;
+    return this.flush();
+  }
+
+  async #flushOnce(): Promise<void> {
+    for (const [table, buf] of this.#buffers) {
+      if (buf.length === 0) continue;
+      // Swap the array out: rows written during the awaits below go to a fresh one.
+      this.#buffers.set(table, []);
+      this.#buffered -= buf.length;
+      const now = Date.now();
+      for (let i = 0; i < buf.length; i += this.#batchRows) {
+        const batch = buf.slice(i, i + this.#batchRows).map((r) => this.#convert(table, r, now));
+        await this.#deliverBatch(table, batch);
+      }
+    }
+  }
+
+  #convert(table: AnalyticsTable, row: AnalyticsRow, now: number): InsertRow {
+    const out = toInsertRow(table, row, now);
+    if (out.node_id === '' && this.#nodeId !== '') out.node_id = this.#nodeId;
+    return out;
+  }
+
+  async #deliverBatch(table: AnalyticsTable, batch: InsertRow[]): Promise<void> {
+    if (this.#client !== undefined && this.#migrated && Date.now() >= this.#retryAt) {
+      try {
+        await this.#insert(table, batch);
+        this.#counts.written += batch.length;
+        this.#succeed();
+        return;
+      } catch (err) {
+        this.#fail('insert', err);
+      }
+    }
+    await this.#toSpool(table, batch);
+  }
+
+  async #toSpool(table: AnalyticsTable, batch: InsertRow[]): Promise<void> {
+    try {
+      const accepted = await this.#spool.append(table, batch);
+      this.#counts.spooled += accepted;
+      if (accepted < batch.length) {
+        this.#counts.dropped += batch.length - accepted;
+        this.#log.warn({ event: 'ocr.analytics.spool_full', table, dropped: batch.length - accepted }, 'analytics spool full; rows dropped');
+      }
+    } catch (err) {
+      this.#counts.dropped += batch.length;
+      this.#log.error({ event: 'ocr.analytics.spool_failed', table, dropped: batch.length, err }, 'analytics spool write failed; rows dropped');
+    }
+  }
+
+  async #insert(table: AnalyticsTable, values: ReadonlyArray<SpoolRow | InsertRow>): Promise<void> {
+    try {
+      await this.#client!.insert({ table: `${this.#database}.${table}`, values: values as Array<Record<string, unknown>>, format: 'JSONEachRow' });
+    } catch (err) {
+      // A server that lost its tables (new data directory) is healed by migrating again.
+      if (SCHEMA_GONE_CODES.has(clickHouseErrorCode(err) ?? -1)) this.#migrated = false;
+      throw err;
+    }
+  }
+
+  #replayChunk(table: string, rows: SpoolRow[]): Promise<void> {
+    if (!isAnalyticsTable(table)) {
+      // A stray directory in the spool: quarantine it rather than retry it forever.
+      const err = new errors.OCR_ERR_ANALYTICS_SPOOL(`unknown analytics table ${JSON.stringify(table)}`);
+      err.details = { permanent: true };
+      return Promise.reject(err);
+    }
+    return this.#insert(table, rows);
+  }
+
+  async #migrate(): Promise<void> {
+    this.#features = await migrate(this.#client!, this.#database);
+    this.#migrated = true;
+    this.#log.info(
+      { event: 'ocr.analytics.migrated', database: this.#database, version: this.#features.version, lowCardinality: this.#features.lowCardinality },
+      'analytics schema ready',
+    );
+  }
+
+  #replayTick(): Promise<void> {
+    if (this.#replaying !== undefined) return this.#replaying;
+    if (this.#closed) return Promise.resolve();
+    this.#replaying = this.#replayOnce().finally(() => {
+      this.#replaying = undefined;
+    });
+    return this.#replaying;
+  }
+
+  async #replayOnce(): Promise<void> {
+    if (this.#client === undefined) {
+      // Spool-only: make idle segments visible to replayers in other processes.
+      await this.#spool.rollAged().catch(() => {});
+      return;
+    }
+    if (Date.now() < this.#retryAt) return;
+    try {
+      if (!this.#migrated) await this.#migrate();
+      const res = await this.#spool.replay((table, rows) => this.#replayChunk(table, rows), {
+        isPermanent: isPermanentInsertError,
+        shouldStop: () => this.#closed,
+      });
+      this.#counts.replayed += res.rows;
+      if (res.rows > 0) this.#log.info({ event: 'ocr.analytics.replayed', rows: res.rows, segments: res.segments }, 'analytics spool replayed');
+      if (res.error !== undefined) this.#fail('replay', res.error);
+      else this.#succeed();
+    } catch (err) {
+      this.#fail(this.#migrated ? 'replay' : 'migrate', err);
+    }
+  }
+
+  /** Replays the spool now (tests, shutdown tooling); normally the timer does it. */
+  replayNow(): Promise<void> {
+    return this.#replayTick();
+  }
+
+  #succeed(): void {
+    this.#backoffMs = 0;
+    this.#retryAt = 0;
+    if (!this.#healthy) {
+      this.#healthy = true;
+      this.#log.info({ event: 'ocr.analytics.clickhouse_recovered' }, 'ClickHouse reachable again');
+    }
+  }
+
+  #fail(op: 'insert' | 'replay' | 'migrate', err: unknown): void {
+    this.#counts.failures++;
+    if (op !== 'migrate' && isPermanentInsertError(err)) {
+      // The server is up and refuses this data; backing off would only delay good rows.
+      this.#log.error({ event: 'ocr.analytics.insert_refused', op, err }, 'ClickHouse refused analytics rows');
+      return;
+    }
+    this.#backoffMs = this.#backoffMs === 0 ? this.#backoffMinMs : Math.min(this.#backoffMs * 2, this.#backoffMaxMs);
+    this.#retryAt = Date.now() + this.#backoffMs;
+    // One warning per outage, not one per attempt.
+    if (this.#healthy) {
+      this.#healthy = false;
+      this.#log.warn({ event: 'ocr.analytics.clickhouse_unavailable', op, err, retryInMs: this.#backoffMs }, 'ClickHouse unavailable; spooling analytics rows');
+    } else {
+      this.#log.debug({ event: 'ocr.analytics.clickhouse_unavailable', op, err, retryInMs: this.#backoffMs }, 'ClickHouse still unavailable');
+    }
+  }
+}
+
+/**
+ * Creates the analytics sink: ClickHouse-backed when `options.clickhouse.url` is set, a
+ * local spool writer otherwise. Synchronous so that wiring code can hand the sink out at
+ * once; call `await sink.start()` before relying on migrations and timers (write() works
+ * before that, and buffers).
+ */
+export function createAnalyticsSink(options: ClickHouseSinkOptions = {}): ClickHouseSink {
+  return new ClickHouseSink(options);
+}

@@ -1,0 +1,39 @@
+/**
+ * Typed items exchanged between the socket thread and the workers [piscina types.ts].
+ *
+ * Owns: the meaning of each batch item's metadata tuple. Must not: encode bytes (codec.ts).
+ * Tuples rather than objects: msgpackr packs them smaller and faster, and the batch is hot.
+ * Result i of a batch answers item i; the socket thread keeps its own per-item context
+ * (which socket, which pending call) beside the batch, so none of that crosses threads.
+ */
+import type { OcppVersion } from '../protocol/dialect.js';
+
+export const enum ItemKind {
+  Frame = 0,
+  Connect = 1,
+  Disconnect = 2,
+  Reply = 3,
+}
+
+/** [kind, connectionId, cpId, version, lenient, receivedAt, extra] */
+export type ItemMeta = [ItemKind, number, string, OcppVersion, 0 | 1, number, unknown];
+
+export interface DisconnectExtra { code: number; reason: string }
+export interface ReplyExtra { action: string; request: Record<string, unknown> }
+
+export const enum Outcome {
+  Ok = 0,
+  Error = 1,
+  Ignored = 2,
+}
+
+/** Result of a Frame item: [outcome, action, errorCode, deviations, identity, unmatched, micros] */
+export type FrameResultMeta = [Outcome, string, string | null, string[] | null, { vendor: string; model: string } | null, { id: string; type: number } | null, number];
+/** Result of a Reply item: [ok, payload, error] */
+export type ReplyResultMeta = [boolean, Record<string, unknown> | null, { code: string; description: string; details: Record<string, unknown> } | null];
+/** Result of Connect / Disconnect items. */
+export type EventResultMeta = [Outcome];
+
+/** Non-batch tasks. */
+export interface PingTask { op: 'ping' }
+export interface PingResult { threadId: number; plugins: { name: string; version: string }[] }

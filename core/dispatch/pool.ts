@@ -1,0 +1,286 @@
+/**
+ * Dispatcher: batches frames from the socket thread to the piscina worker pool and applies
+ * the replies.
+ *
+ * Owns: per-charger ordering across batches (lanes), batch size and flush timing, bounded
+ * queues and load shedding, and answering every item of a batch lost to a worker crash.
+ * Must not: parse frames (only peek results are used) or run plugins.
+ *
+ *   socket thread                                   workers (piscina)
+ *   frame ─► lane Idle? ─► current batch ─flush─►  [batch] ─► lanes in order ─► results
+ *            lane busy? ─► backlog (bounded)    ◄───────────── replies (bytes) ◄┘
+ *   batch done ─► send replies, lanes Idle, backlog ─► next batch
+ *
+ * Flush timing: at setImmediate, i.e. after uWS has delivered every frame readable in this
+ * loop turn, or at once when `batchSize` items are waiting. Under load batches fill up
+ * naturally; at low load a frame waits for at most one loop turn.
+ */
+import { Piscina } from 'piscina';
+import { BatchWriter, readBatch } from './codec.js';
+import { ItemKind, Outcome, type FrameResultMeta, type ItemMeta, type PingResult, type ReplyResultMeta } from './envelope.js';
+import { Connection, Lane, type PendingCall } from '../registry/connection-registry.js';
+import { CallError } from '../protocol/call-error.js';
+import { serializeCallError } from '../protocol/frame.js';
+import { isKnownAction } from '../protocol/schemas.js';
+import type { Metrics } from '../metrics.js';
+import type { PinoLogger } from '../log.js';
+import type { WorkerData } from '../worker/entry.js';
+import { randomBytes } from 'node:crypto';
+
+interface ItemCtx {
+  conn: Connection;
+  kind: ItemKind;
+  peekId: string | null;
+  pending?: PendingCall;
+}
+
+export interface DispatcherOptions {
+  threads: number;
+  batchSize: number;
+  concurrentTasksPerWorker: number;
+  maxQueue: number;
+  backlogPerCharger: number;
+  workerData: WorkerData;
+}
+
+export interface DispatchHooks {
+  /** A BootNotification told us the charger's model (lenient profile by model). */
+  identity(conn: Connection, vendor: string, model: string): void;
+  /** An invalid frame (bad JSON/framing): the gateway closes repeat offenders. */
+  badFrame(conn: Connection): void;
+  /** Validated answer to a CSMS-initiated CALL. */
+  reply(pending: PendingCall, result: ReplyResultMeta): void;
+}
+
+const entryUrl = new URL('../worker/worker.mjs', import.meta.url);
+
+export class Dispatcher {
+  readonly pool: Piscina;
+  private writer = new BatchWriter();
+  private ctxs: ItemCtx[] = [];
+  private conns: Connection[] = [];
+  private flushScheduled = false;
+  private inFlight = 0;
+  private backlogFrames = 0;
+  private readonly maxInFlight: number;
+
+  constructor(private readonly opts: DispatcherOptions, private readonly hooks: DispatchHooks, private readonly metrics: Metrics, private readonly log: PinoLogger) {
+    this.maxInFlight = opts.threads * opts.concurrentTasksPerWorker;
+    this.pool = new Piscina({
+      filename: entryUrl.href,
+      minThreads: opts.threads,
+      maxThreads: opts.threads,
+      idleTimeout: Infinity,
+      concurrentTasksPerWorker: opts.concurrentTasksPerWorker,
+      // Batches already amortise the wake-up; atomics would spin a core per idle worker.
+      atomics: 'disabled',
+      maxQueue: opts.maxQueue,
+      workerData: opts.workerData,
+    });
+    this.pool.on('error', (err: Error) => this.log.error({ err }, 'worker pool error'));
+  }
+
+  /** Starts every worker and surfaces plugin load errors before the router listens. */
+  async start(): Promise<PingResult[]> {
+    const pings: Promise<PingResult>[] = [];
+    for (let i = 0; i < this.opts.threads; i++) pings.push(this.pool.run({ op: 'ping' }) as Promise<PingResult>);
+    return Promise.all(pings);
+  }
+
+  /** True when new work would only grow queues: shed load (503 upgrades, fast errors). */
+  get saturated(): boolean {
+    return this.pool.queueSize >= this.opts.maxQueue;
+  }
+
+  get stats() {
+    return { inFlight: this.inFlight, queued: this.pool.queueSize, backlog: this.backlogFrames, threads: this.pool.threads.length };
+  }
+
+  private meta(conn: Connection, kind: ItemKind, receivedAt: number, extra: unknown): ItemMeta {
+    return [kind, conn.id, conn.cpId, conn.version, conn.lenient ? 1 : 0, receivedAt, extra ?? null];
+  }
+
+  /** A charger's frame (CALL, SEND, or anything unpeekable). Kept in the charger's order. */
+  frame(conn: Connection, bytes: Uint8Array, receivedAt: number, peekId: string | null): void {
+    if (this.saturated) {
+      this.metrics.dropped.inc({ reason: 'pool_saturated' });
+      return this.answerInternal(conn, peekId, 'OCR_ERR_POOL_SATURATED');
+    }
+    if (conn.lane === Lane.InFlight) {
+      if (conn.backlog.length >= this.opts.backlogPerCharger) {
+        this.metrics.dropped.inc({ reason: 'backlog_full' });
+        return this.answerInternal(conn, peekId, 'OCR_ERR_LANE_BACKLOG_FULL');
+      }
+      conn.backlog.push({ bytes, receivedAt, peekId });
+      this.backlogFrames++;
+      return;
+    }
+    this.addLane(conn, ItemKind.Frame, receivedAt, bytes, peekId);
+  }
+
+  /** Connect / disconnect events run in the charger's lane: after/before its frames. */
+  event(conn: Connection, kind: ItemKind.Connect | ItemKind.Disconnect, extra: unknown): void {
+    if (conn.lane === Lane.InFlight) {
+      // Events are rare; ride the backlog as a zero-length item tagged by kind.
+      conn.backlog.push({ bytes: new Uint8Array(0), receivedAt: Date.now(), peekId: null, ...({ kind, extra } as object) });
+      this.backlogFrames++;
+      return;
+    }
+    this.addLane(conn, kind, Date.now(), undefined, null, extra);
+  }
+
+  /** A charger's answer to our CALL: bypasses the lane (a handler may be awaiting it). */
+  reply(conn: Connection, bytes: Uint8Array, pending: PendingCall): void {
+    this.writer.add(this.meta(conn, ItemKind.Reply, Date.now(), { action: pending.action, request: pending.payload }), bytes);
+    this.ctxs.push({ conn, kind: ItemKind.Reply, peekId: null, pending });
+    this.scheduleFlush();
+  }
+
+  private addLane(conn: Connection, kind: ItemKind, receivedAt: number, bytes: Uint8Array | undefined, peekId: string | null, extra?: unknown): void {
+    this.writer.add(this.meta(conn, kind, receivedAt, extra), bytes);
+    this.ctxs.push({ conn, kind, peekId });
+    if (conn.lane === Lane.Idle) {
+      conn.lane = Lane.InBatch;
+      this.conns.push(conn);
+    }
+    this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
+    if (this.writer.count >= this.opts.batchSize) return this.flush();
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.flush();
+    });
+  }
+
+  flush(): void {
+    if (this.writer.count === 0) return;
+    const writer = this.writer;
+    const ctxs = this.ctxs;
+    const conns = this.conns;
+    this.writer = new BatchWriter();
+    this.ctxs = [];
+    this.conns = [];
+    for (const c of conns) c.lane = Lane.InFlight;
+    this.inFlight++;
+    this.metrics.batchSize.observe(ctxs.length);
+    this.metrics.inFlight.set(this.inFlight);
+    const buf = writer.finish();
+    const t0 = performance.now();
+    this.pool.run(buf, { transferList: [buf] as never }).then(
+      (out) => this.done(ctxs, conns, out as ArrayBuffer, t0),
+      (err) => this.failed(ctxs, conns, err as Error),
+    );
+    this.metrics.queueDepth.set(this.pool.queueSize);
+  }
+
+  private done(ctxs: ItemCtx[], conns: Connection[], out: ArrayBuffer, t0: number): void {
+    this.metrics.batchSeconds.observe((performance.now() - t0) / 1000);
+    const res = readBatch(out);
+    for (let i = 0; i < ctxs.length; i++) {
+      const ctx = ctxs[i]!;
+      const meta = res.metas[i] as unknown[] | null;
+      if (ctx.kind === ItemKind.Frame) {
+        if (!meta) { this.answerInternal(ctx.conn, ctx.peekId, 'OCR_ERR_WORKER_ITEM'); continue; }
+        this.applyFrame(ctx.conn, meta as FrameResultMeta, res.frame(i));
+      } else if (ctx.kind === ItemKind.Reply) {
+        this.hooks.reply(ctx.pending!, (meta as ReplyResultMeta | null) ?? [false, null, { code: 'InternalError', description: 'Reply processing failed', details: {} }]);
+      }
+    }
+    this.release(conns);
+    this.settle();
+  }
+
+  private applyFrame(conn: Connection, r: FrameResultMeta, reply: Uint8Array): void {
+    const [outcome, action, errorCode, deviations, identity, unmatched, micros] = r;
+    const v = conn.version;
+    const label = action.startsWith('(') || isKnownAction(v, action) ? action : '(unknown)';
+    this.metrics.messages.inc({ version: v, action: label, outcome: outcome === Outcome.Ok ? 'ok' : outcome === Outcome.Error ? 'error' : 'ignored' });
+    this.metrics.handlerSeconds.observe({ action: label }, micros / 1e6);
+    if (errorCode) this.metrics.callErrors.inc({ version: v, code: errorCode });
+    if (action === '(invalid)') this.hooks.badFrame(conn);
+    if (deviations) for (const d of deviations) this.metrics.deviations.inc({ kind: d });
+    if (identity) this.hooks.identity(conn, identity.vendor, identity.model);
+    if (unmatched) {
+      this.metrics.dropped.inc({ reason: 'unmatched_reply' });
+      this.log.warn({ cpId: conn.cpId, messageId: unmatched.id }, 'reply with no pending CALL dropped');
+    }
+    if (reply.length > 0) this.send(conn, reply);
+  }
+
+  /** Sends and reads the status (STYLE.md §9): backpressure is counted; drops too. */
+  send(conn: Connection, bytes: Uint8Array | string): void {
+    if (conn.closed) return;
+    const s = conn.socket.send(bytes);
+    if (s === 1) return;
+    this.metrics.outbox.inc({ result: s === 0 ? 'backpressure' : 'dropped' });
+    // uWS buffers on backpressure up to maxBackpressure and closes the socket beyond it
+    // (closeOnBackpressureLimit), so a reader that stopped reading cannot grow memory.
+  }
+
+  private release(conns: Connection[]): void {
+    for (const c of conns) {
+      c.lane = Lane.Idle;
+      if (c.backlog.length === 0 || c.closed && c.backlog.length === 0) continue;
+      const items = c.backlog;
+      c.backlog = [];
+      this.backlogFrames -= items.length;
+      for (const it of items) {
+        const tagged = it as typeof it & { kind?: ItemKind; extra?: unknown };
+        this.addLane(c, tagged.kind ?? ItemKind.Frame, it.receivedAt, tagged.kind === undefined ? it.bytes : undefined, it.peekId, tagged.extra);
+      }
+    }
+  }
+
+  private settle(): void {
+    this.inFlight--;
+    this.metrics.inFlight.set(this.inFlight);
+    this.metrics.queueDepth.set(this.pool.queueSize);
+    this.metrics.backlog.set(this.backlogFrames);
+  }
+
+  /** Worker crashed (or the pool refused): every item is answered, never dropped silently. */
+  private failed(ctxs: ItemCtx[], conns: Connection[], err: Error): void {
+    this.metrics.workerCrashes.inc();
+    this.log.error({ err, items: ctxs.length }, 'batch failed; answering every item with InternalError');
+    for (const ctx of ctxs) {
+      if (ctx.kind === ItemKind.Frame) this.answerInternal(ctx.conn, ctx.peekId, 'OCR_ERR_WORKER_CRASHED');
+      else if (ctx.kind === ItemKind.Reply) this.hooks.reply(ctx.pending!, [false, null, { code: 'InternalError', description: 'Worker crashed while processing the reply', details: {} }]);
+    }
+    this.release(conns);
+    this.settle();
+  }
+
+  /** Fast InternalError for a frame we could not process (id from the peek). */
+  answerInternal(conn: Connection, peekId: string | null, reason: string): void {
+    if (peekId === null) return; // unreadable id: nothing safe to answer with
+    const ref = randomBytes(6).toString('hex');
+    this.log.warn({ cpId: conn.cpId, messageId: peekId, ref, reason }, 'answering InternalError');
+    this.metrics.callErrors.inc({ version: conn.version, code: 'InternalError' });
+    this.send(conn, serializeCallError(peekId, new CallError('InternalError', `Internal error (ref ${ref})`, { ref }), conn.version));
+  }
+
+  /** Flushes pending work, asks every worker to flush its analytics, then stops the pool. */
+  async close(timeoutMs = 10_000): Promise<void> {
+    this.flush();
+    const control = new BroadcastChannel(`${this.opts.workerData.channel}:control`);
+    const threads = this.pool.threads.length;
+    await new Promise<void>((resolve) => {
+      let acks = 0;
+      const timer = setTimeout(resolve, timeoutMs);
+      control.onmessage = (ev: MessageEvent) => {
+        if ((ev.data as { op?: string })?.op === 'drained' && ++acks >= threads) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      control.postMessage({ op: 'drain' });
+    });
+    control.close();
+    await this.pool.close({ force: false }).catch(() => undefined);
+    await this.pool.destroy().catch(() => undefined);
+  }
+}

@@ -1,0 +1,214 @@
+/**
+ * Gateway: what happens to a charger's connection on the socket thread, from HTTP upgrade to
+ * close.
+ *
+ * Owns: URL and identity validation, subprotocol negotiation, Basic auth at upgrade (async,
+ * never blocking other upgrades), unknown-charger policy, duplicate-connection policy, load
+ * shedding at upgrade, and routing each frame by its peek: CALL/SEND into the charger's
+ * ordered lane, CALLRESULT/CALLERROR to the pending CSMS CALL. Must not: parse payloads or
+ * run plugins (workers do).
+ */
+import { peekFrame } from './protocol/peek.js';
+import { SUBPROTOCOL_OF, versionOfSubprotocol, type OcppVersion } from './protocol/dialect.js';
+import { ItemKind } from './dispatch/envelope.js';
+import { Connection, type ConnData, type ConnectionRegistry } from './registry/connection-registry.js';
+import { parseBasicAuth, verifyPassword, VerifiedCache } from './security/credentials.js';
+import type { Dispatcher } from './dispatch/pool.js';
+import type { CommandApi } from './command/command-api.js';
+import type { StoreChargerRegistry } from './state/registry.js';
+import type { Metrics } from './metrics.js';
+import type { PinoLogger } from './log.js';
+import type { RouterConfig } from './options.js';
+import type { Socket, UpgradeDecision, UpgradeRequest } from './transport/transport.js';
+
+/**
+ * Charge point identity: OCPP 2.0.1 Part 2 A00 limits it to 48 characters from the
+ * "unreserved" URL set plus a few; real 1.6 fleets also use ':' (MAC-like ids) and '.'.
+ * '{' and '}' are refused because they would break Redis hash tags, '/' because of routing.
+ */
+const CP_ID = /^[A-Za-z0-9._~:@!$&'()*+,;=-]{1,64}$/;
+
+export type GatewayConnData = ConnData & { conn?: Connection };
+
+/** Unreadable/invalid frames tolerated per minute before the socket is closed. */
+const BAD_FRAME_LIMIT = 20;
+
+export class Gateway {
+  private readonly verified = new VerifiedCache();
+  private readonly prefix: string;
+
+  constructor(
+    private readonly cfg: RouterConfig,
+    private readonly connections: ConnectionRegistry,
+    private readonly dispatcher: Dispatcher,
+    private readonly commands: CommandApi,
+    private readonly registry: StoreChargerRegistry,
+    private readonly metrics: Metrics,
+    private readonly log: PinoLogger,
+  ) {
+    this.prefix = cfg.server.path.replace(/\/$/, '') + '/';
+  }
+
+  private deny(status: number, message: string, outcome: string, headers?: Record<string, string>): UpgradeDecision<GatewayConnData> {
+    this.metrics.upgrades.inc({ outcome });
+    return { accept: false, status, message, headers };
+  }
+
+  async upgrade(req: UpgradeRequest): Promise<UpgradeDecision<GatewayConnData>> {
+    if (!req.url.startsWith(this.prefix)) return this.deny(404, 'Not found', 'bad_path');
+    const raw = req.url.slice(this.prefix.length);
+    let cpId: string;
+    try {
+      cpId = decodeURIComponent(raw);
+    } catch {
+      return this.deny(400, 'Invalid charge point id encoding', 'bad_id');
+    }
+    if (!CP_ID.test(cpId)) return this.deny(400, 'Invalid charge point id', 'bad_id');
+    if (this.dispatcher.saturated) return this.deny(503, 'Overloaded, retry later', 'shed', { 'retry-after': '5' });
+
+    // Subprotocol: the server picks its most preferred of the offered ones (RFC 6455 §4.2.2).
+    const offered = (req.headers['sec-websocket-protocol'] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+    let protocol: string | null = null;
+    let version: OcppVersion;
+    let rejectReason: string | undefined;
+    if (offered.length === 0) {
+      version = versionOfSubprotocol(this.cfg.server.defaultProtocol)!;
+      this.log.info({ cpId }, 'charger offered no subprotocol; using the configured default');
+    } else {
+      protocol = this.cfg.server.protocols.find((p) => offered.some((o) => o.toLowerCase() === p)) ?? null;
+      if (protocol) version = versionOfSubprotocol(protocol)!;
+      else {
+        // OCPP-J §3.1: complete the handshake without a protocol, then close.
+        version = '1.6';
+        rejectReason = `No supported subprotocol in: ${offered.join(', ')}`;
+      }
+    }
+
+    if (this.cfg.server.duplicateConnection === 'reject' && this.connections.get(cpId)) {
+      return this.deny(409, 'Charge point already connected', 'duplicate');
+    }
+
+    let record;
+    try {
+      record = await this.registry.get(cpId);
+    } catch (err) {
+      this.log.error({ err, cpId }, 'registry unavailable at upgrade');
+      return this.deny(503, 'Registry unavailable, retry later', 'state_unavailable', { 'retry-after': '5' });
+    }
+    const challenge = { 'www-authenticate': 'Basic realm="ocpp", charset="UTF-8"' };
+    const creds = parseBasicAuth(req.headers.authorization);
+    if (!record) {
+      if (this.cfg.security.unknownChargers === 'reject') return this.deny(404, 'Unknown charge point', 'unknown');
+      if (this.cfg.security.requireAuth) return this.deny(401, 'Credentials required', 'unauthorized', challenge);
+      try {
+        await this.registry.register(cpId, {});
+        this.log.info({ cpId }, 'auto-registered unknown charger');
+      } catch (err) {
+        this.log.error({ err, cpId }, 'auto-registration failed');
+        return this.deny(503, 'Registry unavailable, retry later', 'state_unavailable');
+      }
+    } else if (record.passwordHash) {
+      if (!creds || creds.user !== cpId) return this.deny(401, 'Credentials required', 'unauthorized', challenge);
+      if (!this.verified.has(cpId, creds.password, record.passwordHash)) {
+        if (!(await verifyPassword(creds.password, record.passwordHash))) {
+          this.log.warn({ cpId, remoteAddress: req.remoteAddress }, 'charger authentication failed');
+          return this.deny(401, 'Invalid credentials', 'unauthorized', challenge);
+        }
+        this.verified.add(cpId, creds.password, record.passwordHash);
+      }
+    } else if (this.cfg.security.requireAuth) {
+      return this.deny(401, 'Credentials required', 'unauthorized', challenge);
+    }
+    this.metrics.upgrades.inc({ outcome: rejectReason ? 'no_protocol' : 'accepted' });
+    return { accept: true, protocol, data: { cpId, version, protocol, remoteAddress: req.remoteAddress, rejectReason } };
+  }
+
+  private isLenient(cpId: string, vendor = '', model = ''): boolean {
+    const l = this.cfg.lenient;
+    return l.all || l.chargers.includes(cpId) || l.models.some((m) => m.vendor === vendor && m.model === model);
+  }
+
+  open(socket: Socket<GatewayConnData>): void {
+    const d = socket.data;
+    if (d.rejectReason) {
+      socket.close(1002, d.rejectReason.slice(0, 120));
+      return;
+    }
+    const conn = new Connection(this.connections.newId(), d.cpId, d.version, socket, this.isLenient(d.cpId), d.remoteAddress);
+    d.conn = conn;
+    const prev = this.connections.set(conn);
+    if (prev) {
+      // Same identity connected again (charger rebooted, NAT rebinding): the new one wins.
+      this.log.info({ cpId: conn.cpId }, 'charger reconnected; closing the previous connection');
+      this.detach(prev, 4000, 'Replaced by a new connection');
+      prev.socket.close(4000, 'Replaced by a new connection');
+    }
+    this.metrics.connections.inc({ version: conn.version });
+    this.registry.markConnected(conn.cpId, this.cfg.nodeId, conn.id, conn.version).catch((err) => this.log.error({ err, cpId: conn.cpId }, 'could not record connection'));
+    this.dispatcher.event(conn, ItemKind.Connect, null);
+  }
+
+  message(socket: Socket<GatewayConnData>, bytes: Uint8Array): void {
+    const conn = socket.data.conn;
+    if (!conn || conn.closed) return;
+    const now = Date.now();
+    conn.lastSeen = now;
+    const p = peekFrame(bytes);
+    if (p && (p.type === 3 || p.type === 4)) {
+      const pending = this.commands.match(conn, p.id);
+      if (pending) this.dispatcher.reply(conn, bytes, pending);
+      return;
+    }
+    if (p && p.type === 5 && conn.version === '2.1') {
+      // CALLRESULTERROR: the charger could not process our CALLRESULT. Nothing to answer.
+      this.log.warn({ cpId: conn.cpId, messageId: p.id, frame: new TextDecoder().decode(bytes).slice(0, 512) }, 'charger rejected a CALLRESULT (CALLRESULTERROR)');
+      this.metrics.dropped.inc({ reason: 'callresulterror' });
+      return;
+    }
+    this.dispatcher.frame(conn, bytes, now, p && p.type !== 6 ? p.id : null);
+  }
+
+  /** Called by the dispatcher for every invalid frame: repeat offenders are disconnected. */
+  badFrame(conn: Connection): void {
+    const now = Date.now();
+    if (now - conn.badFramesWindowStart > 60_000) {
+      conn.badFramesWindowStart = now;
+      conn.badFrames = 0;
+    }
+    if (++conn.badFrames > BAD_FRAME_LIMIT && !conn.closed) {
+      this.log.warn({ cpId: conn.cpId }, 'too many invalid frames; closing the connection');
+      this.metrics.dropped.inc({ reason: 'bad_frame_limit' });
+      conn.socket.close(1008, 'Too many invalid frames');
+    }
+  }
+
+  drain(_socket: Socket<GatewayConnData>): void {
+    // uWS flushed its buffer; nothing is held back on our side (replies are never queued
+    // beyond uWS's own bounded buffer).
+  }
+
+  close(socket: Socket<GatewayConnData>, code: number, reason: string): void {
+    const conn = socket.data.conn;
+    if (!conn || conn.closed) return;
+    this.detach(conn, code, reason);
+  }
+
+  private detach(conn: Connection, code: number, reason: string): void {
+    conn.closed = true;
+    this.metrics.connections.dec({ version: conn.version });
+    this.commands.disconnected(conn);
+    if (this.connections.delete(conn)) {
+      this.registry.markDisconnected(conn.cpId, this.cfg.nodeId, conn.id).catch((err) => this.log.error({ err, cpId: conn.cpId }, 'could not record disconnection'));
+    }
+    this.dispatcher.event(conn, ItemKind.Disconnect, { code, reason });
+  }
+
+  /** Re-evaluates lenient mode once BootNotification told us the model. */
+  identity(conn: Connection, vendor: string, model: string): void {
+    conn.vendor = vendor;
+    conn.model = model;
+    conn.lenient = this.isLenient(conn.cpId, vendor, model);
+  }
+}
+
+export { SUBPROTOCOL_OF };

@@ -1,0 +1,174 @@
+/**
+ * createRouter(options): wiring only, no logic.
+ *
+ *   charger ──ws──► Transport (uWS) ──► Gateway ──► Dispatcher ──batch──► workers (piscina)
+ *                        │                 │            ▲                   │ plugins, state,
+ *   operator ──http──► HttpApi ──► CommandApi ──────────┘ ◄── replies ──────┘ analytics
+ *                                                            ThreadRpc (state in-process, ctx.send)
+ */
+import { availableParallelism } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { buildConfig, type RouterConfig } from './options.js';
+import { createLogger, type PinoLogger } from './log.js';
+import { createMetrics, type Metrics } from './metrics.js';
+import { ConnectionRegistry } from './registry/connection-registry.js';
+import { Dispatcher } from './dispatch/pool.js';
+import { CommandApi } from './command/command-api.js';
+import { Gateway } from './gateway.js';
+import { HttpApi, type Readiness } from './api/http-api.js';
+import { ApiKeyStore } from './api/api-keys.js';
+import { UwsTransport } from './transport/uws-transport.js';
+import { ThreadRpcServer } from './dispatch/thread-rpc.js';
+import { MemoryStateStore } from './state/memory-store.js';
+import { RedisStateStore } from './state/redis-store.js';
+import { serveStateStore } from './state/remote-store.js';
+import { StoreChargerRegistry } from './state/registry.js';
+import type { StateStore } from './state/store.js';
+import type { Transport } from './transport/transport.js';
+
+export interface Router {
+  readonly config: RouterConfig;
+  /** Port chargers connect to (resolved when config.server.port is 0). */
+  readonly port: number;
+  /** Port of the operator API (same as `port` unless api.port is set). */
+  readonly apiPort: number;
+  readonly commands: CommandApi;
+  readonly connections: ConnectionRegistry;
+  readonly registry: StoreChargerRegistry;
+  readonly metrics: Metrics;
+  readonly log: PinoLogger;
+  readonly apiKeys: ApiKeyStore;
+  readonly dispatcher: Dispatcher;
+  close(): Promise<void>;
+}
+
+export interface CreateRouterOptions {
+  /** Called with a generated API key on first start (default: printed on stderr). */
+  onGeneratedApiKey?: (key: string) => void;
+}
+
+export async function createRouter(input: Record<string, unknown> = {}, opts: CreateRouterOptions = {}): Promise<Router> {
+  const config = buildConfig(input);
+  const log = createLogger(config.log, { nodeId: config.nodeId });
+  const metrics = createMetrics();
+  // Channels between this router's threads carry a per-instance name, so several routers
+  // in one process (tests, embedding) never hear each other.
+  const channel = `ocr:${randomBytes(6).toString('hex')}`;
+  const rpc = new ThreadRpcServer({ name: channel });
+
+  const store: StateStore = config.redis.url
+    ? new RedisStateStore({ url: config.redis.url, keyPrefix: config.redis.keyPrefix, commandTimeoutMs: config.redis.commandTimeoutMs })
+    : new MemoryStateStore();
+  if (store.kind === 'memory') serveStateStore(rpc, store);
+  const registry = new StoreChargerRegistry(store);
+
+  const connections = new ConnectionRegistry();
+  const threads = config.pool.threads || availableParallelism();
+  let gateway: Gateway;
+  let commands: CommandApi;
+  const dispatcher = new Dispatcher(
+    { threads, batchSize: config.pool.batchSize, concurrentTasksPerWorker: config.pool.concurrentTasksPerWorker, maxQueue: config.pool.maxQueue, backlogPerCharger: config.server.backlogPerCharger, workerData: { config, nodeId: config.nodeId, channel } },
+    {
+      identity: (c, vendor, model) => gateway.identity(c, vendor, model),
+      badFrame: (c) => gateway.badFrame(c),
+      reply: (p, r) => commands.settle(p, r),
+    },
+    metrics,
+    log,
+  );
+  commands = new CommandApi(connections, dispatcher, metrics, log, config.calls.timeoutMs, config.server.backlogPerCharger);
+  gateway = new Gateway(config, connections, dispatcher, commands, registry, metrics, log);
+
+  // ctx.send() from plugins in workers: [cpId, connectionId, action, payload, timeoutMs]
+  rpc.handle('cmd', async (method, args) => {
+    if (method !== 'send') throw new Error(`unknown cmd method ${method}`);
+    const [cpId, connectionId, action, payload, timeoutMs] = args as [string, number, string, Record<string, unknown>, number | undefined];
+    const conn = connections.get(cpId);
+    if (!conn || conn.id !== connectionId) throw Object.assign(new Error(`Charge point "${cpId}" is not connected`), { code: 'OCR_ERR_CMD_NOT_CONNECTED' });
+    return commands.call(cpId, action, payload, { timeoutMs, prevalidated: true });
+  });
+
+  const apiKeys = new ApiKeyStore(config.api.keys, ApiKeyStore.fileIn(config.dataDir));
+  await apiKeys.load();
+  if (config.api.enabled && apiKeys.size === 0) {
+    const key = await apiKeys.create('generated-at-first-start');
+    (opts.onGeneratedApiKey ?? ((k) => process.stderr.write(`\nNo API key was configured; created one (stored hashed in ${ApiKeyStore.fileIn(config.dataDir)}):\n\n  ${k}\n\nUse it as "Authorization: Bearer <key>". It is not shown again.\n\n`)))(key);
+  }
+
+  let listening = false;
+  const readiness = async (): Promise<Readiness> => {
+    const checks: Readiness['checks'] = { listening: { ok: listening } };
+    try {
+      await store.ping();
+      checks.state = { ok: true };
+    } catch (err) {
+      checks.state = { ok: false, detail: (err as Error).message };
+    }
+    checks.workers = { ok: !dispatcher.saturated, detail: `${dispatcher.stats.queued} batches queued` };
+    return { ready: Object.values(checks).every((c) => c.ok), checks };
+  };
+  const api = new HttpApi(config, apiKeys, registry, connections, commands, metrics, readiness, log);
+
+  try {
+    const pings = await dispatcher.start();
+    log.info({ threads, plugins: pings[0]?.plugins }, 'workers ready');
+  } catch (err) {
+    await dispatcher.pool.destroy().catch(() => undefined);
+    rpc.close();
+    await store.close().catch(() => undefined);
+    throw err;
+  }
+
+  const transportOpts = {
+    host: config.server.host,
+    port: config.server.port,
+    wsPath: config.server.path,
+    maxPayloadLength: config.server.maxPayloadLength,
+    idleTimeoutSec: config.server.idleTimeoutSec,
+    maxBackpressure: config.server.maxBackpressure,
+    maxBodyBytes: 1 << 20,
+    tls: config.server.tls,
+  };
+  const noApi = async () => ({ status: 404, headers: { 'content-type': 'application/json' }, body: '{"error":"not_found","message":"The operator API listens on its own port"}' });
+  const transports: Transport[] = [];
+  const main = new UwsTransport(transportOpts, {
+    upgrade: (r) => gateway.upgrade(r),
+    open: (s) => gateway.open(s),
+    message: (s, b) => gateway.message(s, b),
+    drain: (s) => gateway.drain(s),
+    close: (s, c, r) => gateway.close(s, c, r),
+    http: config.api.enabled && config.api.port === 0 ? (r) => api.handle(r) : noApi,
+  });
+  transports.push(main);
+  const port = await main.listen();
+  let apiPort = port;
+  if (config.api.enabled && config.api.port !== 0) {
+    const apiTransport = new UwsTransport({ ...transportOpts, port: config.api.port, wsPath: '/__no_websockets__' }, {
+      upgrade: async () => ({ accept: false, status: 404, message: 'Not found' }),
+      open: () => undefined, message: () => undefined, drain: () => undefined, close: () => undefined,
+      http: (r) => api.handle(r),
+    });
+    transports.push(apiTransport);
+    apiPort = await apiTransport.listen();
+  }
+  listening = true;
+  log.info({ port, apiPort, path: config.server.path, state: store.kind, analytics: config.clickhouse.url ? 'clickhouse' : 'spool' }, 'router listening');
+
+  let closing: Promise<void> | null = null;
+  return {
+    config, port, apiPort, commands, connections, registry, metrics, log, apiKeys, dispatcher,
+    close() {
+      return (closing ??= (async () => {
+        listening = false;
+        for (const t of transports) await t.close();
+        for (const c of [...connections.values()]) c.socket.close(1001, 'Router shutting down');
+        await dispatcher.close();
+        rpc.close();
+        await store.close();
+      })());
+    },
+  };
+}
+
+export { buildConfig } from './options.js';
+export type { RouterConfig } from './options.js';

@@ -1,0 +1,110 @@
+/**
+ * Connection registry (socket thread): chargePointId → the live connection on this node.
+ *
+ * Owns: per-connection state that must never leave the socket thread: the socket, the
+ * inbound lane (ordering), the outbound CALL slot and its queue, counters of bad frames.
+ * Must not: do I/O other than socket sends.
+ *
+ * Inbound lane states (see dispatch/pool.ts):
+ *   Idle ──frame──► InBatch (items in the batch being built) ──flush──► InFlight
+ *   InFlight ──frame──► backlog   InFlight ──batch done──► Idle, or InBatch with the backlog
+ */
+import type { OcppVersion } from '../protocol/dialect.js';
+import type { Socket } from '../transport/transport.js';
+
+export const enum Lane {
+  Idle = 0,
+  InBatch = 1,
+  InFlight = 2,
+}
+
+export interface PendingCall {
+  id: string;
+  action: string;
+  payload: Record<string, unknown>;
+  timeoutMs: number;
+  timer: NodeJS.Timeout | null;
+  resolve(result: Record<string, unknown>): void;
+  reject(err: Error): void;
+}
+
+export interface BacklogItem {
+  bytes: Uint8Array;
+  receivedAt: number;
+  peekId: string | null;
+}
+
+export interface ConnData {
+  cpId: string;
+  version: OcppVersion;
+  protocol: string | null;
+  remoteAddress: string;
+  /** Set when the subprotocol negotiation failed: close right after open (OCPP-J §3.1). */
+  rejectReason?: string;
+}
+
+export class Connection {
+  lane = Lane.Idle;
+  backlog: BacklogItem[] = [];
+  outInFlight: PendingCall | null = null;
+  outQueue: PendingCall[] = [];
+  badFrames = 0;
+  badFramesWindowStart = 0;
+  closed = false;
+  lastSeen: number;
+  vendor = '';
+  model = '';
+  readonly connectedAt: number;
+
+  constructor(
+    readonly id: number,
+    readonly cpId: string,
+    readonly version: OcppVersion,
+    readonly socket: Socket<ConnData>,
+    public lenient: boolean,
+    readonly remoteAddress: string,
+  ) {
+    this.connectedAt = Date.now();
+    this.lastSeen = this.connectedAt;
+  }
+}
+
+export class ConnectionRegistry {
+  private readonly byId = new Map<string, Connection>();
+  private nextId = 1;
+
+  newId(): number {
+    return this.nextId++;
+  }
+
+  get(cpId: string): Connection | undefined {
+    return this.byId.get(cpId);
+  }
+
+  set(conn: Connection): Connection | undefined {
+    const prev = this.byId.get(conn.cpId);
+    this.byId.set(conn.cpId, conn);
+    return prev;
+  }
+
+  /** Removes `conn` only if it is still the registered connection of its charger. */
+  delete(conn: Connection): boolean {
+    if (this.byId.get(conn.cpId) !== conn) return false;
+    this.byId.delete(conn.cpId);
+    return true;
+  }
+
+  get size(): number {
+    return this.byId.size;
+  }
+
+  values(): IterableIterator<Connection> {
+    return this.byId.values();
+  }
+
+  countByVersion(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const c of this.byId.values()) out[c.version] = (out[c.version] ?? 0) + 1;
+    return out;
+  }
+}

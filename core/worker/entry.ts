@@ -1,0 +1,159 @@
+/**
+ * Worker entry: the piscina task function. Decodes a batch, runs each charger's items in
+ * order through the pipeline, and encodes the replies.
+ *
+ * Owns: per-worker wiring (state store client, analytics sink, plugin tables) and the
+ * in-batch ordering rule. Must not: touch sockets; everything that goes to a charger is
+ * returned to the socket thread.
+ *
+ *   batch ─► group by connection ─► lane A: item, item, …  (sequential)
+ *                                 ─► lane B: item, …        (lanes run concurrently)
+ *         ◄─ results in item order, reply bytes transferred back
+ *
+ * The socket thread never puts one charger's items into two batches at once, so sequential
+ * lanes inside a batch are enough for strict per-charger order across the whole router.
+ */
+import { threadId, workerData } from 'node:worker_threads';
+import Piscina from 'piscina';
+import { BatchWriter, readBatch } from '../dispatch/codec.js';
+import { ItemKind, Outcome, type DisconnectExtra, type ItemMeta, type PingResult, type PingTask, type ReplyExtra } from '../dispatch/envelope.js';
+import { ThreadRpcClient } from '../dispatch/thread-rpc.js';
+import { createLogger } from '../log.js';
+import { Pipeline } from './pipeline.js';
+import { ContextFactory, type ConnMeta, type WorkerServices } from './context.js';
+import { loadPlugins } from './plugin-loader.js';
+import { createStores } from '../state/create.js';
+import { StoreChargerRegistry } from '../state/registry.js';
+import { scopeStore } from '../state/scoped-store.js';
+import { createAnalyticsSink } from '../analytics/clickhouse-sink.js';
+import { validatorFor } from '../protocol/validate.js';
+import { CallError } from '../protocol/call-error.js';
+import type { RouterConfig } from '../options.js';
+
+export interface WorkerData {
+  config: RouterConfig;
+  nodeId: string;
+  /** Base name of this router's thread channels (see core/dispatch/thread-rpc.ts). */
+  channel: string;
+}
+
+const { config, nodeId, channel } = workerData as WorkerData;
+const log = createLogger(config.log, { nodeId, thread: threadId });
+const rpc = new ThreadRpcClient({ name: channel });
+const store = createStores(config, rpc);
+const registry = new StoreChargerRegistry(store);
+const sink = createAnalyticsSink({
+  clickhouse: config.clickhouse.url ? config.clickhouse : undefined,
+  spoolDir: config.analytics.spoolDir,
+  batchRows: config.analytics.batchRows,
+  flushIntervalMs: config.analytics.flushIntervalMs,
+  maxBufferRows: config.analytics.maxBufferRows,
+  nodeId,
+  log,
+});
+await sink.start();
+
+// Shutdown: the socket thread asks every worker to flush its analytics buffer before the
+// pool is destroyed, so rows buffered in memory are written (or spooled), never lost.
+const control = new BroadcastChannel(`${channel}:control`);
+control.onmessage = (ev: MessageEvent) => {
+  if ((ev.data as { op?: string })?.op !== 'drain') return;
+  sink.close().catch((err: Error) => log.error({ err }, 'analytics flush at shutdown failed')).finally(() => control.postMessage({ op: 'drained', threadId }));
+};
+(control as unknown as { unref?: () => void }).unref?.();
+
+const services: WorkerServices = {
+  store,
+  sink,
+  registry,
+  log,
+  nodeId,
+  async send(conn, action, payload, timeoutMs) {
+    // Validate before the frame leaves: a plugin bug must not reach the charger.
+    const v = validatorFor(conn.version);
+    if (!v.has(action, 'request')) throw new CallError('InternalError', `Unknown action ${action}`);
+    const check = v.validate(action, 'request', payload);
+    if (!check.ok) throw Object.assign(new Error(`Invalid ${action} request: ${check.error.description}`), { code: 'OCR_ERR_CMD_INVALID_PAYLOAD' });
+    return (await rpc.call('cmd', 'send', [conn.cpId, conn.connectionId, action, payload, timeoutMs], (timeoutMs ?? config.calls.timeoutMs) + 5000)) as Record<string, unknown>;
+  },
+};
+
+const table = await loadPlugins(config.plugins, (plugin) => ({
+  log: log.child({ plugin }),
+  globalState: scopeStore(store, `ocr:g:${plugin}:`),
+  chargers: registry,
+  router: { nodeId, heartbeatIntervalSec: config.boot.heartbeatIntervalSec },
+}));
+const pipeline = new Pipeline(table, new ContextFactory(services), log, config.pool.hookTimeoutMs);
+
+async function runItem(meta: ItemMeta, text: () => string, out: unknown[], i: number): Promise<void> {
+  const [kind, connectionId, cpId, version, lenient, receivedAt, extra] = meta;
+  const conn: ConnMeta = { connectionId, cpId, version, lenient: lenient === 1 };
+  switch (kind) {
+    case ItemKind.Frame: {
+      const t0 = performance.now();
+      const r = await pipeline.runFrame(conn, text(), receivedAt);
+      out[i] = [r.outcome === 'ok' ? Outcome.Ok : r.outcome === 'error' ? Outcome.Error : Outcome.Ignored, r.action, r.errorCode ?? null, r.deviations?.length ? r.deviations : null, r.identity ?? null, r.unmatched ?? null, Math.round((performance.now() - t0) * 1000), r.reply];
+      return;
+    }
+    case ItemKind.Connect:
+      await pipeline.runConnection('onConnect', conn, {});
+      out[i] = [Outcome.Ok];
+      return;
+    case ItemKind.Disconnect:
+      await pipeline.runConnection('onDisconnect', conn, extra as DisconnectExtra);
+      out[i] = [Outcome.Ok];
+      return;
+    case ItemKind.Reply: {
+      const { action, request } = extra as ReplyExtra;
+      const r = await pipeline.runReply(conn, action, request, text());
+      out[i] = [r.ok, r.payload ?? null, r.error ?? null];
+      return;
+    }
+  }
+}
+
+export default async function task(input: ArrayBuffer | PingTask): Promise<ArrayBuffer | PingResult | unknown> {
+  if (!(input instanceof ArrayBuffer)) {
+    if (input.op === 'ping') return { threadId, plugins: table.plugins } satisfies PingResult;
+    throw new Error('unknown task');
+  }
+  const batch = readBatch(input);
+  const metas = batch.metas as ItemMeta[];
+  const out = new Array<unknown>(metas.length);
+  // Lanes: items of one connection, in arrival order.
+  const lanes = new Map<number, number[]>();
+  for (let i = 0; i < metas.length; i++) {
+    // A Reply item gets a lane of its own: a handler of this charger may be awaiting it
+    // (ctx.send), so it must never queue behind that handler.
+    const c = metas[i]![0] === ItemKind.Reply ? -1 - i : metas[i]![1];
+    const lane = lanes.get(c);
+    if (lane) lane.push(i);
+    else lanes.set(c, [i]);
+  }
+  const runs: Promise<void>[] = [];
+  for (const lane of lanes.values()) {
+    runs.push((async () => {
+      for (const i of lane) {
+        try {
+          await runItem(metas[i]!, () => batch.text(i), out, i);
+        } catch (err) {
+          // runItem maps plugin errors itself; reaching here is a core bug. Answer anyway.
+          log.error({ err, cpId: metas[i]![2] }, 'batch item failed');
+          out[i] = null;
+        }
+      }
+    })());
+  }
+  await Promise.all(runs);
+  const w = new BatchWriter(4096);
+  for (let i = 0; i < out.length; i++) {
+    const r = out[i] as unknown[] | null;
+    if (r && metas[i]![0] === ItemKind.Frame) {
+      const reply = r.pop() as string | undefined;
+      w.addText(r, reply);
+    } else w.addText(r, undefined);
+  }
+  return Piscina.move(w.finish());
+}
+

@@ -1,0 +1,224 @@
+/**
+ * Pipeline: runs one charger's frame through validation, hooks and its handler, and builds
+ * the reply. Lives in the worker.
+ *
+ * Owns: the order of hooks, isolation and attribution of plugin errors, the hook deadline,
+ * and the single place where a non-CallError becomes an OCPP `InternalError` with an
+ * opaque reference (STYLE.md §6). Must not: touch sockets or know about batching.
+ *
+ *   text ─► parseFrame ─┬─ bad ──────────────────────────────► CALLERROR (or none: 1.6 unreadable id)
+ *                       ├─ CALL ─► known? ─► owner? ─► validate ─► onCall* ─► handler ─► onResult*
+ *                       │                                             │
+ *                       │          validate response ◄────────────────┘ ─► CALLRESULT
+ *                       │                                                  └► after* (detached)
+ *                       └─ SEND (2.1) ─► same, no reply
+ */
+import { randomBytes } from 'node:crypto';
+import { CallError, isCallError } from '../protocol/call-error.js';
+import { CALL, CALLERROR, CALLRESULT, CALLRESULTERROR, SEND, parseFrame, serializeCallError, serializeCallResult, unreadableIdReply } from '../protocol/frame.js';
+import { validatorFor } from '../protocol/validate.js';
+import { isKnownAction } from '../protocol/schemas.js';
+import type { OcppVersion } from '../protocol/dialect.js';
+import type { ActionTable, HookTable, Registered } from './plugin-loader.js';
+import type { CallContext, Logger } from '../plugin-api.js';
+import { ContextFactory, type ConnMeta } from './context.js';
+import { errors } from '../errors.js';
+
+export type Outcome = 'ok' | 'error' | 'ignored';
+
+export interface FrameResult {
+  /** Frame text to send back, if any. */
+  reply?: string;
+  action: string;
+  outcome: Outcome;
+  /** Semantic CallError code when outcome is 'error'. */
+  errorCode?: string;
+  deviations?: string[];
+  /** For replies that the main thread must route (CALLRESULT/CALLERROR it could not peek). */
+  unmatched?: { id: string; type: number };
+  /** Learnt from BootNotification: lets the main thread pick the lenient profile. */
+  identity?: { vendor: string; model: string };
+}
+
+export interface ReplyResult {
+  ok: boolean;
+  payload?: Record<string, unknown>;
+  error?: { code: string; description: string; details: Record<string, unknown> };
+}
+
+function newRef(): string {
+  return randomBytes(6).toString('hex');
+}
+
+const NO_TABLE: ActionTable = Object.freeze({ onCall: [], onResult: [], after: [] }) as ActionTable;
+
+export class Pipeline {
+  constructor(
+    private readonly table: HookTable,
+    private readonly contexts: ContextFactory,
+    private readonly log: Logger,
+    private readonly defaultTimeoutMs: number,
+  ) {}
+
+  /** Maps anything thrown to a CallError; non-CallErrors are logged with attribution. */
+  private toCallError(err: unknown, where: { plugin?: string; hook: string; conn: ConnMeta; messageId?: string; action?: string }): CallError {
+    if (isCallError(err)) return err;
+    const ref = newRef();
+    const cause = err ?? new errors.OCR_ERR_UNDEFINED_REJECTION(where.plugin ?? 'core', where.hook);
+    this.log.error({ err: cause, ref, plugin: where.plugin, hook: where.hook, cpId: where.conn.cpId, messageId: where.messageId, action: where.action }, 'plugin error');
+    return new CallError('InternalError', `Internal error (ref ${ref})`, { ref });
+  }
+
+  /** Runs one hook with its deadline. */
+  private async invoke<R>(reg: Registered<(...a: never[]) => unknown>, ctx: CallContext, args: unknown[]): Promise<R> {
+    const timeoutMs = reg.timeoutMs ?? this.defaultTimeoutMs;
+    const p = (reg.fn as (...a: unknown[]) => unknown)(ctx, ...args);
+    if (!(p instanceof Promise)) return p as R;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return (await Promise.race([
+        p,
+        new Promise((_, reject) => {
+          timer = setTimeout(() => {
+            (ctx as unknown as { abort(): void }).abort?.();
+            reject(new errors.OCR_ERR_PLUGIN_TIMEOUT(reg.plugin, 'call', timeoutMs));
+          }, timeoutMs);
+        }),
+      ])) as R;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async runFrame(conn: ConnMeta, text: string, receivedAt: number): Promise<FrameResult> {
+    const v = conn.version;
+    const parsed = parseFrame(text, v);
+    if (parsed.type === 0) {
+      // Answer only what was (or may have been) a CALL; a broken CALLRESULT cannot be answered.
+      const answerable = parsed.messageType === null || parsed.messageType === CALL || (parsed.messageType !== CALLRESULT && parsed.messageType !== CALLERROR && parsed.messageType !== CALLRESULTERROR && parsed.messageType !== SEND);
+      const id = parsed.id ?? unreadableIdReply(v);
+      const reply = answerable && id !== null ? serializeCallError(id, parsed.error, v) : undefined;
+      return { reply, action: '(invalid)', outcome: 'error', errorCode: parsed.error.code };
+    }
+    if (parsed.type === CALLRESULT || parsed.type === CALLERROR || parsed.type === CALLRESULTERROR) {
+      // The main thread matches replies by peeked id; this one could not be peeked.
+      return { action: '(reply)', outcome: 'ignored', unmatched: { id: parsed.id, type: parsed.type } };
+    }
+    const { id, action, payload } = parsed as Extract<typeof parsed, { action: string }>;
+    const noReply = parsed.type === SEND;
+    const fail = (err: CallError): FrameResult => ({ reply: noReply ? undefined : serializeCallError(id, err, v), action, outcome: 'error', errorCode: err.code });
+
+    if (!isKnownAction(v, action)) return fail(new CallError('NotImplemented', `Unknown action ${action}`));
+    const entry = this.table.byAction[v].get(action) ?? NO_TABLE;
+    if (!entry.handler && entry.onCall.length === 0) return fail(new CallError('NotSupported', `${action} is not supported by this CSMS`));
+
+    const validator = validatorFor(v);
+    const check = validator.validate(action, 'request', payload, conn.lenient);
+    if (!check.ok) return fail(check.error);
+
+    const ctx = this.contexts.call(conn, { messageId: id, action, receivedAt }, check.deviations ?? []);
+    let result: Record<string, unknown> | undefined;
+    let plugin: string | undefined;
+    let hook = 'onCall';
+    try {
+      for (const reg of entry.onCall) {
+        plugin = reg.plugin;
+        const r = await this.invoke<unknown>(reg, this.contexts.forPlugin(ctx, reg.plugin), [payload]);
+        if (r !== undefined) { result = r as Record<string, unknown>; break; }
+      }
+      if (result === undefined) {
+        if (!entry.handler) throw new CallError('NotSupported', `${action} is not supported by this CSMS`);
+        hook = 'handler';
+        plugin = entry.handler.plugin;
+        result = await this.invoke<Record<string, unknown>>(entry.handler as Registered<never>, this.contexts.forPlugin(ctx, plugin), [payload]);
+      }
+      hook = 'onResult';
+      for (const reg of entry.onResult) {
+        plugin = reg.plugin;
+        const r = await this.invoke<unknown>(reg, this.contexts.forPlugin(ctx, reg.plugin), [payload, result]);
+        if (r !== undefined) result = r as Record<string, unknown>;
+      }
+      hook = 'response-validation';
+      const out = validator.validate(action, 'response', result, false);
+      if (!out.ok) {
+        const bug = new Error(`Invalid ${action} response from plugin: ${out.error.description}`);
+        throw Object.assign(bug, { code: 'OCR_ERR_PLUGIN_INVALID_RESPONSE', details: out.error.details });
+      }
+    } catch (err) {
+      const ce = this.toCallError(err, { plugin, hook, conn, messageId: id, action });
+      this.runAfter(entry, ctx, payload, { error: ce });
+      this.runOnError(v, ctx, ce, err);
+      return { ...fail(ce), deviations: check.deviations };
+    }
+    this.runAfter(entry, ctx, payload, { result });
+    const res: FrameResult = { reply: noReply ? undefined : serializeCallResult(id, result), action, outcome: 'ok', deviations: check.deviations };
+    if (action === 'BootNotification') res.identity = bootIdentity(v, payload);
+    return res;
+  }
+
+  /** after-hooks: detached; errors logged, never affecting the reply [mobilityhouse @after]. */
+  private runAfter(entry: ActionTable, ctx: CallContext, payload: Record<string, unknown>, outcome: { result?: Record<string, unknown>; error?: CallError }): void {
+    for (const reg of entry.after) {
+      this.invoke(reg as Registered<never>, this.contexts.forPlugin(ctx, reg.plugin), [payload, outcome]).catch((err) => {
+        this.log.error({ err, plugin: reg.plugin, hook: 'after', cpId: ctx.cp.id, messageId: ctx.msg.messageId, action: ctx.msg.action }, 'after hook failed');
+      });
+    }
+  }
+
+  private runOnError(v: OcppVersion, ctx: CallContext, ce: CallError, cause: unknown): void {
+    for (const reg of this.table.onError[v]) {
+      this.invoke(reg as Registered<never>, this.contexts.forPlugin(ctx, reg.plugin), [ce, cause]).catch((err) => {
+        this.log.error({ err, plugin: reg.plugin, hook: 'onError' }, 'onError hook failed');
+      });
+    }
+  }
+
+  /** onConnect / onDisconnect, parallel, isolated. */
+  async runConnection(kind: 'onConnect' | 'onDisconnect', conn: ConnMeta, info: { reason?: string; code?: number }): Promise<void> {
+    const regs = this.table[kind][conn.version];
+    if (regs.length === 0) return;
+    const ctx = this.contexts.connection(conn);
+    await Promise.all(regs.map((reg) =>
+      this.invoke(reg as Registered<never>, this.contexts.forPlugin(ctx, reg.plugin), [info]).catch((err) => {
+        this.log.error({ err, plugin: reg.plugin, hook: kind, cpId: conn.cpId }, `${kind} hook failed`);
+      })));
+  }
+
+  /**
+   * A charger's answer to a CSMS-initiated CALL: validate it against the response schema,
+   * run onCallResult / onCallError hooks, and hand the outcome back for the waiting caller.
+   */
+  async runReply(conn: ConnMeta, action: string, request: Record<string, unknown>, text: string): Promise<ReplyResult> {
+    const v = conn.version;
+    const parsed = parseFrame(text, v);
+    let result: ReplyResult;
+    if (parsed.type === CALLRESULT) {
+      const check = validatorFor(v).validate(action, 'response', parsed.payload, conn.lenient);
+      result = check.ok
+        ? { ok: true, payload: parsed.payload }
+        : { ok: false, error: { code: 'InvalidResponse', description: `Charger answered ${action} with an invalid payload: ${check.error.description}`, details: { schemaError: check.error.code, ...check.error.details } } };
+    } else if (parsed.type === CALLERROR) {
+      result = { ok: false, error: { code: parsed.code, description: parsed.description, details: parsed.details } };
+    } else {
+      result = { ok: false, error: { code: 'InvalidResponse', description: 'Charger answered with a malformed frame', details: {} } };
+    }
+    const regs = (result.ok ? this.table.onCallResult : this.table.onCallError)[v].get(action) ?? [];
+    if (regs.length > 0) {
+      const ctx = this.contexts.call(conn, { messageId: parsed.type === 0 ? '' : parsed.id, action, receivedAt: Date.now() }, []);
+      for (const reg of regs) {
+        try {
+          await this.invoke(reg as Registered<never>, this.contexts.forPlugin(ctx, reg.plugin), [{ action, request, result: result.payload, error: result.error }]);
+        } catch (err) {
+          this.log.error({ err, plugin: reg.plugin, hook: result.ok ? 'onCallResult' : 'onCallError', cpId: conn.cpId }, 'reply hook failed');
+        }
+      }
+    }
+    return result;
+  }
+}
+
+function bootIdentity(v: OcppVersion, p: Record<string, unknown>): { vendor: string; model: string } | undefined {
+  if (v === '1.6') return { vendor: String(p.chargePointVendor ?? ''), model: String(p.chargePointModel ?? '') };
+  const cs = p.chargingStation as { vendorName?: string; model?: string } | undefined;
+  return cs ? { vendor: String(cs.vendorName ?? ''), model: String(cs.model ?? '') } : undefined;
+}

@@ -1,0 +1,208 @@
+/**
+ * Plugin loader: imports the configured plugins, checks their contracts and builds the
+ * frozen hook tables the pipeline loops over.
+ *
+ * Owns: every boot-time check of the plugin contract (shape, core version, dependencies,
+ * options schema, handler conflicts, unknown actions/hooks) [fastify, rollup]. Must not: run
+ * anything per message. A failed check throws an OCR_ERR_PLUGIN_* error and the router does
+ * not start.
+ *
+ *   config.plugins ──► import ──► check shape/core/deps ──► validate options ──► setup(api)
+ *                                                                                  │
+ *                       HookTable { byAction[version][action], connect, … } ◄──────┘
+ */
+import { createRequire } from 'node:module';
+import { isAbsolute, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Ajv } from 'ajv';
+import semver from 'semver';
+import { errors } from '../errors.js';
+import { OCPP_VERSIONS, type OcppVersion } from '../protocol/dialect.js';
+import { loadSchemas } from '../protocol/schemas.js';
+import {
+  CORE_VERSION, HOOK_NAMES, isPluginDefinition,
+  type AfterHook, type CallReplyHook, type ConnectionHook, type Handler, type HookName, type HookOptions,
+  type OnCallHook, type OnErrorHook, type OnResultHook, type PluginDefinition, type SetupApi,
+} from '../plugin-api.js';
+
+
+export interface PluginSpec {
+  /** A path (relative to the project root or absolute), a name under plugins/, or an npm package. */
+  name: string;
+  options?: Record<string, unknown>;
+}
+
+export interface Registered<F> {
+  plugin: string;
+  fn: F;
+  timeoutMs?: number;
+}
+
+export interface ActionTable {
+  handler?: Registered<Handler>;
+  onCall: Registered<OnCallHook>[];
+  onResult: Registered<OnResultHook>[];
+  after: Registered<AfterHook>[];
+}
+
+export interface HookTable {
+  plugins: { name: string; version: string }[];
+  byAction: Record<OcppVersion, Map<string, ActionTable>>;
+  onConnect: Record<OcppVersion, Registered<ConnectionHook>[]>;
+  onDisconnect: Record<OcppVersion, Registered<ConnectionHook>[]>;
+  onCallResult: Record<OcppVersion, Map<string, Registered<CallReplyHook>[]>>;
+  onCallError: Record<OcppVersion, Map<string, Registered<CallReplyHook>[]>>;
+  onError: Record<OcppVersion, Registered<OnErrorHook>[]>;
+  closers: Array<{ plugin: string; fn: () => unknown }>;
+}
+
+type SetupApiBase = Omit<SetupApi, 'name' | 'handle' | 'hook' | 'onClose' | 'log'> & { log: SetupApi['log'] };
+
+const projectRoot = resolve(new URL('../..', import.meta.url).pathname);
+
+/** Resolves a plugin spec to an import URL: `core` → plugins/core, paths as given, else npm. */
+export async function importPlugin(name: string): Promise<PluginDefinition<unknown>> {
+  let target: string;
+  if (name.startsWith('.') || isAbsolute(name)) target = pathToFileURL(resolve(projectRoot, name)).href;
+  else if (/^[a-z0-9-]+$/.test(name) && !name.includes('/')) {
+    const local = resolve(projectRoot, 'plugins', name, 'index.ts');
+    try {
+      await import('node:fs').then((fs) => fs.promises.access(local));
+      target = pathToFileURL(local).href;
+    } catch {
+      target = createRequire(resolve(projectRoot, 'package.json')).resolve(name);
+    }
+  } else target = createRequire(resolve(projectRoot, 'package.json')).resolve(name);
+  let mod: { default?: unknown };
+  try {
+    mod = await import(target.startsWith('file:') ? target : pathToFileURL(target).href);
+  } catch (err) {
+    throw new errors.OCR_ERR_PLUGIN_NOT_FOUND(name, (err as Error).message, { cause: err });
+  }
+  const def = mod.default;
+  if (!isPluginDefinition(def)) throw new errors.OCR_ERR_PLUGIN_INVALID(name, 'its default export is not made with definePlugin()');
+  return def;
+}
+
+function emptyTable(): HookTable {
+  const per = <T>(f: () => T) => Object.fromEntries(OCPP_VERSIONS.map((v) => [v, f()])) as Record<OcppVersion, T>;
+  return {
+    plugins: [],
+    byAction: per(() => new Map()),
+    onConnect: per(() => []),
+    onDisconnect: per(() => []),
+    onCallResult: per(() => new Map()),
+    onCallError: per(() => new Map()),
+    onError: per(() => []),
+    closers: [],
+  };
+}
+
+function actionTable(t: HookTable, v: OcppVersion, action: string): ActionTable {
+  let e = t.byAction[v].get(action);
+  if (!e) t.byAction[v].set(action, (e = { onCall: [], onResult: [], after: [] }));
+  return e;
+}
+
+interface PendingHook { plugin: string; name: HookName; fn: (...a: never[]) => unknown; opts: HookOptions; versions: OcppVersion[] }
+
+/**
+ * Loads and sets up the plugins in order. `makeBase(name)` gives each plugin its log, state
+ * and registry facades (built by the worker, which owns the connections to Redis etc.).
+ */
+export async function loadPlugins(specs: PluginSpec[], makeBase: (plugin: string) => SetupApiBase): Promise<HookTable> {
+  const table = emptyTable();
+  const loaded = new Set<string>();
+  const hooks: PendingHook[] = [];
+
+  for (const spec of specs) {
+    const def = await importPlugin(spec.name);
+    const name = def.name;
+    if (typeof name !== 'string' || !/^[a-z0-9][a-z0-9-]*$/.test(name)) throw new errors.OCR_ERR_PLUGIN_INVALID(spec.name, 'name must be kebab-case');
+    if (loaded.has(name)) throw new errors.OCR_ERR_PLUGIN_DUPLICATE(name);
+    if (typeof def.setup !== 'function') throw new errors.OCR_ERR_PLUGIN_INVALID(name, 'setup must be a function');
+    if (typeof def.core !== 'string' || !semver.validRange(def.core)) throw new errors.OCR_ERR_PLUGIN_INVALID(name, '"core" must be a semver range');
+    if (!semver.satisfies(CORE_VERSION, def.core, { includePrerelease: true })) throw new errors.OCR_ERR_PLUGIN_CORE_VERSION(name, def.core, CORE_VERSION);
+    for (const dep of def.dependsOn ?? []) if (!loaded.has(dep)) throw new errors.OCR_ERR_PLUGIN_DEP_MISSING(name, dep);
+    const supported = def.ocpp ?? [...OCPP_VERSIONS];
+
+    let opts: Record<string, unknown> = structuredClone(spec.options ?? {});
+    if (def.options) {
+      const ajv = new Ajv({ useDefaults: true, allErrors: true, strict: false });
+      const validate = ajv.compile(def.options);
+      if (!validate(opts)) {
+        const msg = (validate.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message}`).join('; ');
+        throw new errors.OCR_ERR_PLUGIN_OPTIONS(name, msg);
+      }
+    } else if (spec.options && Object.keys(spec.options).length > 0) {
+      throw new errors.OCR_ERR_PLUGIN_OPTIONS(name, 'plugin declares no options but options were given');
+    }
+
+    const base = makeBase(name);
+    const api: SetupApi = {
+      ...base,
+      name,
+      handle(version: OcppVersion | OcppVersion[], action: string, handler: Handler) {
+        for (const v of Array.isArray(version) ? version : [version]) {
+          if (!supported.includes(v)) throw new errors.OCR_ERR_PLUGIN_INVALID(name, `handles ${action} for ${v}, which is not in its "ocpp" list`);
+          if (!loadSchemas(v).request.has(action)) throw new errors.OCR_ERR_PLUGIN_UNKNOWN_ACTION(name, 'a handler', `${v} ${action}`);
+          const e = actionTable(table, v, action);
+          if (e.handler) throw new errors.OCR_ERR_PLUGIN_HANDLER_CONFLICT(e.handler.plugin, name, v, action);
+          e.handler = { plugin: name, fn: handler };
+        }
+      },
+      hook(hookName: HookName, arg: unknown) {
+        if (!HOOK_NAMES.includes(hookName)) throw new errors.OCR_ERR_PLUGIN_UNKNOWN_HOOK(name, hookName);
+        const obj = typeof arg === 'function' ? { handler: arg } : (arg as { handler: unknown } & HookOptions);
+        if (typeof obj?.handler !== 'function') throw new errors.OCR_ERR_PLUGIN_INVALID(name, `hook ${hookName} needs a function`);
+        const versions = (obj.versions ?? supported).filter((v) => supported.includes(v));
+        for (const v of versions) for (const a of obj.actions ?? []) {
+          if (!loadSchemas(v).request.has(a)) throw new errors.OCR_ERR_PLUGIN_UNKNOWN_ACTION(name, `hook ${hookName}`, `${v} ${a}`);
+        }
+        hooks.push({ plugin: name, name: hookName, fn: obj.handler as PendingHook['fn'], opts: obj, versions });
+      },
+      onClose(fn) {
+        table.closers.push({ plugin: name, fn });
+      },
+    } as SetupApi;
+    try {
+      await def.setup(api, opts as never);
+    } catch (err) {
+      if ((err as { code?: string }).code?.startsWith('OCR_ERR_')) throw err;
+      throw new errors.OCR_ERR_PLUGIN_SETUP(name, (err as Error).message, { cause: err });
+    }
+    loaded.add(name);
+    table.plugins.push({ name, version: def.version });
+  }
+
+  // Order: 'pre', then unordered, then 'post'; config order within each (stable sort) [rollup].
+  const rank = (h: PendingHook) => (h.opts.order === 'pre' ? 0 : h.opts.order === 'post' ? 2 : 1);
+  hooks.sort((a, b) => rank(a) - rank(b));
+  for (const h of hooks) {
+    const reg = { plugin: h.plugin, fn: h.fn, timeoutMs: h.opts.timeoutMs } as Registered<never>;
+    for (const v of h.versions) {
+      const actions = h.opts.actions ?? loadSchemas(v).actions;
+      switch (h.name) {
+        case 'onCall': case 'onResult': case 'after':
+          for (const a of actions) actionTable(table, v, a)[h.name].push(reg);
+          break;
+        case 'onCallResult': case 'onCallError':
+          for (const a of actions) {
+            const m = table[h.name][v];
+            m.set(a, [...(m.get(a) ?? []), reg]);
+          }
+          break;
+        default:
+          table[h.name][v].push(reg);
+      }
+    }
+  }
+  return deepFreezeTables(table);
+}
+
+function deepFreezeTables(t: HookTable): HookTable {
+  for (const v of OCPP_VERSIONS) for (const e of t.byAction[v].values()) {
+    Object.freeze(e.onCall); Object.freeze(e.onResult); Object.freeze(e.after); Object.freeze(e);
+  }
+  return Object.freeze(t);
+}

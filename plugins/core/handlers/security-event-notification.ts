@@ -1,0 +1,13 @@
+/**
+ * SecurityEventNotification (1.6 security extension, 2.x A04): emitted to analytics and the
+ * latest event kept in the charger's state (`ocr:{cpId}:core:lastSecurityEvent`).
+ */
+import type { CallContext } from '../../../core/plugin-api.js';
+import { rowBase, timeOf } from './common.js';
+
+export async function onSecurityEventNotification(ctx: CallContext, p: Record<string, unknown>): Promise<Record<string, never>> {
+  const ts = timeOf(ctx, p.timestamp);
+  ctx.emit('ocpp_events', { ...rowBase(ctx, ts), kind: 'security_event', action: 'SecurityEventNotification', payload: JSON.stringify(p) });
+  await ctx.state.set('lastSecurityEvent', JSON.stringify(p));
+  return {};
+}
