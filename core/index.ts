@@ -57,7 +57,7 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
   const rpc = new ThreadRpcServer({ name: channel });
 
   const store: StateStore = config.redis.url
-    ? new RedisStateStore({ url: config.redis.url, keyPrefix: config.redis.keyPrefix, commandTimeoutMs: config.redis.commandTimeoutMs })
+    ? new RedisStateStore({ url: config.redis.url, keyPrefix: config.redis.keyPrefix, commandTimeoutMs: config.redis.commandTimeoutMs, onError: (err: Error) => log.warn({ err }, 'redis connection error') })
     : new MemoryStateStore();
   if (store.kind === 'memory') serveStateStore(rpc, store);
   const registry = new StoreChargerRegistry(store);

@@ -46,6 +46,7 @@ export interface ClickHouseConnectionOptions {
   /**
    * HTTP interface, e.g. `http://127.0.0.1:8123`. Absent or empty means no ClickHouse
    * (spool only), so a config section with its url unset can be passed as is.
+   * @default undefined
    */
   url?: string | undefined;
   /** @default 'default' */
@@ -224,13 +225,19 @@ export class ClickHouseSink implements AnalyticsSink {
 
   /**
    * Opens the spool, runs the migration once and starts the timers. A failed migration is
-   * logged and retried by the replay loop; it does not fail start(): until it succeeds,
-   * flushed rows go to the spool.
+   * logged and retried by the replay loop; it does not fail start() (which waits at most
+   * about `requestTimeoutMs` for an unreachable server): until it succeeds, flushed rows
+   * go to the spool. An unusable spool directory does fail start(), with
+   * OCR_ERR_ANALYTICS_SPOOL: without it, an outage would lose rows.
    */
   async start(): Promise<void> {
     if (this.#started) return;
     this.#started = true;
-    await this.#spool.open();
+    try {
+      await this.#spool.open();
+    } catch (err) {
+      throw new errors.OCR_ERR_ANALYTICS_SPOOL(`cannot open ${this.#spool.dir}: ${(err as Error).message}`, { cause: err });
+    }
     if (this.#client !== undefined) {
       try {
         await this.#migrate();
@@ -313,7 +320,11 @@ export class ClickHouseSink implements AnalyticsSink {
   async #flushOnce(): Promise<void> {
     for (const [table, buf] of this.#buffers) {
       if (buf.length === 0) continue;
-      // Swap the array out: rows written during the awaits below go to a fresh one.
+      // Swap the array out: rows written during the awaits below go to a fresh one, and
+      // count against maxBufferRows afresh. Memory is thus bounded by maxBufferRows plus
+      // the one batch in flight.
+      // `received_at` defaults to this moment, at most flushIntervalMs after write():
+      // stamping in write() would cost a clock read and a mutation of the caller's row.
       this.#buffers.set(table, []);
       this.#buffered -= buf.length;
       const now = Date.now();

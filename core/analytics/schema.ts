@@ -164,15 +164,21 @@ export function clickHouseErrorCode(err: unknown): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-// 57 TABLE_ALREADY_EXISTS, 82 DATABASE_ALREADY_EXISTS, 15 DUPLICATE_COLUMN (44 on newer
-// servers): another worker migrating at the same moment won the race; not an error.
-const RACE_CODES = new Set([15, 44, 57, 82]);
+// Errors meaning that another worker migrating at the same moment won the race, per
+// statement kind: 82 DATABASE_ALREADY_EXISTS, 57 TABLE_ALREADY_EXISTS, and for ADD COLUMN
+// 15 DUPLICATE_COLUMN, which 18.16 reports as 44 ILLEGAL_COLUMN ("column with this name
+// already exists"). 44 also means a bad type, so it only counts with that message.
+const RACE = {
+  database: (code: number | undefined) => code === 82,
+  table: (code: number | undefined) => code === 57,
+  column: (code: number | undefined, message: string) => code === 15 || (code === 44 && message.includes('already exists')),
+} as const;
 
-async function commandIgnoringRace(client: ClickHouseClient, query: string): Promise<void> {
+async function commandIgnoringRace(client: ClickHouseClient, query: string, isRace: (code: number | undefined, message: string) => boolean): Promise<void> {
   try {
     await client.command({ query });
   } catch (err) {
-    if (!RACE_CODES.has(clickHouseErrorCode(err) ?? -1)) throw err;
+    if (!isRace(clickHouseErrorCode(err), String((err as Error | null)?.message ?? ''))) throw err;
   }
 }
 
@@ -184,9 +190,9 @@ async function commandIgnoringRace(client: ClickHouseClient, query: string): Pro
 export async function migrate(client: ClickHouseClient, database: string): Promise<ServerFeatures> {
   assertIdentifier(database);
   const features = await detectFeatures(client);
-  await commandIgnoringRace(client, `CREATE DATABASE IF NOT EXISTS ${database}`);
+  await commandIgnoringRace(client, `CREATE DATABASE IF NOT EXISTS ${database}`, RACE.database);
   for (const table of TABLES) {
-    await commandIgnoringRace(client, createTableSql(database, table, features));
+    await commandIgnoringRace(client, createTableSql(database, table, features), RACE.table);
   }
   // 18.16 has no ADD COLUMN IF NOT EXISTS, so compare with system.columns first.
   // A literal, not {db:String}: query parameters arrived in 19.x. `database` passed
@@ -199,7 +205,7 @@ export async function migrate(client: ClickHouseClient, database: string): Promi
   for (const table of TABLES) {
     for (const [name, kind] of Object.entries(COLUMNS[table])) {
       if (existing.has(`${table}.${name}`)) continue;
-      await commandIgnoringRace(client, `ALTER TABLE ${database}.${table} ADD COLUMN ${name} ${columnType(kind, features)}`);
+      await commandIgnoringRace(client, `ALTER TABLE ${database}.${table} ADD COLUMN ${name} ${columnType(kind, features)}`, RACE.column);
     }
   }
   return features;
@@ -231,7 +237,7 @@ function clampInt(v: unknown, max: number): number {
  * Maps a caller's row onto `table`'s columns. Missing columns get their default (''/0),
  * values are coerced to the column kind, unknown keys are ignored. `ts` and `received_at`
  * are epoch milliseconds (a numeric or ISO string is accepted); `received_at` defaults to
- * `nowMs` and `ts` to `received_at`. Never throws: a malformed value becomes the default,
+ * `nowMs` (the sink passes its flush time) and `ts` to `received_at`. Never throws: a malformed value becomes the default,
  * because one bad row must not sink a batch of 5000 good ones.
  */
 export function toInsertRow(table: AnalyticsTable, row: AnalyticsRow, nowMs: number): InsertRow {

@@ -388,10 +388,10 @@ export class ThreadRpcClient {
     this.#settleReady?.(closedErr());
     for (const id of [...this.#pending.keys()]) this.#fail(id, closedErr());
     this.#closed = true;
-    if (this.#isReady) {
-      const bye: Bye = { t: 'bye', cid: this.#cid };
-      this.#bc.postMessage(bye);
-    }
+    // Even before the ack: the server may have opened our channel for a hello whose ack we
+    // never saw. With nobody listening, the bye is simply dropped.
+    const bye: Bye = { t: 'bye', cid: this.#cid };
+    this.#bc.postMessage(bye);
     this.#bc.close();
   }
 }

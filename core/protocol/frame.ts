@@ -24,10 +24,16 @@ export type Frame =
 /** A frame that breaks the framing rules. `id` is null when it could not be read. */
 export interface BadFrame {
   type: 0;
-  /** The messageTypeId when it could be read (decides whether we may answer). */
+  /** The messageTypeId when it could be read. */
   messageType: number | null;
   id: string | null;
   error: CallError;
+  /**
+   * Whether a CALLERROR may be sent. Not for a broken CALLRESULT/CALLERROR (the spec has no
+   * answer to an answer) nor for a 2.1 SEND (never answered); yes for a CALL, an unknown
+   * message type and a frame whose type could not be read.
+   */
+  answer: boolean;
 }
 
 export type ParseResult = Frame | BadFrame;
@@ -43,8 +49,9 @@ function readId(v: unknown): string | null {
   return null;
 }
 
-function bad(code: CallErrorCode, description: string, id: string | null, messageType: number | null): BadFrame {
-  return { type: 0, messageType, id, error: new CallError(code, description) };
+function bad(code: CallErrorCode, description: string, id: string | null, messageType: number | null, version?: OcppVersion): BadFrame {
+  const answer = messageType === null || messageType === CALL || (version !== undefined && !typeExists(messageType, version));
+  return { type: 0, messageType, id, error: new CallError(code, description), answer };
 }
 
 /** Message types that exist in each dialect. SEND and CALLRESULTERROR are OCPP 2.1 only. */
@@ -67,7 +74,7 @@ export function parseFrame(text: string, version: OcppVersion): ParseResult {
     return bad('RpcFrameworkError', 'messageTypeId is not an integer', id, null);
   }
   if (!typeExists(type, version)) {
-    return bad('MessageTypeNotSupported', `messageTypeId ${type} is not supported`, id, type);
+    return bad('MessageTypeNotSupported', `messageTypeId ${type} is not supported`, id, type, version);
   }
   if (id === null) return bad('RpcFrameworkError', 'messageId is not a string', null, type);
   switch (type) {

@@ -9,9 +9,9 @@ import { RedisStateStore } from './redis-store.js';
 import { RemoteStateStore } from './remote-store.js';
 import type { StateStore } from './store.js';
 
-export function createStores(config: RouterConfig, rpc: ThreadRpcClient): StateStore {
+export function createStores(config: RouterConfig, rpc: ThreadRpcClient, log?: { warn(o: object, m?: string): void }): StateStore {
   if (config.redis.url) {
-    return new RedisStateStore({ url: config.redis.url, keyPrefix: config.redis.keyPrefix, commandTimeoutMs: config.redis.commandTimeoutMs });
+    return new RedisStateStore({ url: config.redis.url, keyPrefix: config.redis.keyPrefix, commandTimeoutMs: config.redis.commandTimeoutMs, onError: (err: Error) => log?.warn({ err }, 'redis connection error') });
   }
   return new RemoteStateStore(rpc);
 }

@@ -5,9 +5,9 @@
  * casHash), the ioredis options that suit a router, and the translation of "Redis could not
  * be reached in time" into OCR_ERR_STATE_UNAVAILABLE.
  *
- * Must not: build key names (keys.ts does), swallow errors, retry commands itself (ioredis
- * does, bounded by maxRetriesPerRequest and commandTimeout), or run multi-key scripts across
- * charge points (keys of different `{cpId}` hash tags live in different Cluster slots).
+ * Must not: build key names (keys.ts does), swallow errors, retry or resend a command (a
+ * resent write may be applied twice), or run multi-key scripts across charge points (keys
+ * of different `{cpId}` hash tags live in different Cluster slots).
  *
  * Offline behaviour: a command issued while the connection is down waits (up to
  * commandTimeoutMs) for it in *this* class, not in ioredis's offline queue. ioredis's queue
@@ -20,8 +20,8 @@
  * unknown". test/integration/redis/redis-store.test.ts pins both.
  *
  * Errors: a reply error from Redis (WRONGTYPE, "not an integer", ...) propagates unchanged,
- * exactly as MemoryStateStore raises it. Anything else (command timeout, retries exhausted,
- * connection closed, offline queue disabled) is wrapped in OCR_ERR_STATE_UNAVAILABLE with
+ * exactly as MemoryStateStore raises it. Anything else (command timeout, not connected in
+ * time, retries exhausted, connection or store closed) is wrapped in OCR_ERR_STATE_UNAVAILABLE with
  * the ioredis error as `cause`, so callers and metrics can tell "Redis is down" from "the
  * command was wrong" by `code`.
  */
@@ -47,8 +47,9 @@ export interface RedisStateStoreOptions {
    */
   commandTimeoutMs?: number;
   /**
-   * Reconnections a pending command may ride out before it is failed. ioredis's default
-   * (20) lets a command wait through many reconnect attempts; a router would rather answer
+   * Reconnect attempts after which the commands that were in flight when the connection
+   * dropped are failed (commandTimeoutMs may fail them first; they are never resent).
+   * ioredis's default (20) holds them through many attempts; a router would rather answer
    * the charge point (InternalError, it retries) than hold its one in-flight CALL.
    * @default 1
    */
@@ -182,8 +183,9 @@ export class RedisStateStore implements StateStore {
 
   /**
    * Either options (the store creates and owns a client) or an existing ioredis client
-   * (the store borrows it: its options are the caller's, close() leaves it open, and the
-   * casHash script is registered on it).
+   * (the store borrows it: close() leaves it open and the casHash script is registered on
+   * it). A borrowed client keeps its own options: give it a commandTimeout, and
+   * autoResendUnfulfilledCommands: false, or the guarantees in the file header do not hold.
    */
   constructor(optsOrClient: RedisStateStoreOptions | Redis) {
     if (optsOrClient instanceof Redis) {

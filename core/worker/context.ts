@@ -13,6 +13,7 @@ import type { OcppVersion } from '../protocol/dialect.js';
 import type { AnalyticsRow, AnalyticsSink, AnalyticsTable } from '../analytics/sink.js';
 import type { StateStore } from '../state/store.js';
 import { scopeStore } from '../state/scoped-store.js';
+import { cpPrefix } from '../state/keys.js';
 import type { CallContext, ChargePointInfo, ChargerRegistry, Logger, MessageInfo, PluginLocals } from '../plugin-api.js';
 
 /** What the worker knows of a connection, sent with every batch item. */
@@ -67,7 +68,7 @@ class PluginContext {
   }
 
   get state(): StateStore {
-    return (this.stateCache ??= scopeStore(this.services.store, `ocr:{${this.cp.id}}:${this.plugin}:`));
+    return (this.stateCache ??= scopeStore(this.services.store, cpPrefix(this.cp.id, this.plugin)));
   }
 
   get globalState(): StateStore {

@@ -40,7 +40,7 @@ export interface WorkerData {
 const { config, nodeId, channel } = workerData as WorkerData;
 const log = createLogger(config.log, { nodeId, thread: threadId });
 const rpc = new ThreadRpcClient({ name: channel });
-const store = createStores(config, rpc);
+const store = createStores(config, rpc, log);
 const registry = new StoreChargerRegistry(store);
 const sink = createAnalyticsSink({
   clickhouse: config.clickhouse.url ? config.clickhouse : undefined,

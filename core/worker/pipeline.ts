@@ -15,7 +15,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { CallError, isCallError } from '../protocol/call-error.js';
-import { CALL, CALLERROR, CALLRESULT, CALLRESULTERROR, SEND, parseFrame, serializeCallError, serializeCallResult, unreadableIdReply } from '../protocol/frame.js';
+import { CALLERROR, CALLRESULT, CALLRESULTERROR, SEND, parseFrame, serializeCallError, serializeCallResult, unreadableIdReply } from '../protocol/frame.js';
 import { validatorFor } from '../protocol/validate.js';
 import { isKnownAction } from '../protocol/schemas.js';
 import type { OcppVersion } from '../protocol/dialect.js';
@@ -94,10 +94,8 @@ export class Pipeline {
     const v = conn.version;
     const parsed = parseFrame(text, v);
     if (parsed.type === 0) {
-      // Answer only what was (or may have been) a CALL; a broken CALLRESULT cannot be answered.
-      const answerable = parsed.messageType === null || parsed.messageType === CALL || (parsed.messageType !== CALLRESULT && parsed.messageType !== CALLERROR && parsed.messageType !== CALLRESULTERROR && parsed.messageType !== SEND);
       const id = parsed.id ?? unreadableIdReply(v);
-      const reply = answerable && id !== null ? serializeCallError(id, parsed.error, v) : undefined;
+      const reply = parsed.answer && id !== null ? serializeCallError(id, parsed.error, v) : undefined;
       return { reply, action: '(invalid)', outcome: 'error', errorCode: parsed.error.code };
     }
     if (parsed.type === CALLRESULT || parsed.type === CALLERROR || parsed.type === CALLRESULTERROR) {

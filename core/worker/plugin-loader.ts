@@ -30,6 +30,8 @@ export interface PluginSpec {
   /** A path (relative to the project root or absolute), a name under plugins/, or an npm package. */
   name: string;
   options?: Record<string, unknown>;
+  /** An already imported definition (in-process use: the test harness). Not for config files. */
+  plugin?: PluginDefinition<never>;
 }
 
 export interface Registered<F> {
@@ -116,7 +118,7 @@ export async function loadPlugins(specs: PluginSpec[], makeBase: (plugin: string
   const hooks: PendingHook[] = [];
 
   for (const spec of specs) {
-    const def = await importPlugin(spec.name);
+    const def = (spec.plugin as PluginDefinition<unknown> | undefined) ?? (await importPlugin(spec.name));
     const name = def.name;
     if (typeof name !== 'string' || !/^[a-z0-9][a-z0-9-]*$/.test(name)) throw new errors.OCR_ERR_PLUGIN_INVALID(spec.name, 'name must be kebab-case');
     if (loaded.has(name)) throw new errors.OCR_ERR_PLUGIN_DUPLICATE(name);

@@ -10,7 +10,10 @@
  *   1. process.on('exit') kills every live server (normal exit, uncaught error).
  *   2. A watchdog per server, `sh -c 'cat >/dev/null; kill -KILL <pid>'`, holds the read
  *      end of a pipe whose write end only this process has. When this process dies for
- *      any reason the kernel closes the pipe, `cat` sees EOF and the server is killed.
+ *      any reason the kernel closes the pipe, `cat` sees EOF and the server is killed
+ *      (and its temp dir removed, when this module created it). The watchdog runs in its
+ *      own process group so that a terminal's Ctrl-C does not take it down before it has
+ *      done its job, and so that stop() can end `sh` and `cat` together.
  * @internal test support only
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -115,6 +118,16 @@ const live = new Set<ServerProcess & { watchdog: ChildProcess | undefined }>();
 const tempDirs = new Set<string>();
 let exitHookInstalled = false;
 
+/** Ends a detached watchdog: `sh` and its `cat` share the group whose id is sh's pid. */
+function killGroup(watchdog: ChildProcess | undefined): void {
+  if (watchdog?.pid === undefined) return;
+  try {
+    process.kill(-watchdog.pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
@@ -126,7 +139,7 @@ function installExitHook(): void {
       } catch {
         // already gone
       }
-      p.watchdog?.kill('SIGKILL');
+      killGroup(p.watchdog);
     }
     for (const dir of tempDirs) {
       try {
@@ -144,6 +157,7 @@ function installExitHook(): void {
  * the server then.
  */
 export function spawnServer(bin: string, args: string[], cwd: string): ServerProcess {
+  const ownDir = tempDirs.has(cwd) ? cwd : '';
   installExitHook();
   const child = spawn(bin, args, { cwd, stdio: 'ignore' });
   let exitInfo: ExitInfo | undefined;
@@ -161,8 +175,11 @@ export function spawnServer(bin: string, args: string[], cwd: string): ServerPro
   child.unref();
   let watchdog: ChildProcess | undefined;
   if (child.pid !== undefined) {
-    watchdog = spawn('sh', ['-c', 'cat >/dev/null; kill -KILL "$1" 2>/dev/null', 'ocr-watchdog', String(child.pid)], {
+    // The pause before rm lets the kernel tear the killed server down first.
+    const script = 'cat >/dev/null; kill -KILL "$1" 2>/dev/null; if [ -n "$2" ]; then sleep 1; rm -rf -- "$2"; fi';
+    watchdog = spawn('sh', ['-c', script, 'ocr-watchdog', String(child.pid), ownDir], {
       stdio: ['pipe', 'ignore', 'ignore'],
+      detached: true,
     });
     watchdog.on('error', () => {}); // no sh: layer 1 still applies
     watchdog.unref();
@@ -183,7 +200,7 @@ export function spawnServer(bin: string, args: string[], cwd: string): ServerPro
         clearTimeout(timer);
       }
       // Only now: killing the watchdog first would leave a window with no guard.
-      watchdog?.kill('SIGKILL');
+      killGroup(watchdog);
       live.delete(proc);
       return exitInfo!;
     },
@@ -191,7 +208,7 @@ export function spawnServer(bin: string, args: string[], cwd: string): ServerPro
   live.add(proc);
   void exited.then(() => {
     if (!live.has(proc)) return;
-    watchdog?.kill('SIGKILL');
+    killGroup(watchdog);
     live.delete(proc);
   });
   return proc;

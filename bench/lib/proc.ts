@@ -1,0 +1,120 @@
+/**
+ * Processes under test: spawning a reference server in its own process, and reading a
+ * process's CPU time from /proc (Linux).
+ *
+ * Owns: server process lifecycle (start, wait for its ready line, stop, never leave one
+ * behind) and CPU accounting. Must not: generate load.
+ *
+ * CPU time: /proc/<pid>/stat utime + stime, which covers every thread of the process,
+ * including threads that already exited (worker threads, GC helpers, libuv pool). Its unit
+ * is the clock tick (USER_HZ, 100 on Linux), so resolution is 10 ms: over a 5 s window of
+ * a busy server that is well under 1 %. The per-thread breakdown (/proc/<pid>/task/*) is a
+ * diagnostic only: it names where the time went (main thread vs workers vs GC).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+
+/** USER_HZ. Linux has used 100 on every mainstream architecture for decades. */
+const TICK_MS = 10;
+
+function parseStat(text: string): { comm: string; ticks: number } {
+  // comm is in parentheses and may contain spaces; fields after it are space-separated.
+  const open = text.indexOf('(');
+  const close = text.lastIndexOf(')');
+  const comm = text.slice(open + 1, close);
+  const f = text.slice(close + 2).split(' ');
+  // After ")": f[0] is field 3 (state); utime is field 14, stime field 15.
+  return { comm, ticks: Number(f[11]) + Number(f[12]) };
+}
+
+/** CPU milliseconds (user + system, all threads) used so far by `pid`. */
+export function processCpuMs(pid: number): number {
+  return parseStat(readFileSync(`/proc/${pid}/stat`, 'utf8')).ticks * TICK_MS;
+}
+
+/** CPU milliseconds per live thread of `pid`, keyed by `<name>#<tid>`. */
+export function threadCpuMs(pid: number): Map<string, { name: string; ms: number }> {
+  const out = new Map<string, { name: string; ms: number }>();
+  let tids: string[] = [];
+  try { tids = readdirSync(`/proc/${pid}/task`); } catch { return out; }
+  for (const tid of tids) {
+    try {
+      const s = parseStat(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'));
+      out.set(tid, { name: s.comm, ms: s.ticks * TICK_MS });
+    } catch { /* thread exited */ }
+  }
+  return out;
+}
+
+/** Thread CPU between two snapshots, summed by thread name (main thread first), busiest first. */
+export function threadDelta(pid: number, a: Map<string, { name: string; ms: number }>, b: Map<string, { name: string; ms: number }>): { name: string; ms: number; threads: number }[] {
+  const byName = new Map<string, { ms: number; threads: number }>();
+  for (const [tid, t] of b) {
+    const name = tid === String(pid) ? `main (${t.name})` : t.name;
+    const cur = byName.get(name) ?? { ms: 0, threads: 0 };
+    cur.ms += t.ms - (a.get(tid)?.ms ?? 0);
+    cur.threads++;
+    byName.set(name, cur);
+  }
+  return [...byName.entries()].map(([name, v]) => ({ name, ...v })).filter((t) => t.ms > 0).sort((x, y) => y.ms - x.ms);
+}
+
+export interface ServerHandle {
+  kind: string;
+  port: number;
+  pid: number;
+  /** Worker threads the server reports (0 for the bare responder). */
+  threads: number;
+  /** The ready line, parsed (the router includes its resolved config). */
+  info: Record<string, unknown>;
+  /** Lines the server wrote on stderr (kept for the report if it fails). */
+  stderr: string[];
+  exited: Promise<number | null>;
+  stop(): Promise<void>;
+}
+
+// Never leave a server behind when we exit.
+const live = new Set<ChildProcess>();
+process.once('exit', () => { for (const c of live) c.kill('SIGKILL'); });
+
+/** Starts `node --import tsx <script> [...args]` and waits for its JSON ready line. */
+export async function startServer(kind: string, script: string, args: string[] = [], opts: { nodeArgs?: string[]; timeoutMs?: number; cwd?: string } = {}): Promise<ServerHandle> {
+  const child: ChildProcess = spawn(process.execPath, [...(opts.nodeArgs ?? []), '--import', 'tsx', script, ...args], {
+    cwd: opts.cwd,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  const stderr: string[] = [];
+  createInterface({ input: child.stderr! }).on('line', (l) => { if (stderr.length < 200) stderr.push(l); });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const info = await new Promise<Record<string, unknown>>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${kind} did not start within ${opts.timeoutMs ?? 60000} ms; stderr: ${stderr.join('\n')}`)), opts.timeoutMs ?? 60000);
+    const rl = createInterface({ input: child.stdout! });
+    rl.on('line', (line) => {
+      try {
+        const j = JSON.parse(line) as Record<string, unknown>;
+        if (j.ready) {
+          clearTimeout(timer);
+          resolve(j);
+        }
+      } catch { /* not ours */ }
+    });
+    void exited.then((code) => { clearTimeout(timer); reject(new Error(`${kind} exited with ${code} before it was ready; stderr: ${stderr.join('\n')}`)); });
+  }).catch((err) => { child.kill('SIGKILL'); throw err; });
+  let stopped: Promise<void> | undefined;
+  const handle: ServerHandle = {
+    kind, port: info.port as number, pid: info.pid as number, threads: (info.threads as number) ?? 0, info, stderr, exited,
+    stop() {
+      return (stopped ??= (async () => {
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        child.kill('SIGTERM');
+        const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        await exited;
+        clearTimeout(t);
+      })());
+    },
+  };
+  live.add(child);
+  void exited.then(() => live.delete(child));
+  return handle;
+}

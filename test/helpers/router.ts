@@ -1,0 +1,60 @@
+/**
+ * Starts a real router for a test (free port, temp data dir, silent logs) and closes it in
+ * t.teardown. Returns the router plus an authenticated API fetch helper.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createRouter, type Router } from '../../core/index.js';
+
+export interface TestRouter {
+  router: Router;
+  url(cpId: string): string;
+  apiKey: string;
+  dir: string;
+  api(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any; headers: Headers }>;
+}
+
+interface Teardown { teardown(fn: () => unknown): void }
+
+export async function startRouter(t: Teardown, config: Record<string, unknown> = {}): Promise<TestRouter> {
+  const dir = mkdtempSync(join(tmpdir(), 'ocr-test-'));
+  let apiKey = '';
+  const base = {
+    server: { port: 0, host: '127.0.0.1' },
+    pool: { threads: 2 },
+    log: { level: process.env.OCR_TEST_LOG ?? 'silent' },
+    dataDir: dir,
+    analytics: { spoolDir: join(dir, 'spool'), flushIntervalMs: 100 },
+  };
+  const cfg = merge(base, config);
+  const router = await createRouter(cfg, { onGeneratedApiKey: (k) => { apiKey = k; } });
+  t.teardown(async () => {
+    await router.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return {
+    router, apiKey, dir,
+    url: (cpId) => `ws://127.0.0.1:${router.port}${router.config.server.path}/${encodeURIComponent(cpId)}`,
+    async api(method, path, body, headers = {}) {
+      const res = await fetch(`http://127.0.0.1:${router.apiPort}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${apiKey}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+        body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+      });
+      const text = await res.text();
+      let parsed: unknown = text;
+      try { parsed = text ? JSON.parse(text) : undefined; } catch { /* not JSON */ }
+      return { status: res.status, body: parsed, headers: res.headers };
+    },
+  };
+}
+
+function merge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
+  const out = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    const cur = out[k];
+    out[k] = v && typeof v === 'object' && !Array.isArray(v) && cur && typeof cur === 'object' && !Array.isArray(cur) ? merge(cur as Record<string, unknown>, v as Record<string, unknown>) : v;
+  }
+  return out;
+}
