@@ -100,6 +100,7 @@ export const configSchema = {
   type: 'object',
   additionalProperties: false,
   properties: {
+    $comment: { type: 'string' },
     nodeId: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9._-]+$' },
     server: {
       type: 'object', additionalProperties: false, default: {},

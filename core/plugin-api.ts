@@ -24,10 +24,13 @@ export type { CallErrorCode, OcppVersion, StateStore, AnalyticsRow, AnalyticsTab
 /** The core version plugins declare compatibility with (`core` semver range). */
 export const CORE_VERSION = '0.1.0';
 
-export type ActionOf<V extends OcppVersion> = keyof ActionsByVersion[V] & string;
-type Entry<V extends OcppVersion, A extends string> = A extends keyof ActionsByVersion[V] ? ActionsByVersion[V][A] : { request: Record<string, unknown>; response: Record<string, unknown> };
-export type RequestOf<V extends OcppVersion, A extends string> = Entry<V, A> extends { request: infer R } ? R : never;
-export type ResponseOf<V extends OcppVersion, A extends string> = Entry<V, A> extends { response: infer R } ? R : never;
+/**
+ * Actions of V. For a union of versions (a hook that runs for several), the union of their
+ * actions; request and response types then are the union over the versions that have A.
+ */
+export type ActionOf<V extends OcppVersion> = V extends OcppVersion ? keyof ActionsByVersion[V] & string : never;
+export type RequestOf<V extends OcppVersion, A extends string> = V extends OcppVersion ? (A extends keyof ActionsByVersion[V] ? ActionsByVersion[V][A] extends { request: infer R } ? R : never : never) : never;
+export type ResponseOf<V extends OcppVersion, A extends string> = V extends OcppVersion ? (A extends keyof ActionsByVersion[V] ? ActionsByVersion[V][A] extends { response: infer R } ? R : never : never) : never;
 
 export interface Logger {
   trace(obj: object | string, msg?: string): void;
@@ -128,10 +131,14 @@ export interface CallContext<V extends OcppVersion = OcppVersion> {
   fail(code: CallErrorCode, description?: string, details?: Record<string, unknown>): never;
 }
 
+/** With a literal action the payloads are typed from the schemas; with `string`, loosely. */
+type Req<V extends OcppVersion, A extends string> = string extends A ? Record<string, unknown> : RequestOf<V, A>;
+type Res<V extends OcppVersion, A extends string> = string extends A ? Record<string, unknown> : ResponseOf<V, A>;
+
 export type Handler<V extends OcppVersion = OcppVersion, A extends string = string> = (
   ctx: CallContext<V>,
-  payload: RequestOf<V, A>,
-) => ResponseOf<V, A> | Promise<ResponseOf<V, A>>;
+  payload: Req<V, A>,
+) => Res<V, A> | Promise<Res<V, A>>;
 
 export interface HookOptions {
   /** Within one hook name: 'pre' hooks first, then unordered, then 'post'; config order within each. */

@@ -33,6 +33,16 @@ export function processCpuMs(pid: number): number {
   return parseStat(readFileSync(`/proc/${pid}/stat`, 'utf8')).ticks * TICK_MS;
 }
 
+/** Busy and total CPU milliseconds of the whole machine so far (all cores, /proc/stat). */
+export function machineCpuMs(): { busy: number; total: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
+  const f = line.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal (guest time is already in user)
+  const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+  const idle = f[3]! + f[4]!;
+  return { busy: (total - idle) * TICK_MS, total: total * TICK_MS };
+}
+
 /** CPU milliseconds per live thread of `pid`, keyed by `<name>#<tid>`. */
 export function threadCpuMs(pid: number): Map<string, { name: string; ms: number }> {
   const out = new Map<string, { name: string; ms: number }>();
@@ -47,17 +57,20 @@ export function threadCpuMs(pid: number): Map<string, { name: string; ms: number
   return out;
 }
 
-/** Thread CPU between two snapshots, summed by thread name (main thread first), busiest first. */
-export function threadDelta(pid: number, a: Map<string, { name: string; ms: number }>, b: Map<string, { name: string; ms: number }>): { name: string; ms: number; threads: number }[] {
-  const byName = new Map<string, { ms: number; threads: number }>();
-  for (const [tid, t] of b) {
-    const name = tid === String(pid) ? `main (${t.name})` : t.name;
-    const cur = byName.get(name) ?? { ms: 0, threads: 0 };
-    cur.ms += t.ms - (a.get(tid)?.ms ?? 0);
-    cur.threads++;
-    byName.set(name, cur);
-  }
-  return [...byName.entries()].map(([name, v]) => ({ name, ...v })).filter((t) => t.ms > 0).sort((x, y) => y.ms - x.ms);
+/**
+ * Thread CPU between two snapshots: the main thread, the busiest other threads one by one
+ * (Node names every thread "node", so worker threads show as the busiest non-main ones),
+ * and the rest summed.
+ */
+export function threadDelta(pid: number, a: Map<string, { name: string; ms: number }>, b: Map<string, { name: string; ms: number }>, top = 4): { name: string; ms: number; threads: number }[] {
+  const rows: { name: string; ms: number; threads: number }[] = [];
+  for (const [tid, t] of b) rows.push({ name: tid === String(pid) ? 'main' : `tid ${tid}`, ms: t.ms - (a.get(tid)?.ms ?? 0), threads: 1 });
+  const main = rows.filter((r) => r.name === 'main');
+  const others = rows.filter((r) => r.name !== 'main').sort((x, y) => y.ms - x.ms);
+  const rest = others.slice(top);
+  const out = [...main, ...others.slice(0, top).filter((r) => r.ms > 0)];
+  if (rest.length) out.push({ name: 'other threads', ms: rest.reduce((n, r) => n + r.ms, 0), threads: rest.length });
+  return out;
 }
 
 export interface ServerHandle {
@@ -74,9 +87,15 @@ export interface ServerHandle {
   stop(): Promise<void>;
 }
 
-// Never leave a server behind when we exit.
+// Never leave a child (server, load generator) behind when we exit.
 const live = new Set<ChildProcess>();
 process.once('exit', () => { for (const c of live) c.kill('SIGKILL'); });
+
+/** Kills `child` when this process exits, if it is still running then. */
+export function track(child: ChildProcess): void {
+  live.add(child);
+  child.once('exit', () => live.delete(child));
+}
 
 /** Starts `node --import tsx <script> [...args]` and waits for its JSON ready line. */
 export async function startServer(kind: string, script: string, args: string[] = [], opts: { nodeArgs?: string[]; timeoutMs?: number; cwd?: string } = {}): Promise<ServerHandle> {
@@ -114,7 +133,6 @@ export async function startServer(kind: string, script: string, args: string[] =
       })());
     },
   };
-  live.add(child);
-  void exited.then(() => live.delete(child));
+  track(child);
   return handle;
 }

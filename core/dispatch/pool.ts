@@ -18,7 +18,7 @@
 import { Piscina } from 'piscina';
 import { BatchWriter, readBatch } from './codec.js';
 import { ItemKind, Outcome, type FrameResultMeta, type ItemMeta, type PingResult, type ReplyResultMeta } from './envelope.js';
-import { Connection, Lane, type PendingCall } from '../registry/connection-registry.js';
+import { Connection, Lane, type BacklogItem, type PendingCall } from '../registry/connection-registry.js';
 import { CallError } from '../protocol/call-error.js';
 import { serializeCallError } from '../protocol/frame.js';
 import { isKnownAction } from '../protocol/schemas.js';
@@ -224,13 +224,19 @@ export class Dispatcher {
   private release(conns: Connection[]): void {
     for (const c of conns) {
       c.lane = Lane.Idle;
-      if (c.backlog.length === 0 || c.closed && c.backlog.length === 0) continue;
+      if (c.backlog.length === 0) continue;
       const items = c.backlog;
       c.backlog = [];
-      this.backlogFrames -= items.length;
-      for (const it of items) {
-        const tagged = it as typeof it & { kind?: ItemKind; extra?: unknown };
-        this.addLane(c, tagged.kind ?? ItemKind.Frame, it.receivedAt, tagged.kind === undefined ? it.bytes : undefined, it.peekId, tagged.extra);
+      for (let i = 0; i < items.length; i++) {
+        // Adding may fill the batch and flush it, putting this lane in flight again: the rest
+        // must then wait in the backlog, or the charger would have frames in two batches.
+        if ((c.lane as Lane) === Lane.InFlight) {
+          c.backlog = items.slice(i);
+          break;
+        }
+        this.backlogFrames--;
+        const it = items[i] as BacklogItem & { kind?: ItemKind; extra?: unknown };
+        this.addLane(c, it.kind ?? ItemKind.Frame, it.receivedAt, it.kind === undefined ? it.bytes : undefined, it.peekId, it.extra);
       }
     }
   }

@@ -12,6 +12,7 @@
  *                       HookTable { byAction[version][action], connect, … } ◄──────┘
  */
 import { createRequire } from 'node:module';
+import { access } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Ajv } from 'ajv';
@@ -64,26 +65,25 @@ const projectRoot = resolve(new URL('../..', import.meta.url).pathname);
 
 /** Resolves a plugin spec to an import URL: `core` → plugins/core, paths as given, else npm. */
 export async function importPlugin(name: string): Promise<PluginDefinition<unknown>> {
-  let target: string;
-  if (name.startsWith('.') || isAbsolute(name)) target = pathToFileURL(resolve(projectRoot, name)).href;
-  else if (/^[a-z0-9-]+$/.test(name) && !name.includes('/')) {
-    const local = resolve(projectRoot, 'plugins', name, 'index.ts');
-    try {
-      await import('node:fs').then((fs) => fs.promises.access(local));
-      target = pathToFileURL(local).href;
-    } catch {
-      target = createRequire(resolve(projectRoot, 'package.json')).resolve(name);
-    }
-  } else target = createRequire(resolve(projectRoot, 'package.json')).resolve(name);
   let mod: { default?: unknown };
   try {
-    mod = await import(target.startsWith('file:') ? target : pathToFileURL(target).href);
+    mod = await import(await resolvePlugin(name));
   } catch (err) {
     throw new errors.OCR_ERR_PLUGIN_NOT_FOUND(name, (err as Error).message, { cause: err });
   }
   const def = mod.default;
   if (!isPluginDefinition(def)) throw new errors.OCR_ERR_PLUGIN_INVALID(name, 'its default export is not made with definePlugin()');
   return def;
+}
+
+/** A path (relative to the project root) as given; a bare kebab name under plugins/ first, else an npm package. */
+async function resolvePlugin(name: string): Promise<string> {
+  if (name.startsWith('.') || isAbsolute(name)) return pathToFileURL(resolve(projectRoot, name)).href;
+  if (/^[a-z0-9-]+$/.test(name)) {
+    const local = resolve(projectRoot, 'plugins', name, 'index.ts');
+    if (await access(local).then(() => true, () => false)) return pathToFileURL(local).href;
+  }
+  return pathToFileURL(createRequire(resolve(projectRoot, 'package.json')).resolve(name)).href;
 }
 
 function emptyTable(): HookTable {

@@ -1,0 +1,419 @@
+/**
+ * e2e-throughput: N simulated chargers over loopback against each server of the matrix,
+ * the router measured beside a bare uWebSockets.js responder in the same run (issue #2,
+ * STYLE.md §8).
+ *
+ *   node --import tsx bench/e2e-throughput.ts [--servers=uws-bare,router] [--actions=Heartbeat,MeterValues]
+ *        [--inflight=1,8] [--chargers=200] [--reps=3] [--duration=5] [--warmup=1.5] [--threads=0]
+ *        [--client=raw|ws] [--version=1.6] [--router-config='{json}'] [--profile] [--out=file.json]
+ *   (every flag also reads BENCH_<NAME>, e.g. BENCH_CHARGERS=500)
+ *
+ * Owns: the matrix (servers × actions × in-flight × repetitions), server processes, the
+ * order of runs, aggregation (median, min–max, ratios against the bare responder) and the
+ * JSON + markdown report. Must not: generate load itself (bench/lib/loadgen.ts, in its own
+ * process) or reach into core/ (the router is started through createRouter only).
+ *
+ *   for each repetition:  start every server (fresh processes), pre-flight check each
+ *     for each cell (action × in-flight):  for each server (order rotated per repetition):
+ *       wait for the server to be idle and the machine quiet (bounded) ─► spawn loadgen ─► result
+ *     stop the servers
+ *
+ * Growing it: a server is an entry of SERVERS (a script printing its ready line); an action
+ * is an entry of bench/lib/ocpp-payloads.ts; a dimension is a loop here.
+ */
+import { spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, totalmem, release } from 'node:os';
+import { dirname, join, relative, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { preflight } from './lib/preflight.js';
+import { startServer, processCpuMs, machineCpuMs, track, type ServerHandle } from './lib/proc.js';
+import { spread, fmtSpread, type Spread } from './lib/stats.js';
+import type { LoadOptions, LoadResult, ClientKind } from './lib/loadgen.js';
+import { BENCH_ACTIONS, type BenchAction, type BenchVersion } from './lib/ocpp-payloads.js';
+
+const root = join(import.meta.dirname, '..');
+const rel = (p: string) => relative(root, p);
+
+// ── options ───────────────────────────────────────────────────────────────────────────────
+
+export interface MatrixOptions {
+  servers: string[];
+  actions: BenchAction[];
+  inflight: number[];
+  chargers: number;
+  reps: number;
+  duration: number;
+  warmup: number;
+  /** Router worker threads (pool.threads; 0 = one per core). */
+  threads: number;
+  client: ClientKind;
+  version: BenchVersion;
+  /** Extra router configuration (merged over the bench defaults). */
+  routerConfig: Record<string, unknown>;
+  /** Start the router with --cpu-prof (profiles in bench/results/profiles). */
+  profile: boolean;
+  /** Wait (bounded) before each run until other processes use less than this many cores. */
+  quietCores: number;
+  quietWaitSec: number;
+  out: string | null;
+  /** Printed in the report as the command that produced it. */
+  command: string;
+}
+
+export const DEFAULT_MATRIX: MatrixOptions = {
+  servers: ['uws-bare', 'router'],
+  actions: ['Heartbeat', 'MeterValues'],
+  inflight: [1, 8],
+  chargers: 200,
+  reps: 3,
+  duration: 5,
+  warmup: 1.5,
+  threads: 0,
+  client: 'raw',
+  version: '1.6',
+  routerConfig: {},
+  profile: false,
+  quietCores: 0.3,
+  quietWaitSec: 5,
+  out: null,
+  command: '',
+};
+
+/** `--name=value`, `--name value`, `--flag`, then BENCH_NAME, then the default. */
+export function parseArgs(argv: string[], defaults: MatrixOptions = DEFAULT_MATRIX): MatrixOptions {
+  const raw = new Map<string, string>();
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}`);
+    const eq = a.indexOf('=');
+    if (eq > 0) raw.set(a.slice(2, eq), a.slice(eq + 1));
+    else if (argv[i + 1] !== undefined && !argv[i + 1]!.startsWith('--')) raw.set(a.slice(2), argv[++i]!);
+    else raw.set(a.slice(2), 'true');
+  }
+  const get = (name: string): string | undefined => raw.get(name) ?? process.env[`BENCH_${name.replace(/-/g, '_').toUpperCase()}`];
+  const list = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
+  const num = (name: string, s: string) => {
+    const n = Number(s);
+    if (!Number.isFinite(n) || n < 0) throw new Error(`--${name} must be a non-negative number, got "${s}"`);
+    return n;
+  };
+  const o: MatrixOptions = { ...defaults, routerConfig: { ...defaults.routerConfig } };
+  const known = new Set(['servers', 'actions', 'inflight', 'chargers', 'reps', 'duration', 'warmup', 'threads', 'client', 'version', 'router-config', 'profile', 'quiet-cores', 'quiet-wait', 'out']);
+  for (const k of raw.keys()) if (!known.has(k)) throw new Error(`unknown option --${k} (known: ${[...known].join(', ')})`);
+  let v: string | undefined;
+  if ((v = get('servers'))) o.servers = list(v);
+  if ((v = get('actions'))) o.actions = list(v) as BenchAction[];
+  if ((v = get('inflight'))) o.inflight = list(v).map((x) => num('inflight', x));
+  if ((v = get('chargers'))) o.chargers = num('chargers', v);
+  if ((v = get('reps'))) o.reps = num('reps', v);
+  if ((v = get('duration'))) o.duration = num('duration', v);
+  if ((v = get('warmup'))) o.warmup = num('warmup', v);
+  if ((v = get('threads'))) o.threads = num('threads', v);
+  if ((v = get('client'))) o.client = v as ClientKind;
+  if ((v = get('version'))) o.version = v as BenchVersion;
+  if ((v = get('router-config'))) o.routerConfig = JSON.parse(v) as Record<string, unknown>;
+  if ((v = get('profile'))) o.profile = v === 'true' || v === '1';
+  if ((v = get('quiet-cores'))) o.quietCores = num('quiet-cores', v);
+  if ((v = get('quiet-wait'))) o.quietWaitSec = num('quiet-wait', v);
+  if ((v = get('out'))) o.out = v;
+  for (const s of o.servers) if (!SERVERS[s]) throw new Error(`unknown server "${s}" (known: ${Object.keys(SERVERS).join(', ')})`);
+  for (const a of o.actions) if (!BENCH_ACTIONS.includes(a)) throw new Error(`unknown action "${a}" (known: ${BENCH_ACTIONS.join(', ')})`);
+  if (!['raw', 'ws'].includes(o.client)) throw new Error('--client must be raw or ws');
+  if (!['1.6', '2.0.1'].includes(o.version)) throw new Error('--version must be 1.6 or 2.0.1');
+  if (o.chargers < 1 || o.chargers > 20000) throw new Error('--chargers must be 1..20000');
+  if (o.reps < 1 || o.reps > 20) throw new Error('--reps must be 1..20');
+  if (o.duration < 1 || o.duration > 120) throw new Error('--duration must be 1..120 seconds');
+  if (o.warmup > 60) throw new Error('--warmup must be at most 60 seconds');
+  for (const k of o.inflight) if (k < 1 || k > 256 || !Number.isInteger(k)) throw new Error('--inflight values must be integers 1..256');
+  return o;
+}
+
+// ── servers ───────────────────────────────────────────────────────────────────────────────
+
+interface ServerDef {
+  script: string;
+  describe: string;
+  args(o: MatrixOptions): string[];
+  nodeArgs?(o: MatrixOptions): string[];
+}
+
+function merge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
+  const out = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    const cur = out[k];
+    out[k] = v && typeof v === 'object' && !Array.isArray(v) && cur && typeof cur === 'object' && !Array.isArray(cur)
+      ? merge(cur as Record<string, unknown>, v as Record<string, unknown>) : v;
+  }
+  return out;
+}
+
+export const SERVERS: Record<string, ServerDef> = {
+  'uws-bare': {
+    script: 'bench/reference/uws-bare.ts',
+    describe: 'bare uWebSockets.js: peek id, pre-built reply; no validation, no workers (the transport\'s limit)',
+    args: () => [],
+  },
+  router: {
+    script: 'bench/reference/router.ts',
+    describe: 'this router via createRouter(): core plugin, in-memory state, analytics to a local spool',
+    args: (o) => [JSON.stringify(merge({ pool: { threads: o.threads } }, o.routerConfig))],
+    nodeArgs: (o) => (o.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(root, 'bench/results/profiles')}`] : []),
+  },
+};
+
+// ── one run ───────────────────────────────────────────────────────────────────────────────
+
+function runLoadgen(opts: Partial<LoadOptions>): Promise<LoadResult> {
+  const budgetMs = 120_000 + ((opts.warmupSec ?? 0) + (opts.durationSec ?? 0)) * 1000;
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'bench/lib/loadgen.ts'), JSON.stringify(opts)], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    track(child);
+    let result: LoadResult | undefined;
+    const err: string[] = [];
+    const timer = setTimeout(() => child.kill('SIGKILL'), budgetMs);
+    createInterface({ input: child.stdout! }).on('line', (l) => { if (l.startsWith('RESULT ')) result = JSON.parse(l.slice(7)) as LoadResult; });
+    createInterface({ input: child.stderr! }).on('line', (l) => { if (err.length < 50) err.push(l); });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      if (result) resolve(result);
+      else reject(new Error(`loadgen exited with ${code} and no result:\n${err.join('\n')}`));
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * Before a run: the servers idle (the previous run's disconnects processed) and the rest of
+ * the machine quiet, each waited for within a bound. Returns the foreign load last seen.
+ */
+async function settle(servers: ServerHandle[], o: MatrixOptions): Promise<{ waitedMs: number; foreignCores: number }> {
+  const t0 = Date.now();
+  let foreign = 0;
+  for (;;) {
+    const s0 = servers.map((s) => processCpuMs(s.pid));
+    const m0 = machineCpuMs();
+    const self0 = process.cpuUsage();
+    await sleep(500);
+    const s1 = servers.map((s) => processCpuMs(s.pid));
+    const m1 = machineCpuMs();
+    const self = process.cpuUsage(self0);
+    const serversMs = s1.reduce((n, v, i) => n + v - s0[i]!, 0);
+    foreign = Math.max(0, (m1.busy - m0.busy - serversMs - (self.user + self.system) / 1000) / 500);
+    const serversIdle = serversMs / 500 < 0.05;
+    if ((serversIdle && foreign <= o.quietCores) || Date.now() - t0 > o.quietWaitSec * 1000) break;
+  }
+  return { waitedMs: Date.now() - t0, foreignCores: +foreign.toFixed(2) };
+}
+
+// ── the matrix ────────────────────────────────────────────────────────────────────────────
+
+export interface RunRecord {
+  rep: number;
+  server: string;
+  action: BenchAction;
+  inflight: number;
+  settle: { waitedMs: number; foreignCores: number };
+  result: LoadResult;
+}
+
+export interface CellSummary {
+  server: string;
+  action: BenchAction;
+  inflight: number;
+  rps: Spread;
+  p50Ms: Spread;
+  p99Ms: Spread;
+  p999Ms: Spread;
+  serverCpuUsPerRt: Spread;
+  serverCores: Spread;
+  generatorCores: Spread;
+  generatorCpuUsPerRt: Spread;
+  foreignCores: Spread;
+  errors: number;
+  errorSamples: string[];
+  /** The generator was the bottleneck in at least one repetition (≥ 0.9 of a core busy). */
+  generatorBound: boolean;
+}
+
+export interface RatioSummary {
+  server: string;
+  action: BenchAction;
+  inflight: number;
+  /** server / bare, per repetition (same repetition, same cell), median and range. */
+  throughput: Spread;
+  cpuPerRoundTrip: Spread;
+}
+
+export interface MatrixReport {
+  kind: 'e2e-throughput';
+  date: string;
+  command: string;
+  machine: { cpu: string; cores: number; memGiB: number; kernel: string; loadavgStart: number[]; loadavgEnd: number[] };
+  node: { version: string; v8: string; uws: string };
+  git: { commit: string; dirty: boolean } | null;
+  options: MatrixOptions;
+  servers: Record<string, { describe: string; threads: number; config?: unknown }>;
+  preflight: Record<string, unknown>;
+  runs: RunRecord[];
+  cells: CellSummary[];
+  ratios: RatioSummary[];
+  wallSeconds: number;
+}
+
+function gitInfo(): { commit: string; dirty: boolean } | null {
+  try {
+    const commit = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: root, encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain'], { cwd: root, encoding: 'utf8' }).trim().length > 0;
+    return { commit, dirty };
+  } catch {
+    return null;
+  }
+}
+
+function uwsVersion(): string {
+  try {
+    return (execFileSync(process.execPath, ['-p', 'require("uWebSockets.js/package.json").version'], { cwd: root, encoding: 'utf8' })).trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+export function summarize(runs: RunRecord[], baseline = 'uws-bare'): { cells: CellSummary[]; ratios: RatioSummary[] } {
+  const key = (r: { server: string; action: string; inflight: number }) => `${r.server}|${r.action}|${r.inflight}`;
+  const groups = new Map<string, RunRecord[]>();
+  for (const r of runs) groups.set(key(r), [...(groups.get(key(r)) ?? []), r]);
+  const cells: CellSummary[] = [];
+  for (const rs of groups.values()) {
+    const f = (g: (x: LoadResult) => number | undefined) => spread(rs.map((r) => g(r.result) ?? NaN));
+    cells.push({
+      server: rs[0]!.server, action: rs[0]!.action, inflight: rs[0]!.inflight,
+      rps: f((x) => x.window.rps),
+      p50Ms: f((x) => x.window.latencyUs.p50 / 1000),
+      p99Ms: f((x) => x.window.latencyUs.p99 / 1000),
+      p999Ms: f((x) => x.window.latencyUs.p999 / 1000),
+      serverCpuUsPerRt: f((x) => x.server?.cpuUsPerRoundTrip),
+      serverCores: f((x) => x.server?.cores),
+      generatorCores: f((x) => x.generator.cores),
+      generatorCpuUsPerRt: f((x) => x.generator.cpuUsPerRoundTrip),
+      foreignCores: f((x) => x.machine.foreignCores),
+      errors: rs.reduce((n, r) => n + r.result.errors.total + r.result.connect.failed, 0),
+      errorSamples: rs.flatMap((r) => [...r.result.connect.failures, ...r.result.errors.samples]).slice(0, 5),
+      generatorBound: rs.some((r) => r.result.generator.cores >= 0.9),
+    });
+  }
+  const ratios: RatioSummary[] = [];
+  for (const c of cells) {
+    if (c.server === baseline) continue;
+    const mine = runs.filter((r) => key(r) === key(c));
+    const tp: number[] = [];
+    const cpu: number[] = [];
+    for (const r of mine) {
+      const b = runs.find((x) => x.server === baseline && x.action === r.action && x.inflight === r.inflight && x.rep === r.rep);
+      if (!b) continue;
+      tp.push(r.result.window.rps / b.result.window.rps);
+      if (r.result.server && b.result.server) cpu.push(r.result.server.cpuUsPerRoundTrip / b.result.server.cpuUsPerRoundTrip);
+    }
+    ratios.push({ server: c.server, action: c.action, inflight: c.inflight, throughput: spread(tp), cpuPerRoundTrip: spread(cpu) });
+  }
+  return { cells, ratios };
+}
+
+export function markdown(rep: MatrixReport): string {
+  const o = rep.options;
+  const lines: string[] = [];
+  lines.push(`N = ${o.chargers} chargers (OCPP ${o.version}, ${o.client} client), ${o.reps} repetitions × ${o.duration} s after ${o.warmup} s warm-up; median (min–max).`);
+  lines.push('');
+  lines.push('| action | in flight | server | round trips/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/rt | server cores | generator cores | other load (cores) | errors |');
+  lines.push('|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  const order = (c: CellSummary) => [o.actions.indexOf(c.action), o.inflight.indexOf(c.inflight), o.servers.indexOf(c.server)];
+  const sorted = [...rep.cells].sort((a, b) => { const x = order(a), y = order(b); return x[0]! - y[0]! || x[1]! - y[1]! || x[2]! - y[2]!; });
+  for (const c of sorted) {
+    lines.push(`| ${c.action} | ${c.inflight} | ${c.server}${c.generatorBound ? ' ᵍ' : ''} | ${fmtSpread(c.rps)} | ${fmtSpread(c.p50Ms, 2)} | ${fmtSpread(c.p99Ms, 2)} | ${fmtSpread(c.p999Ms, 1)} | ${fmtSpread(c.serverCpuUsPerRt, 1)} | ${fmtSpread(c.serverCores, 2)} | ${fmtSpread(c.generatorCores, 2)} | ${fmtSpread(c.foreignCores, 2)} | ${c.errors} |`);
+  }
+  if (rep.cells.some((c) => c.generatorBound)) lines.push('', 'ᵍ the load generator had ≥ 0.9 of a core busy in at least one repetition: that figure is (close to) the generator\'s ceiling, not the server\'s.');
+  if (rep.ratios.length) {
+    lines.push('', 'Ratios against the bare uWS responder, computed per repetition (same cell, same repetition), median (min–max):', '');
+    lines.push('| action | in flight | server | throughput ÷ bare | server CPU per round trip ÷ bare |');
+    lines.push('|---|---:|---|---:|---:|');
+    const rs = [...rep.ratios].sort((a, b) => o.actions.indexOf(a.action) - o.actions.indexOf(b.action) || a.inflight - b.inflight);
+    for (const r of rs) lines.push(`| ${r.action} | ${r.inflight} | ${r.server} | ${fmtSpread(r.throughput, 2)} | ${fmtSpread(r.cpuPerRoundTrip, 2)} |`);
+  }
+  return lines.join('\n');
+}
+
+export async function runMatrix(o: MatrixOptions, log: (s: string) => void = (s) => process.stderr.write(s + '\n')): Promise<MatrixReport> {
+  const started = Date.now();
+  const loadStart = loadavg().map((x) => +x.toFixed(2));
+  const runs: RunRecord[] = [];
+  const serverInfo: MatrixReport['servers'] = {};
+  const pre: Record<string, unknown> = {};
+  const cells = o.actions.flatMap((action) => o.inflight.map((inflight) => ({ action, inflight })));
+  const total = o.reps * cells.length * o.servers.length;
+  let n = 0;
+  for (let rep = 1; rep <= o.reps; rep++) {
+    const servers: ServerHandle[] = [];
+    try {
+      for (const name of o.servers) {
+        const def = SERVERS[name]!;
+        const h = await startServer(name, join(root, def.script), def.args(o), { nodeArgs: def.nodeArgs?.(o), cwd: root });
+        servers.push(h);
+        serverInfo[name] ??= { describe: def.describe, threads: h.threads, config: h.info.config };
+        const p = await preflight(h.port, o.version, o.actions);
+        pre[`${name}#${rep}`] = p;
+        if (!p.ok) throw new Error(`pre-flight failed for ${name}: ${JSON.stringify(p.answers)}`);
+      }
+      for (const { action, inflight } of cells) {
+        // Rotate the server order per repetition so slow drift (thermal, neighbours) spreads evenly.
+        const order = servers.map((_, i) => servers[(i + rep - 1) % servers.length]!);
+        for (const h of order) {
+          const s = await settle(servers, o);
+          const result = await runLoadgen({
+            port: h.port, serverPid: h.pid, version: o.version, action, chargers: o.chargers, inflight,
+            warmupSec: o.warmup, durationSec: o.duration, client: o.client, idPrefix: `b${rep}-${h.kind}-${action}-${inflight}-${Date.now().toString(36)}`,
+          });
+          runs.push({ rep, server: h.kind, action, inflight, settle: s, result });
+          n++;
+          const w = result.window;
+          log(`[${n}/${total}] rep ${rep} ${h.kind.padEnd(8)} ${action.padEnd(18)} k=${inflight}  ${String(w.rps).padStart(7)} rt/s  p50 ${(w.latencyUs.p50 / 1000).toFixed(2)} ms  p99 ${(w.latencyUs.p99 / 1000).toFixed(2)} ms  server ${result.server?.cpuUsPerRoundTrip ?? '?'} µs/rt (${result.server?.cores ?? '?'} cores)  gen ${result.generator.cores} cores  other ${result.machine.foreignCores} cores  errors ${result.errors.total + result.connect.failed}`);
+          if (result.connect.failed || result.errors.total) log(`    ${[...result.connect.failures, ...result.errors.samples].join('\n    ')}`);
+          if (h.exited && (await Promise.race([h.exited.then(() => true), sleep(0).then(() => false)]))) throw new Error(`${h.kind} exited during the run; stderr:\n${h.stderr.join('\n')}`);
+        }
+      }
+    } finally {
+      for (const h of servers) await h.stop();
+    }
+  }
+  const { cells: cellSummaries, ratios } = summarize(runs);
+  const report: MatrixReport = {
+    kind: 'e2e-throughput',
+    date: new Date().toISOString(),
+    command: o.command,
+    machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memGiB: Math.round(totalmem() / 2 ** 30), kernel: release(), loadavgStart: loadStart, loadavgEnd: loadavg().map((x) => +x.toFixed(2)) },
+    node: { version: process.version, v8: process.versions.v8, uws: uwsVersion() },
+    git: gitInfo(),
+    options: o,
+    servers: serverInfo,
+    preflight: pre,
+    runs,
+    cells: cellSummaries,
+    ratios,
+    wallSeconds: Math.round((Date.now() - started) / 1000),
+  };
+  if (o.out) {
+    mkdirSync(dirname(o.out), { recursive: true });
+    writeFileSync(o.out, JSON.stringify(report, null, 2) + '\n');
+    log(`wrote ${rel(o.out)}`);
+  }
+  return report;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const o = parseArgs(process.argv.slice(2));
+  o.command = `node --import tsx bench/e2e-throughput.ts ${process.argv.slice(2).join(' ')}`.trim();
+  if (o.out) o.out = resolve(o.out);
+  const report = await runMatrix(o);
+  process.stdout.write(markdown(report) + '\n');
+}

@@ -1,0 +1,66 @@
+/** Pipeline semantics through the harness: hook kinds, isolation, deadlines, response checks. */
+import t from 'tap';
+import { createHarness } from '../testing/harness.js';
+import { CallError, definePlugin } from '../plugin-api.js';
+
+const plugin = (name: string, setup: Parameters<typeof definePlugin>[0]['setup']) => ({ name, plugin: definePlugin({ name, version: '1.0.0', core: '^0.1.0', setup }) as never });
+
+t.test('onCall short-circuits; onResult reduces; after is detached and sees the result', async (t) => {
+  const seen: string[] = [];
+  const h = await createHarness({ plugins: [
+    { name: 'core' },
+    plugin('gate', (api) => {
+      api.hook('onCall', { actions: ['DataTransfer'], handler: (_ctx, p) => (p.vendorId === 'gate' ? { status: 'Accepted', data: 'from-hook' } : undefined) });
+      api.hook('onCall', { actions: ['Heartbeat'], handler: (ctx) => ctx.fail('SecurityError', 'not you') });
+    }),
+    plugin('shaper', (api) => {
+      api.hook('onResult', { actions: ['DataTransfer'], handler: (_ctx, _p, r) => ({ ...r, data: `${String(r.data ?? '')}+shaped` }) });
+      api.hook('after', { actions: ['DataTransfer'], handler: (ctx, _p, o) => { seen.push(`${ctx.plugin}:${JSON.stringify(o.result)}`); throw new Error('after errors never reach the charger'); } });
+    }),
+  ] });
+  t.teardown(() => h.close());
+  t.same((await h.call('1.6', 'DataTransfer', { vendorId: 'gate' })).result, { status: 'Accepted', data: 'from-hook+shaped' });
+  t.same((await h.call('1.6', 'DataTransfer', { vendorId: 'other' })).result, { status: 'UnknownVendorId', data: '+shaped' });
+  t.same(seen, ['shaper:{"status":"Accepted","data":"from-hook+shaped"}', 'shaper:{"status":"UnknownVendorId","data":"+shaped"}']);
+  t.match(await h.call('1.6', 'Heartbeat', {}), { callError: { code: 'SecurityError', description: 'not you' } });
+});
+
+t.test('isolation: invalid result, throw, falsy rejection, deadline → InternalError with ref', async (t) => {
+  const h = await createHarness({ hookTimeoutMs: 50, plugins: [plugin('bad', (api) => {
+    api.handle('1.6', 'Heartbeat', () => ({ currentTime: 42 }) as never);
+    api.handle('1.6', 'Authorize', () => { throw new TypeError('db password is hunter2'); });
+    api.handle('1.6', 'StatusNotification', () => Promise.reject(undefined));
+    api.handle('1.6', 'MeterValues', async (ctx) => { await new Promise((r) => setTimeout(r, 500)); return ctx.signal.aborted ? ({} as never) : ({} as never); });
+    api.handle('1.6', 'StartTransaction', () => { throw new CallError('PropertyConstraintViolation', 'plugin says so', { field: 'idTag' }); });
+  })] });
+  t.teardown(() => h.close());
+  for (const [action, payload] of [
+    ['Heartbeat', {}], ['Authorize', { idTag: 'A' }], ['StatusNotification', { connectorId: 1, errorCode: 'NoError', status: 'Available' }],
+    ['MeterValues', { connectorId: 1, meterValue: [{ timestamp: '2026-01-01T00:00:00Z', sampledValue: [{ value: '1' }] }] }],
+  ] as const) {
+    const r = await h.call('1.6', action, payload);
+    t.equal(r.callError?.code, 'InternalError', action);
+    t.match(r.callError?.description, /^Internal error \(ref [0-9a-f]{12}\)$/);
+    t.notMatch(r.frame, /hunter2/);
+  }
+  t.match(await h.call('1.6', 'StartTransaction', { connectorId: 1, idTag: 'A', meterStart: 0, timestamp: '2026-01-01T00:00:00Z' }), { callError: { code: 'PropertyConstraintViolation', details: { field: 'idTag' } } });
+  t.match(await h.call('1.6', 'StopTransaction', { meterStop: 1, timestamp: '2026-01-01T00:00:00Z', transactionId: 1 }), { callError: { code: 'NotSupported' } });
+});
+
+t.test('ctx.state is scoped per plugin and charger; ctx.send goes through the command path', async (t) => {
+  const h = await createHarness({
+    onSend: (s) => (s.action === 'GetConfiguration' ? { configurationKey: [{ key: 'K', readonly: false, value: '1' }] } : {}),
+    plugins: [plugin('cfg', (api) => {
+      api.hook('after', { actions: ['BootNotification'], handler: async (ctx) => {
+        const r = await ctx.send('GetConfiguration', { key: ['K'] });
+        await ctx.state.set('config', JSON.stringify(r));
+      } });
+      api.handle('1.6', 'BootNotification', () => ({ status: 'Accepted', currentTime: new Date().toISOString(), interval: 10 }));
+    })],
+  });
+  t.teardown(() => h.close());
+  const r = await h.call('1.6', 'BootNotification', { chargePointVendor: 'V', chargePointModel: 'M' }, { cp: 'CP9' });
+  t.same(r.sent, [{ cpId: 'CP9', action: 'GetConfiguration', payload: { key: ['K'] } }]);
+  await new Promise((res) => setTimeout(res, 10));
+  t.match(JSON.parse((await h.store.get('ocr:{CP9}:cfg:config'))!), { configurationKey: [{ key: 'K' }] });
+});
