@@ -232,7 +232,9 @@ export interface CellSummary {
   generatorCores: Spread;
   generatorCpuUsPerRt: Spread;
   foreignCores: Spread;
+  /** Every error of every repetition, over the whole run (warm-up, window and drain). */
   errors: number;
+  errorKinds: Record<string, number>;
   errorSamples: string[];
   /** The generator was the bottleneck in at least one repetition (≥ 0.9 of a core busy). */
   generatorBound: boolean;
@@ -300,13 +302,18 @@ export function summarize(runs: RunRecord[], baseline = 'uws-bare'): { cells: Ce
       generatorCpuUsPerRt: f((x) => x.generator.cpuUsPerRoundTrip),
       foreignCores: f((x) => x.machine.foreignCores),
       errors: rs.reduce((n, r) => n + r.result.errors.total + r.result.connect.failed, 0),
+      errorKinds: rs.reduce((k, r) => {
+        const e = r.result.errors;
+        for (const [name, v] of [['CALLERROR', e.callError], ['timeout', e.timeout], ['closed', e.closed], ['unparsed', e.unparsed], ['connect', r.result.connect.failed]] as const) if (v) k[name] = (k[name] ?? 0) + v;
+        return k;
+      }, {} as Record<string, number>),
       errorSamples: rs.flatMap((r) => [...r.result.connect.failures, ...r.result.errors.samples]).slice(0, 5),
       generatorBound: rs.some((r) => r.result.generator.cores >= 0.9),
     });
   }
   const ratios: RatioSummary[] = [];
   for (const c of cells) {
-    if (c.server === baseline) continue;
+    if (c.server === baseline || !runs.some((r) => r.server === baseline)) continue;
     const mine = runs.filter((r) => key(r) === key(c));
     const tp: number[] = [];
     const cpu: number[] = [];
@@ -331,7 +338,7 @@ export function markdown(rep: MatrixReport): string {
   const order = (c: CellSummary) => [o.actions.indexOf(c.action), o.inflight.indexOf(c.inflight), o.servers.indexOf(c.server)];
   const sorted = [...rep.cells].sort((a, b) => { const x = order(a), y = order(b); return x[0]! - y[0]! || x[1]! - y[1]! || x[2]! - y[2]!; });
   for (const c of sorted) {
-    lines.push(`| ${c.action} | ${c.inflight} | ${c.server}${c.generatorBound ? ' ᵍ' : ''} | ${fmtSpread(c.rps)} | ${fmtSpread(c.p50Ms, 2)} | ${fmtSpread(c.p99Ms, 2)} | ${fmtSpread(c.p999Ms, 1)} | ${fmtSpread(c.serverCpuUsPerRt, 1)} | ${fmtSpread(c.serverCores, 2)} | ${fmtSpread(c.generatorCores, 2)} | ${fmtSpread(c.foreignCores, 2)} | ${c.errors} |`);
+    lines.push(`| ${c.action} | ${c.inflight} | ${c.server}${c.generatorBound ? ' ᵍ' : ''} | ${fmtSpread(c.rps)} | ${fmtSpread(c.p50Ms, 2)} | ${fmtSpread(c.p99Ms, 2)} | ${fmtSpread(c.p999Ms, 1)} | ${fmtSpread(c.serverCpuUsPerRt, 1)} | ${fmtSpread(c.serverCores, 2)} | ${fmtSpread(c.generatorCores, 2)} | ${fmtSpread(c.foreignCores, 2)} | ${c.errors ? `${c.errors} (${Object.entries(c.errorKinds).map(([k, v]) => `${v} ${k}`).join(', ')})` : 0} |`);
   }
   if (rep.cells.some((c) => c.generatorBound)) lines.push('', 'ᵍ the load generator had ≥ 0.9 of a core busy in at least one repetition: that figure is (close to) the generator\'s ceiling, not the server\'s.');
   if (rep.ratios.length) {

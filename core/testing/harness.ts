@@ -111,7 +111,7 @@ export async function createHarness(opts: HarnessOptions): Promise<Harness> {
     chargers: registry,
     router: { nodeId, heartbeatIntervalSec: opts.heartbeatIntervalSec ?? 300 },
   }));
-  const pipeline = new Pipeline(table, new ContextFactory(services), log, opts.hookTimeoutMs ?? 10_000);
+  const pipeline = new Pipeline(table, new ContextFactory(services), log, opts.hookTimeoutMs ?? 10_000, sink, nodeId);
   const conns = new Map<string, number>();
   let nextConn = 1;
   const meta = (version: OcppVersion, o: CallOptions = {}): ConnMeta => {

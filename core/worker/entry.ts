@@ -84,7 +84,7 @@ const table = await loadPlugins(config.plugins, (plugin) => ({
   chargers: registry,
   router: { nodeId, heartbeatIntervalSec: config.boot.heartbeatIntervalSec },
 }));
-const pipeline = new Pipeline(table, new ContextFactory(services), log, config.pool.hookTimeoutMs);
+const pipeline = new Pipeline(table, new ContextFactory(services), log, config.pool.hookTimeoutMs, sink, nodeId);
 
 async function runItem(meta: ItemMeta, text: () => string, out: unknown[], i: number): Promise<void> {
   const [kind, connectionId, cpId, version, lenient, receivedAt, extra] = meta;

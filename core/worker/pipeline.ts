@@ -23,6 +23,8 @@ import type { ActionTable, HookTable, Registered } from './plugin-loader.js';
 import type { CallContext, Logger } from '../plugin-api.js';
 import { ContextFactory, type ConnMeta } from './context.js';
 import { errors } from '../errors.js';
+import { wireCode } from '../protocol/call-error.js';
+import type { AnalyticsSink } from '../analytics/sink.js';
 
 export type Outcome = 'ok' | 'error' | 'ignored';
 
@@ -58,7 +60,17 @@ export class Pipeline {
     private readonly contexts: ContextFactory,
     private readonly log: Logger,
     private readonly defaultTimeoutMs: number,
+    private readonly sink: AnalyticsSink,
+    private readonly nodeId: string,
   ) {}
+
+  /** A call_errors row: every CALLERROR we send ('out') or receive ('in'), for analysts. */
+  private recordError(conn: ConnMeta, direction: 'in' | 'out', action: string, messageId: string | null, code: string, description: string, ref: unknown, receivedAt: number): void {
+    this.sink.write('call_errors', {
+      ts: receivedAt, received_at: receivedAt, cp_id: conn.cpId, ocpp_version: conn.version, node_id: this.nodeId,
+      direction, action, message_id: messageId ?? '', error_code: code, error_description: description, ref: typeof ref === 'string' ? ref : '',
+    });
+  }
 
   /** Maps anything thrown to a CallError; non-CallErrors are logged with attribution. */
   private toCallError(err: unknown, where: { plugin?: string; hook: string; conn: ConnMeta; messageId?: string; action?: string }): CallError {
@@ -96,6 +108,7 @@ export class Pipeline {
     if (parsed.type === 0) {
       const id = parsed.id ?? unreadableIdReply(v);
       const reply = parsed.answer && id !== null ? serializeCallError(id, parsed.error, v) : undefined;
+      this.recordError(conn, 'out', '(invalid)', parsed.id, wireCode(parsed.error.code, v), parsed.error.description, '', receivedAt);
       return { reply, action: '(invalid)', outcome: 'error', errorCode: parsed.error.code };
     }
     if (parsed.type === CALLRESULT || parsed.type === CALLERROR || parsed.type === CALLRESULTERROR) {
@@ -104,7 +117,10 @@ export class Pipeline {
     }
     const { id, action, payload } = parsed as Extract<typeof parsed, { action: string }>;
     const noReply = parsed.type === SEND;
-    const fail = (err: CallError): FrameResult => ({ reply: noReply ? undefined : serializeCallError(id, err, v), action, outcome: 'error', errorCode: err.code });
+    const fail = (err: CallError): FrameResult => {
+      this.recordError(conn, 'out', action, id, wireCode(err.code, v), err.description, err.details.ref, receivedAt);
+      return { reply: noReply ? undefined : serializeCallError(id, err, v), action, outcome: 'error', errorCode: err.code };
+    };
 
     if (!isKnownAction(v, action)) return fail(new CallError('NotImplemented', `Unknown action ${action}`));
     const entry = this.table.byAction[v].get(action) ?? NO_TABLE;
@@ -173,6 +189,11 @@ export class Pipeline {
 
   /** onConnect / onDisconnect, parallel, isolated. */
   async runConnection(kind: 'onConnect' | 'onDisconnect', conn: ConnMeta, info: { reason?: string; code?: number }): Promise<void> {
+    const now = Date.now();
+    this.sink.write('ocpp_events', {
+      ts: now, received_at: now, cp_id: conn.cpId, ocpp_version: conn.version, node_id: this.nodeId,
+      kind: kind === 'onConnect' ? 'connected' : 'disconnected', action: '', payload: JSON.stringify(info),
+    });
     const regs = this.table[kind][conn.version];
     if (regs.length === 0) return;
     const ctx = this.contexts.connection(conn);
@@ -197,6 +218,7 @@ export class Pipeline {
         : { ok: false, error: { code: 'InvalidResponse', description: `Charger answered ${action} with an invalid payload: ${check.error.description}`, details: { schemaError: check.error.code, ...check.error.details } } };
     } else if (parsed.type === CALLERROR) {
       result = { ok: false, error: { code: parsed.code, description: parsed.description, details: parsed.details } };
+      this.recordError(conn, 'in', action, parsed.id, parsed.code, parsed.description, '', Date.now());
     } else {
       result = { ok: false, error: { code: 'InvalidResponse', description: 'Charger answered with a malformed frame', details: {} } };
     }

@@ -44,6 +44,7 @@ t.test('1.6 and 2.0.1 chargers: boot, heartbeat, status, meter values → API an
     ] }],
   });
   t.equal(mv16[0], 3);
+  t.equal((await c16.call('FooBar', {}, 'bad-1'))[2], 'NotImplemented');
 
   const c201 = await TestCharger.connect(r.url('CP-201'), { protocols: ['ocpp2.0.1', 'ocpp1.6'] });
   t.teardown(() => c201.close());
@@ -90,9 +91,19 @@ t.test('1.6 and 2.0.1 chargers: boot, heartbeat, status, meter values → API an
     { cp_id: 'CP-201', evse_id: 1, connector_id: 2, status: 'Occupied', error_code: '', vendor_error_code: '' },
   ]);
   const events = await poll(async () => {
-    const rows = await q(`SELECT cp_id, kind FROM ${database}.ocpp_events ORDER BY cp_id, kind`);
+    const rows = await q(`SELECT cp_id, kind FROM ${database}.ocpp_events WHERE kind NOT IN ('connected', 'disconnected') ORDER BY cp_id, kind`);
     return rows.length >= 6 ? rows : undefined;
   });
+  const connected = await poll(async () => {
+    const rows = await q(`SELECT cp_id FROM ${database}.ocpp_events WHERE kind = 'connected' ORDER BY cp_id`);
+    return rows.length >= 2 ? rows : undefined;
+  });
+  t.same(connected, [{ cp_id: 'CP-16' }, { cp_id: 'CP-201' }], 'connections recorded');
+  const callErrors = await poll(async () => {
+    const rows = await q(`SELECT cp_id, direction, action, message_id, error_code FROM ${database}.call_errors`);
+    return rows.length >= 1 ? rows : undefined;
+  });
+  t.same(callErrors, [{ cp_id: 'CP-16', direction: 'out', action: 'FooBar', message_id: 'bad-1', error_code: 'NotImplemented' }], 'CALLERRORs recorded');
   t.same(events?.map((e) => `${e.cp_id}:${e.kind}`), ['CP-16:boot', 'CP-16:signed_meter_value', 'CP-201:boot', 'CP-201:data_transfer', 'CP-201:notify_event', 'CP-201:security_event']);
 });
 
