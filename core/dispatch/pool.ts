@@ -18,7 +18,7 @@
 import { Piscina } from 'piscina';
 import { BatchWriter, readBatch } from './codec.js';
 import { ItemKind, Outcome, type FrameResultMeta, type ItemMeta, type PingResult, type ReplyResultMeta } from './envelope.js';
-import { Connection, Lane, type BacklogItem, type PendingCall } from '../registry/connection-registry.js';
+import { Connection, Lane, type PendingCall } from '../registry/connection-registry.js';
 import { CallError } from '../protocol/call-error.js';
 import { serializeCallError } from '../protocol/frame.js';
 import { isKnownAction } from '../protocol/schemas.js';
@@ -121,8 +121,7 @@ export class Dispatcher {
   /** Connect / disconnect events run in the charger's lane: after/before its frames. */
   event(conn: Connection, kind: ItemKind.Connect | ItemKind.Disconnect, extra: unknown): void {
     if (conn.lane === Lane.InFlight) {
-      // Events are rare; ride the backlog as a zero-length item tagged by kind.
-      conn.backlog.push({ bytes: new Uint8Array(0), receivedAt: Date.now(), peekId: null, ...({ kind, extra } as object) });
+      conn.backlog.push({ bytes: new Uint8Array(0), receivedAt: Date.now(), peekId: null, kind, extra });
       this.backlogFrames++;
       return;
     }
@@ -235,8 +234,8 @@ export class Dispatcher {
           break;
         }
         this.backlogFrames--;
-        const it = items[i] as BacklogItem & { kind?: ItemKind; extra?: unknown };
-        this.addLane(c, it.kind ?? ItemKind.Frame, it.receivedAt, it.kind === undefined ? it.bytes : undefined, it.peekId, it.extra);
+        const it = items[i]!;
+        this.addLane(c, (it.kind as ItemKind | undefined) ?? ItemKind.Frame, it.receivedAt, it.kind === undefined ? it.bytes : undefined, it.peekId, it.extra);
       }
     }
   }

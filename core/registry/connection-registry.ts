@@ -32,6 +32,9 @@ export interface BacklogItem {
   bytes: Uint8Array;
   receivedAt: number;
   peekId: string | null;
+  /** Set for queued connect/disconnect events (ItemKind); absent for frames. */
+  kind?: number;
+  extra?: unknown;
 }
 
 export interface ConnData {
