@@ -67,7 +67,7 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
   let gateway: Gateway;
   let commands: CommandApi;
   const dispatcher = new Dispatcher(
-    { threads, batchSize: config.pool.batchSize, concurrentTasksPerWorker: config.pool.concurrentTasksPerWorker, maxQueue: config.pool.maxQueue, backlogPerCharger: config.server.backlogPerCharger, workerData: { config, nodeId: config.nodeId, channel } },
+    { threads, batchSize: config.pool.batchSize, concurrentTasksPerWorker: config.pool.concurrentTasksPerWorker, maxPendingFrames: config.pool.maxPendingFrames, backlogPerCharger: config.server.backlogPerCharger, workerData: { config, nodeId: config.nodeId, channel } },
     {
       identity: (c, vendor, model) => gateway.identity(c, vendor, model),
       badFrame: (c) => gateway.badFrame(c),
@@ -104,7 +104,7 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
     } catch (err) {
       checks.state = { ok: false, detail: (err as Error).message };
     }
-    checks.workers = { ok: !dispatcher.saturated, detail: `${dispatcher.stats.queued} batches queued` };
+    checks.workers = { ok: !dispatcher.saturated, detail: `${dispatcher.stats.pendingFrames} frames waiting, ${dispatcher.stats.inFlight} batches in flight` };
     return { ready: Object.values(checks).every((c) => c.ok), checks };
   };
   const api = new HttpApi(config, apiKeys, registry, connections, commands, metrics, readiness, log);

@@ -63,7 +63,11 @@ export interface RouterConfig {
     /** Worker threads. 0 = one per core. @default 0 */ threads: number;
     /** Items per batch before it is sent at once. @default 512 */ batchSize: number;
     /** Batches in flight per worker. @default 4 */ concurrentTasksPerWorker: number;
-    /** Batches queued in piscina before new CALLs get a fast InternalError. @default 64 */ maxQueue: number;
+    /**
+     * Frames waiting for a worker (beyond the batches in flight) before new CALLs get a fast
+     * InternalError and new connections a 503. @default 50000
+     */
+    maxPendingFrames: number;
     /** Deadline of one hook or handler call. @default 10000 */ hookTimeoutMs: number;
   };
   calls: {
@@ -155,7 +159,7 @@ export const configSchema = {
         threads: int(0, 256, 0),
         batchSize: int(1, 65536, 512),
         concurrentTasksPerWorker: int(1, 64, 4),
-        maxQueue: int(1, 1 << 20, 64),
+        maxPendingFrames: int(1, 1 << 24, 50000),
         hookTimeoutMs: int(1, 600000, 10000),
       },
     },

@@ -58,7 +58,7 @@ console.log(JSON.stringify({
   callErrors: result.errors.callError,
   errorSample: result.errors.samples[0],
   droppedByReason: Object.fromEntries((pick('ocr_frames_dropped_total')?.values ?? []).map((v) => [v.labels.reason, v.value])),
-  pool: { maxQueue: router.config.pool.maxQueue, maxQueuedSeen: maxQueued, maxBatchesInFlightSeen: maxInFlight, threads: router.dispatcher.stats.threads, concurrentTasksPerWorker: router.config.pool.concurrentTasksPerWorker },
+  pool: { maxPendingFrames: router.config.pool.maxPendingFrames, maxQueuedSeen: maxQueued, maxBatchesInFlightSeen: maxInFlight, threads: router.dispatcher.stats.threads, concurrentTasksPerWorker: router.config.pool.concurrentTasksPerWorker },
   batches: { count: batchCount, meanItems: batchCount ? +(batchSum / batchCount).toFixed(1) : 0 },
 }, null, 2));
 await router.close();

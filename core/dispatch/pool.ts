@@ -11,9 +11,15 @@
  *            lane busy? ─► backlog (bounded)    ◄───────────── replies (bytes) ◄┘
  *   batch done ─► send replies, lanes Idle, backlog ─► next batch
  *
- * Flush timing: at setImmediate, i.e. after uWS has delivered every frame readable in this
- * loop turn, or at once when `batchSize` items are waiting. Under load batches fill up
- * naturally; at low load a frame waits for at most one loop turn.
+ * Flow control: at most `threads × concurrentTasksPerWorker` batches are in flight; more
+ * would only wait in piscina's queue while adding per-task overhead. A batch goes out at
+ * setImmediate (after uWS has delivered every frame readable in this loop turn) or at once
+ * when `batchSize` items are waiting, provided a slot is free; otherwise the current batch
+ * keeps growing and goes out when a batch comes back. So at low load a frame waits at most one
+ * loop turn, and under load batches grow by themselves (fewer worker wake-ups per frame).
+ * Saturation is counted in frames waiting, not batches: with N chargers and one request in
+ * flight each, the router never holds more than N frames and never sheds load (bench/repro/
+ * pool-saturated.ts found the earlier batch-count limit shedding at 200 chargers).
  */
 import { Piscina } from 'piscina';
 import { BatchWriter, readBatch } from './codec.js';
@@ -38,7 +44,7 @@ export interface DispatcherOptions {
   threads: number;
   batchSize: number;
   concurrentTasksPerWorker: number;
-  maxQueue: number;
+  maxPendingFrames: number;
   backlogPerCharger: number;
   workerData: WorkerData;
 }
@@ -74,7 +80,8 @@ export class Dispatcher {
       concurrentTasksPerWorker: opts.concurrentTasksPerWorker,
       // Batches already amortise the wake-up; atomics would spin a core per idle worker.
       atomics: 'disabled',
-      maxQueue: opts.maxQueue,
+      // We never run more than maxInFlight tasks, so piscina's own queue stays near empty.
+      maxQueue: 'auto',
       workerData: opts.workerData,
     });
     this.pool.on('error', (err: Error) => this.log.error({ err }, 'worker pool error'));
@@ -89,11 +96,11 @@ export class Dispatcher {
 
   /** True when new work would only grow queues: shed load (503 upgrades, fast errors). */
   get saturated(): boolean {
-    return this.pool.queueSize >= this.opts.maxQueue;
+    return this.writer.count >= this.opts.maxPendingFrames;
   }
 
   get stats() {
-    return { inFlight: this.inFlight, queued: this.pool.queueSize, backlog: this.backlogFrames, threads: this.pool.threads.length };
+    return { inFlight: this.inFlight, pendingFrames: this.writer.count, queued: this.pool.queueSize, backlog: this.backlogFrames, threads: this.pool.threads.length };
   }
 
   private meta(conn: Connection, kind: ItemKind, receivedAt: number, extra: unknown): ItemMeta {
@@ -146,7 +153,7 @@ export class Dispatcher {
   }
 
   private scheduleFlush(): void {
-    if (this.writer.count >= this.opts.batchSize) return this.flush();
+    if (this.writer.count >= this.opts.batchSize && this.inFlight < this.maxInFlight) return this.flush();
     if (this.flushScheduled) return;
     this.flushScheduled = true;
     setImmediate(() => {
@@ -155,8 +162,10 @@ export class Dispatcher {
     });
   }
 
-  flush(): void {
+  /** Sends the current batch if a slot is free (`force`: regardless, at shutdown). */
+  flush(force = false): void {
     if (this.writer.count === 0) return;
+    if (this.inFlight >= this.maxInFlight && !force) return;
     const writer = this.writer;
     const ctxs = this.ctxs;
     const conns = this.conns;
@@ -173,7 +182,7 @@ export class Dispatcher {
       (out) => this.done(ctxs, conns, out as ArrayBuffer, t0),
       (err) => this.failed(ctxs, conns, err as Error),
     );
-    this.metrics.queueDepth.set(this.pool.queueSize);
+    this.metrics.queueDepth.set(0);
   }
 
   private done(ctxs: ItemCtx[], conns: Connection[], out: ArrayBuffer, t0: number): void {
@@ -243,8 +252,10 @@ export class Dispatcher {
   private settle(): void {
     this.inFlight--;
     this.metrics.inFlight.set(this.inFlight);
-    this.metrics.queueDepth.set(this.pool.queueSize);
     this.metrics.backlog.set(this.backlogFrames);
+    // A slot is free: what accumulated meanwhile goes out now, as one (larger) batch.
+    this.flush();
+    this.metrics.queueDepth.set(this.writer.count);
   }
 
   /** Worker crashed (or the pool refused): every item is answered, never dropped silently. */
@@ -270,7 +281,7 @@ export class Dispatcher {
 
   /** Flushes pending work, asks every worker to flush its analytics, then stops the pool. */
   async close(timeoutMs = 10_000): Promise<void> {
-    this.flush();
+    this.flush(true);
     const control = new BroadcastChannel(`${this.opts.workerData.channel}:control`);
     const threads = this.pool.threads.length;
     await new Promise<void>((resolve) => {

@@ -16,13 +16,19 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 t.test('saturated pool: fast InternalError for new CALLs, 503 for new connections, then recovery', async (t) => {
   const r = await startRouter(t, {
     plugins: [{ name: 'core' }, { name: './test/fixtures/plugins/crasher.ts' }],
-    pool: { threads: 1, concurrentTasksPerWorker: 1, maxQueue: 1 },
+    pool: { threads: 1, concurrentTasksPerWorker: 1, maxPendingFrames: 1 },
   });
-  const [a, b, c] = await Promise.all(['SAT-A', 'SAT-B', 'SAT-C'].map((id) => TestCharger.connect(r.url(id))));
+  // One at a time: with maxPendingFrames 1 even simultaneous connect events would be shed.
+  let a: TestCharger | undefined, b: TestCharger | undefined, c: TestCharger | undefined;
+  for (const id of ['SAT-A', 'SAT-B', 'SAT-C']) {
+    const ch = await TestCharger.connect(r.url(id));
+    t.equal((await ch.call('Heartbeat', {}))[0], 3, `${id} connected and served`);
+    if (!a) a = ch; else if (!b) b = ch; else c = ch;
+  }
   t.teardown(() => Promise.all([a, b, c].map((x) => x!.close())));
   const slowA = a!.call('DataTransfer', { vendorId: 'test.slow' });   // batch 1: in the worker
   await sleep(40);
-  const slowB = b!.call('DataTransfer', { vendorId: 'test.slow' });   // batch 2: queued (maxQueue 1)
+  const slowB = b!.call('DataTransfer', { vendorId: 'test.slow' });   // waits for the only batch slot: 1 frame pending = maxPendingFrames
   await sleep(40);
   const started = Date.now();
   const shed = await c!.call('Heartbeat', {});
