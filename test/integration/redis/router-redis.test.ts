@@ -29,3 +29,26 @@ t.test('state in Redis', async (t) => {
   t.equal(await redis.hget('ocr:{R-1}:core:charger', 'nodeId'), null);
   t.ok(await redis.hget('ocr:{R-1}:core:charger', 'disconnectedAt'));
 });
+
+t.test('Redis away: heartbeats are still answered; status writes fail loudly, then recover', async (t) => {
+  const { startRedis } = await import('../../services/redis.js');
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const r = await startRouter(t, { redis: { url: redis.url, commandTimeoutMs: 300 } });
+  const c = await TestCharger.connect(r.url('R-OUT'));
+  t.teardown(() => c.close());
+  t.equal((await c.call('Heartbeat', {}))[0], 3);
+  await redis.stop();
+  const hb = await c.call('Heartbeat', {});
+  t.equal(hb[0], 3, 'heartbeat answered while Redis is down');
+  const st = await c.call('StatusNotification', { connectorId: 1, errorCode: 'NoError', status: 'Available' });
+  t.same([st[0], st[2]], [4, 'InternalError'], 'a write that cannot be stored is not acknowledged');
+  await redis.restart();
+  let ok = false;
+  for (let i = 0; i < 50 && !ok; i++) {
+    const f = await c.call('StatusNotification', { connectorId: 1, errorCode: 'NoError', status: 'Available' });
+    ok = f[0] === 3;
+    if (!ok) await new Promise((res) => setTimeout(res, 100));
+  }
+  t.ok(ok, 'status stored again once Redis is back');
+});
