@@ -170,5 +170,5 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
   };
 }
 
-export { buildConfig } from './options.js';
+export { buildConfig, mergeConfig } from './options.js';
 export type { RouterConfig } from './options.js';

@@ -219,12 +219,13 @@ function envOverrides(env: NodeJS.ProcessEnv): { values: Record<string, unknown>
   return { values, sources };
 }
 
-function merge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
+/** Deep merge of plain objects (arrays and scalars in `b` replace those in `a`). */
+export function mergeConfig(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
   const out = { ...a };
   for (const [k, v] of Object.entries(b)) {
     const cur = out[k];
     out[k] = v && typeof v === 'object' && !Array.isArray(v) && cur && typeof cur === 'object' && !Array.isArray(cur)
-      ? merge(cur as Record<string, unknown>, v as Record<string, unknown>) : v;
+      ? mergeConfig(cur as Record<string, unknown>, v as Record<string, unknown>) : v;
   }
   return out;
 }
@@ -246,7 +247,7 @@ export async function readConfigFile(file: string): Promise<Record<string, unkno
  */
 export function buildConfig(input: Record<string, unknown> = {}, env: NodeJS.ProcessEnv = process.env): RouterConfig {
   const { values, sources } = envOverrides(env);
-  const merged = merge(structuredClone(input), values);
+  const merged = mergeConfig(structuredClone(input), values);
   const ajv = new Ajv({ useDefaults: true, coerceTypes: true, allErrors: true, strict: false });
   const validate = ajv.compile(configSchema);
   if (!validate(merged)) {

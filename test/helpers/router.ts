@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRouter, type Router } from '../../core/index.js';
+import { mergeConfig } from '../../core/options.js';
 
 export interface TestRouter {
   router: Router;
@@ -27,7 +28,7 @@ export async function startRouter(t: Teardown, config: Record<string, unknown> =
     dataDir: dir,
     analytics: { spoolDir: join(dir, 'spool'), flushIntervalMs: 100 },
   };
-  const cfg = merge(base, config);
+  const cfg = mergeConfig(base, config);
   const router = await createRouter(cfg, { onGeneratedApiKey: (k) => { apiKey = k; } });
   t.teardown(async () => {
     await router.close();
@@ -48,13 +49,4 @@ export async function startRouter(t: Teardown, config: Record<string, unknown> =
       return { status: res.status, body: parsed, headers: res.headers };
     },
   };
-}
-
-function merge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
-  const out = { ...a };
-  for (const [k, v] of Object.entries(b)) {
-    const cur = out[k];
-    out[k] = v && typeof v === 'object' && !Array.isArray(v) && cur && typeof cur === 'object' && !Array.isArray(cur) ? merge(cur as Record<string, unknown>, v as Record<string, unknown>) : v;
-  }
-  return out;
 }
