@@ -9,10 +9,13 @@
  * prints: round trips, CALLERRORs, the drop reasons, the largest piscina queue seen, and
  * the batches (count, mean items per batch) from the router's own metrics.
  *
- * What it shows: with at most N frames outstanding, the dispatcher flushes a new batch on
- * every loop turn however many batches are already in flight, so batches stay small and
- * their *number* reaches pool.maxQueue (64); every CALL arriving then gets a fast
- * InternalError, although the router holds only N requests.
+ * What it showed (before fa078a3): with at most N frames outstanding, the dispatcher
+ * flushed a new batch on every loop turn however many batches were already in flight, so
+ * batches stayed small (≈ 11 items for MeterValues) and their *number* reached
+ * pool.maxQueue (64); every CALL arriving then got a fast InternalError
+ * (OCR_ERR_POOL_SATURATED), although the router held only N requests. Since fa078a3 at
+ * most threads × concurrentTasksPerWorker batches are in flight and shedding counts
+ * pending frames; kept as a regression check: callErrors must be 0.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';

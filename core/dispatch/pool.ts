@@ -80,8 +80,9 @@ export class Dispatcher {
       concurrentTasksPerWorker: opts.concurrentTasksPerWorker,
       // Batches already amortise the wake-up; atomics would spin a core per idle worker.
       atomics: 'disabled',
-      // We never run more than maxInFlight tasks, so piscina's own queue stays near empty.
-      maxQueue: 'auto',
+      // We never run more than maxInFlight tasks, so piscina's queue only fills while a crashed
+      // worker is being replaced; it must hold them all then ('auto' would be threads²).
+      maxQueue: opts.threads * opts.concurrentTasksPerWorker,
       workerData: opts.workerData,
     });
     this.pool.on('error', (err: Error) => this.log.error({ err }, 'worker pool error'));
