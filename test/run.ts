@@ -40,10 +40,10 @@ function bin(name: string): { cmd: string; pre: string[] } {
   return existsSync(local) ? { cmd: local, pre: [] } : { cmd: 'npx', pre: [name] };
 }
 
-function typecheck(): Promise<{ ok: boolean; output: string }> {
-  const { cmd, pre } = bin('tsc');
+function run(name: string, args: string[]): Promise<{ ok: boolean; output: string }> {
+  const { cmd, pre } = bin(name);
   return new Promise((resolve) => {
-    const child = spawn(cmd, [...pre, '--noEmit', '-p', 'tsconfig.json'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, [...pre, ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     child.stdout.on('data', (d) => (output += d));
     child.stderr.on('data', (d) => (output += d));
@@ -51,6 +51,14 @@ function typecheck(): Promise<{ ok: boolean; output: string }> {
     child.on('close', (code) => resolve({ ok: code === 0, output }));
   });
 }
+
+const typecheck = () => run('tsc', ['--noEmit', '-p', 'tsconfig.json']);
+/**
+ * tap applies the plugin list of .taprc (which drops its ts-node based TypeScript plugin in
+ * favour of tsx) only after `tap build`; a fresh `npm ci` still has the default build, so every
+ * test file would fail to load. Building takes a few seconds, in parallel with the rest.
+ */
+const tapBuild = () => run('tap', ['build']);
 
 function findTests(dir: string, out: string[]): void {
   for (const name of readdirSync(dir)) {
@@ -120,7 +128,11 @@ async function main(): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    const [tc, redis, ch] = await Promise.all([typecheck(), startRedis().then(ok, ko), startClickHouse().then(ok, ko)]);
+    const [tc, build, redis, ch] = await Promise.all([typecheck(), tapBuild(), startRedis().then(ok, ko), startClickHouse().then(ok, ko)]);
+    if (!build.ok) {
+      failed++;
+      console.log(`# tap build FAILED:\n${build.output}`);
+    }
     if (tc.output.trim()) process.stdout.write(tc.output.endsWith('\n') ? tc.output : tc.output + '\n');
     if (tc.ok) {
       passed++;
