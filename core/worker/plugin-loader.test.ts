@@ -20,6 +20,9 @@ t.test('contract checks at load', async (t) => {
   await t.rejects(loadPlugins([{ name: 'a', plugin: p({ name: 'a', ocpp: ['1.6'], setup(api) { api.handle('2.0.1', 'Heartbeat', () => ({ currentTime: '' })); } }) as never }], base), { code: 'OCR_ERR_PLUGIN_INVALID' }, 'version outside the plugin ocpp list');
   await t.rejects(loadPlugins([{ name: 'a', plugin: p({ name: 'a', setup() { throw new Error('boom'); } }) as never }], base), { code: 'OCR_ERR_PLUGIN_SETUP', message: /boom/ });
   await t.rejects(loadPlugins([{ name: 'no-such-plugin-anywhere' }], base), { code: 'OCR_ERR_PLUGIN_NOT_FOUND' });
+  // An installed npm package is resolved by name; this one is not a plugin.
+  await t.rejects(loadPlugins([{ name: 'semver' }], base), { code: 'OCR_ERR_PLUGIN_INVALID', message: /semver.*definePlugin/ });
+  await t.rejects(loadPlugins([{ name: '@clickhouse/client' }], base), { code: 'OCR_ERR_PLUGIN_INVALID' }, 'scoped package names too');
 });
 
 t.test('hook tables: filtered by action at load, ordered pre / config / post', async (t) => {
