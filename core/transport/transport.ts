@@ -26,6 +26,12 @@ export const enum SendStatus {
 export interface Socket<U> {
   readonly data: U;
   send(bytes: Uint8Array | string): SendStatus;
+  /**
+   * Runs `fn` with writes to this socket coalesced into one syscall (uWS cork). Sends made
+   * outside a library callback (e.g. when a worker batch comes back) are otherwise written
+   * one by one.
+   */
+  cork(fn: () => void): void;
   close(code: number, reason: string): void;
   bufferedAmount(): number;
 }

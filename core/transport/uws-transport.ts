@@ -36,6 +36,10 @@ class UwsSocket<U> implements Socket<U> {
     if (this.closed) return SendStatus.Dropped;
     return this.ws.send(bytes, false) as SendStatus;
   }
+  cork(fn: () => void): void {
+    if (this.closed) return fn();
+    this.ws.cork(fn);
+  }
   close(code: number, reason: string): void {
     if (this.closed) return;
     this.closed = true;

@@ -5,7 +5,7 @@
  * interval when Accepted, the retry delay otherwise.
  */
 import type { CallContext, Handler } from '../../../core/plugin-api.js';
-import { rowBase } from './common.js';
+import { eventRow } from './common.js';
 
 interface Opts { defaultBootStatus: 'Accepted' | 'Pending'; heartbeatIntervalSec: number; retryIntervalSec: number }
 
@@ -28,7 +28,7 @@ export function onBootNotification(opts: Opts): Handler {
       bootStatus: status,
       bootReason: v16 ? undefined : (p.reason as string),
     });
-    ctx.emit('ocpp_events', { ...rowBase(ctx, ctx.msg.receivedAt), kind: 'boot', action: 'BootNotification', payload: JSON.stringify({ ...p, status }) });
+    ctx.emit('ocpp_events', eventRow(ctx, ctx.msg.receivedAt, 'boot', 'BootNotification', JSON.stringify({ ...p, status })));
     return {
       status,
       currentTime: now.toISOString(),

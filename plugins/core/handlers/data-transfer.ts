@@ -5,9 +5,9 @@
  * a vendor answers first with an `onCall` hook filtered to DataTransfer.
  */
 import type { CallContext } from '../../../core/plugin-api.js';
-import { rowBase } from './common.js';
+import { eventRow } from './common.js';
 
 export function onDataTransfer(ctx: CallContext, p: Record<string, unknown>): { status: 'UnknownVendorId' } {
-  ctx.emit('ocpp_events', { ...rowBase(ctx, ctx.msg.receivedAt), kind: 'data_transfer', action: 'DataTransfer', payload: JSON.stringify(p).slice(0, 65536) });
+  ctx.emit('ocpp_events', eventRow(ctx, ctx.msg.receivedAt, 'data_transfer', 'DataTransfer', JSON.stringify(p).slice(0, 65536)));
   return { status: 'UnknownVendorId' };
 }

@@ -5,7 +5,7 @@
  * unitOfMeasure. Default measurand is Energy.Active.Import.Register (both versions).
  */
 import type { CallContext } from '../../../core/plugin-api.js';
-import { rowBase, timeOf } from './common.js';
+import { eventRow, meterRow, timeOf } from './common.js';
 
 interface Sampled {
   value: string | number;
@@ -25,7 +25,7 @@ export async function onMeterValues(ctx: CallContext, p: Record<string, unknown>
       let unit: string;
       if (v16) {
         if (sv.format === 'SignedData') {
-          ctx.emit('ocpp_events', { ...rowBase(ctx, ts), kind: 'signed_meter_value', action: 'MeterValues', payload: JSON.stringify(sv) });
+          ctx.emit('ocpp_events', eventRow(ctx, ts, 'signed_meter_value', 'MeterValues', JSON.stringify(sv)));
           continue;
         }
         value = Number(sv.value);
@@ -38,11 +38,7 @@ export async function onMeterValues(ctx: CallContext, p: Record<string, unknown>
         ctx.log.warn({ value: sv.value, measurand: sv.measurand }, 'non-numeric meter value skipped');
         continue;
       }
-      ctx.emit('meter_values', {
-        ...rowBase(ctx, ts), evse_id: evseId, connector_id: v16 ? evseId : 0, transaction_id: transactionId,
-        measurand: sv.measurand ?? 'Energy.Active.Import.Register', phase: sv.phase ?? '', location: sv.location ?? 'Outlet',
-        context: sv.context ?? 'Sample.Periodic', unit, value,
-      });
+      ctx.emit('meter_values', meterRow(ctx, ts, evseId, v16 ? evseId : 0, transactionId, sv.measurand ?? 'Energy.Active.Import.Register', sv.phase ?? '', sv.location ?? 'Outlet', sv.context ?? 'Sample.Periodic', unit, value));
     }
   }
   return {};

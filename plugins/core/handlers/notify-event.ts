@@ -3,12 +3,12 @@
  * row per eventData entry, so analysts can filter by component and variable.
  */
 import type { CallContext } from '../../../core/plugin-api.js';
-import { rowBase, timeOf } from './common.js';
+import { eventRow, timeOf } from './common.js';
 
 export function onNotifyEvent(ctx: CallContext, p: Record<string, unknown>): Record<string, never> {
   const ts = timeOf(ctx, p.generatedAt);
   for (const e of (p.eventData as Record<string, unknown>[]) ?? []) {
-    ctx.emit('ocpp_events', { ...rowBase(ctx, timeOf(ctx, e.timestamp ?? p.generatedAt) || ts), kind: 'notify_event', action: 'NotifyEvent', payload: JSON.stringify({ seqNo: p.seqNo, tbc: p.tbc, ...e }) });
+    ctx.emit('ocpp_events', eventRow(ctx, timeOf(ctx, e.timestamp ?? p.generatedAt) || ts, 'notify_event', 'NotifyEvent', JSON.stringify({ seqNo: p.seqNo, tbc: p.tbc, ...e })));
   }
   return {};
 }

@@ -3,11 +3,11 @@
  * latest event kept in the charger's state (`ocr:{cpId}:core:lastSecurityEvent`).
  */
 import type { CallContext } from '../../../core/plugin-api.js';
-import { rowBase, timeOf } from './common.js';
+import { eventRow, timeOf } from './common.js';
 
 export async function onSecurityEventNotification(ctx: CallContext, p: Record<string, unknown>): Promise<Record<string, never>> {
   const ts = timeOf(ctx, p.timestamp);
-  ctx.emit('ocpp_events', { ...rowBase(ctx, ts), kind: 'security_event', action: 'SecurityEventNotification', payload: JSON.stringify(p) });
+  ctx.emit('ocpp_events', eventRow(ctx, ts, 'security_event', 'SecurityEventNotification', JSON.stringify(p)));
   await ctx.state.set('lastSecurityEvent', JSON.stringify(p));
   return {};
 }

@@ -4,7 +4,7 @@
  * 2.x by "<evseId>/<connectorId>".
  */
 import type { CallContext } from '../../../core/plugin-api.js';
-import { rowBase, timeOf } from './common.js';
+import { statusRow, timeOf } from './common.js';
 
 export async function onStatusNotification(ctx: CallContext, p: Record<string, unknown>): Promise<Record<string, never>> {
   const ts = timeOf(ctx, p.timestamp);
@@ -16,15 +16,12 @@ export async function onStatusNotification(ctx: CallContext, p: Record<string, u
       vendorId: p.vendorId as string | undefined, vendorErrorCode: p.vendorErrorCode as string | undefined, timestamp,
     };
     await ctx.chargers.setStatus(ctx.cp.id, String(connectorId), status);
-    ctx.emit('status_events', {
-      ...rowBase(ctx, ts), evse_id: connectorId, connector_id: connectorId, status: status.status, error_code: status.errorCode,
-      info: status.info ?? '', vendor_id: status.vendorId ?? '', vendor_error_code: status.vendorErrorCode ?? '',
-    });
+    ctx.emit('status_events', statusRow(ctx, ts, connectorId, connectorId, status.status, status.errorCode, status.info ?? '', status.vendorId ?? '', status.vendorErrorCode ?? ''));
   } else {
     const evseId = p.evseId as number;
     const connectorId = p.connectorId as number;
     await ctx.chargers.setStatus(ctx.cp.id, `${evseId}/${connectorId}`, { status: p.connectorStatus as string, timestamp });
-    ctx.emit('status_events', { ...rowBase(ctx, ts), evse_id: evseId, connector_id: connectorId, status: p.connectorStatus as string, error_code: '', info: '', vendor_id: '', vendor_error_code: '' });
+    ctx.emit('status_events', statusRow(ctx, ts, evseId, connectorId, p.connectorStatus as string, '', '', '', ''));
   }
   return {};
 }
