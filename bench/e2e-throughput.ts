@@ -23,6 +23,7 @@
  */
 import { spawn } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem, release } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -255,7 +256,8 @@ export interface MatrixReport {
   command: string;
   machine: { cpu: string; cores: number; memGiB: number; kernel: string; loadavgStart: number[]; loadavgEnd: number[] };
   node: { version: string; v8: string; uws: string };
-  git: { commit: string; dirty: boolean } | null;
+  /** At the start of the run; `changedDuringRun` when HEAD or the working tree differed at the end. */
+  git: { commit: string; dirty: boolean; changedDuringRun: boolean } | null;
   options: MatrixOptions;
   servers: Record<string, { describe: string; threads: number; config?: unknown }>;
   preflight: Record<string, unknown>;
@@ -265,11 +267,14 @@ export interface MatrixReport {
   wallSeconds: number;
 }
 
-function gitInfo(): { commit: string; dirty: boolean } | null {
+/** HEAD, whether the tree is dirty, and a fingerprint of the product sources (bench/ excluded). */
+function gitInfo(): { commit: string; dirty: boolean; fingerprint: string } | null {
   try {
-    const commit = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: root, encoding: 'utf8' }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain'], { cwd: root, encoding: 'utf8' }).trim().length > 0;
-    return { commit, dirty };
+    const git = (...args: string[]) => execFileSync('git', args, { cwd: root, encoding: 'utf8', maxBuffer: 64 << 20 });
+    const commit = git('rev-parse', 'HEAD').trim();
+    const dirty = git('status', '--porcelain').trim().length > 0;
+    const fingerprint = createHash('sha1').update(commit).update(git('diff', 'HEAD', '--', '.', ':(exclude)bench')).update(git('status', '--porcelain', '--', '.', ':(exclude)bench')).digest('hex');
+    return { commit, dirty, fingerprint };
   } catch {
     return null;
   }
@@ -353,6 +358,7 @@ export function markdown(rep: MatrixReport): string {
 
 export async function runMatrix(o: MatrixOptions, log: (s: string) => void = (s) => process.stderr.write(s + '\n')): Promise<MatrixReport> {
   const started = Date.now();
+  const gitStart = gitInfo();
   const loadStart = loadavg().map((x) => +x.toFixed(2));
   const runs: RunRecord[] = [];
   const serverInfo: MatrixReport['servers'] = {};
@@ -400,7 +406,7 @@ export async function runMatrix(o: MatrixOptions, log: (s: string) => void = (s)
     command: o.command,
     machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memGiB: Math.round(totalmem() / 2 ** 30), kernel: release(), loadavgStart: loadStart, loadavgEnd: loadavg().map((x) => +x.toFixed(2)) },
     node: { version: process.version, v8: process.versions.v8, uws: uwsVersion() },
-    git: gitInfo(),
+    git: gitStart && { commit: gitStart.commit, dirty: gitStart.dirty, changedDuringRun: gitInfo()?.fingerprint !== gitStart.fingerprint },
     options: o,
     servers: serverInfo,
     preflight: pre,
