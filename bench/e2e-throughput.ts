@@ -21,6 +21,7 @@
  * Growing it: a server is an entry of SERVERS (a script printing its ready line); an action
  * is an entry of bench/lib/ocpp-payloads.ts; a dimension is a loop here.
  */
+import { mergeConfig } from '../core/index.js';
 import { spawn } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -140,15 +141,6 @@ interface ServerDef {
   nodeArgs?(o: MatrixOptions): string[];
 }
 
-function merge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
-  const out = { ...a };
-  for (const [k, v] of Object.entries(b)) {
-    const cur = out[k];
-    out[k] = v && typeof v === 'object' && !Array.isArray(v) && cur && typeof cur === 'object' && !Array.isArray(cur)
-      ? merge(cur as Record<string, unknown>, v as Record<string, unknown>) : v;
-  }
-  return out;
-}
 
 export const SERVERS: Record<string, ServerDef> = {
   'uws-bare': {
@@ -159,7 +151,7 @@ export const SERVERS: Record<string, ServerDef> = {
   router: {
     script: 'bench/reference/router.ts',
     describe: 'this router via createRouter(): core plugin, in-memory state, analytics to a local spool',
-    args: (o) => [JSON.stringify(merge({ pool: { threads: o.threads } }, o.routerConfig))],
+    args: (o) => [JSON.stringify(mergeConfig({ pool: { threads: o.threads } }, o.routerConfig))],
     nodeArgs: (o) => (o.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(root, 'bench/results/profiles')}`] : []),
   },
 };

@@ -11,7 +11,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createRouter } from '../../core/index.js';
+import { createRouter, mergeConfig } from '../../core/index.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ocr-bench-router-'));
 const user = JSON.parse(process.argv[2] ?? '{}') as Record<string, unknown>;
@@ -21,17 +21,8 @@ const base: Record<string, unknown> = {
   dataDir: dir,
   analytics: { spoolDir: join(dir, 'spool') },
 };
-function merge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
-  const out = { ...a };
-  for (const [k, v] of Object.entries(b)) {
-    const cur = out[k];
-    out[k] = v && typeof v === 'object' && !Array.isArray(v) && cur && typeof cur === 'object' && !Array.isArray(cur)
-      ? merge(cur as Record<string, unknown>, v as Record<string, unknown>) : v;
-  }
-  return out;
-}
 
-const router = await createRouter(merge(base, user), { onGeneratedApiKey: () => undefined });
+const router = await createRouter(mergeConfig(base, user), { onGeneratedApiKey: () => undefined });
 process.stdout.write(JSON.stringify({ ready: true, port: router.port, pid: process.pid, threads: router.dispatcher.stats.threads, config: router.config }) + '\n');
 
 let stopping = false;
