@@ -25,6 +25,10 @@ import { serveStateStore } from './state/remote-store.js';
 import { StoreChargerRegistry } from './state/registry.js';
 import type { StateStore } from './state/store.js';
 import type { Transport } from './transport/transport.js';
+import { StateJournal, type JournalEntry } from './state/journal.js';
+import { JournalingStore } from './state/journaling-store.js';
+import { Gauge } from 'prom-client';
+import { join } from 'node:path';
 
 export interface Router {
   readonly config: RouterConfig;
@@ -60,7 +64,22 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
     ? new RedisStateStore({ url: config.redis.url, keyPrefix: config.redis.keyPrefix, commandTimeoutMs: config.redis.commandTimeoutMs, onError: (err: Error) => log.warn({ err }, 'redis connection error') })
     : new MemoryStateStore();
   if (store.kind === 'memory') serveStateStore(rpc, store);
-  const registry = new StoreChargerRegistry(store);
+  // Redis away: writes go to a durable journal and are replayed when it is back.
+  let journal: StateJournal | null = null;
+  let registryStore = store;
+  if (store.kind === 'redis') {
+    journal = new StateJournal(join(config.dataDir, 'state-journal.ndjson'), store, log.child({ area: 'state-journal' }));
+    await journal.open();
+    const j = journal;
+    rpc.handle('journal', (method, args) => {
+      if (method !== 'append') throw new Error(`unknown journal method ${method}`);
+      return j.append(args[0] as JournalEntry[]);
+    });
+    registryStore = new JournalingStore(store, (entries) => j.append(entries), { has: (g) => j.pending(g), mark: () => undefined });
+    new Gauge({ name: 'ocr_state_journal_entries', help: 'State writes waiting in the journal for Redis', registers: [metrics.registry], collect() { this.set(j.size); } });
+    new Gauge({ name: 'ocr_state_journal_applied', help: 'State writes replayed from the journal since start', registers: [metrics.registry], collect() { this.set(j.stats.applied); } });
+  }
+  const registry = new StoreChargerRegistry(registryStore);
 
   const connections = new ConnectionRegistry();
   const threads = config.pool.threads || availableParallelism();
@@ -70,6 +89,7 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
     { threads, batchSize: config.pool.batchSize, concurrentTasksPerWorker: config.pool.concurrentTasksPerWorker, maxPendingFrames: config.pool.maxPendingFrames, backlogPerCharger: config.server.backlogPerCharger, workerData: { config, nodeId: config.nodeId, channel } },
     {
       identity: (c, vendor, model) => gateway.identity(c, vendor, model),
+      journalPending: (cpId) => journal?.pending(cpId) ?? false,
       badFrame: (c) => gateway.badFrame(c),
       reply: (p, r) => commands.settle(p, r),
     },
@@ -164,6 +184,7 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
         for (const c of [...connections.values()]) c.socket.close(1001, 'Router shutting down');
         await dispatcher.close();
         rpc.close();
+        await journal?.close();
         await store.close();
       })());
     },

@@ -15,8 +15,15 @@ export const enum ItemKind {
   Reply = 3,
 }
 
-/** [kind, connectionId, cpId, version, lenient, receivedAt, extra] */
-export type ItemMeta = [ItemKind, number, string, OcppVersion, 0 | 1, number, unknown];
+/** [kind, connectionId, cpId, version, flags (ItemFlag bits), receivedAt, extra] */
+export type ItemMeta = [ItemKind, number, string, OcppVersion, number, number, unknown];
+
+export const enum ItemFlag {
+  /** Validate leniently (charger or model configured as quirky). */
+  Lenient = 1,
+  /** The charger has writes in the state journal: journal its writes too (core/state/journal.ts). */
+  Journal = 2,
+}
 
 export interface DisconnectExtra { code: number; reason: string }
 export interface ReplyExtra { action: string; request: Record<string, unknown> }

@@ -23,7 +23,7 @@
  */
 import { Piscina } from 'piscina';
 import { BatchWriter, readBatch } from './codec.js';
-import { ItemKind, Outcome, type FrameResultMeta, type ItemMeta, type PingResult, type ReplyResultMeta } from './envelope.js';
+import { ItemFlag, ItemKind, Outcome, type FrameResultMeta, type ItemMeta, type PingResult, type ReplyResultMeta } from './envelope.js';
 import { Connection, Lane, type PendingCall } from '../registry/connection-registry.js';
 import { CallError } from '../protocol/call-error.js';
 import { serializeCallError } from '../protocol/frame.js';
@@ -54,6 +54,8 @@ export interface DispatchHooks {
   identity(conn: Connection, vendor: string, model: string): void;
   /** An invalid frame (bad JSON/framing): the gateway closes repeat offenders. */
   badFrame(conn: Connection): void;
+  /** Whether the charger has writes waiting in the state journal. */
+  journalPending(cpId: string): boolean;
   /** Validated answer to a CSMS-initiated CALL. */
   reply(pending: PendingCall, result: ReplyResultMeta): void;
 }
@@ -105,7 +107,8 @@ export class Dispatcher {
   }
 
   private meta(conn: Connection, kind: ItemKind, receivedAt: number, extra: unknown): ItemMeta {
-    return [kind, conn.id, conn.cpId, conn.version, conn.lenient ? 1 : 0, receivedAt, extra ?? null];
+    const flags = (conn.lenient ? ItemFlag.Lenient : 0) | (this.hooks.journalPending(conn.cpId) ? ItemFlag.Journal : 0);
+    return [kind, conn.id, conn.cpId, conn.version, flags, receivedAt, extra ?? null];
   }
 
   /** A charger's frame (CALL, SEND, or anything unpeekable). Kept in the charger's order. */

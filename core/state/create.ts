@@ -8,10 +8,16 @@ import type { ThreadRpcClient } from '../dispatch/thread-rpc.js';
 import { RedisStateStore } from './redis-store.js';
 import { RemoteStateStore } from './remote-store.js';
 import type { StateStore } from './store.js';
+import { JournalingStore } from './journaling-store.js';
+import type { JournalEntry } from './journal.js';
 
-export function createStores(config: RouterConfig, rpc: ThreadRpcClient, log?: { warn(o: object, m?: string): void }): StateStore {
+export function createStores(config: RouterConfig, rpc: ThreadRpcClient, log?: { warn(o: object, m?: string): void }, journaled?: Set<string> | null): StateStore {
   if (config.redis.url) {
-    return new RedisStateStore({ url: config.redis.url, keyPrefix: config.redis.keyPrefix, commandTimeoutMs: config.redis.commandTimeoutMs, onError: (err: Error) => log?.warn({ err }, 'redis connection error') });
+    const redis = new RedisStateStore({ url: config.redis.url, keyPrefix: config.redis.keyPrefix, commandTimeoutMs: config.redis.commandTimeoutMs, onError: (err: Error) => log?.warn({ err }, 'redis connection error') });
+    if (!journaled) return redis;
+    // Writes that cannot reach Redis go to the socket thread's journal (core/state/journal.ts).
+    const append = async (entries: JournalEntry[]) => { await rpc.call('journal', 'append', [entries]); };
+    return new JournalingStore(redis, append, { has: (g) => journaled.has(g), mark: (g) => journaled.add(g) });
   }
   return new RemoteStateStore(rpc);
 }

@@ -16,7 +16,7 @@
 import { threadId, workerData } from 'node:worker_threads';
 import Piscina from 'piscina';
 import { BatchWriter, readBatch } from '../dispatch/codec.js';
-import { ItemKind, Outcome, type DisconnectExtra, type ItemMeta, type PingResult, type PingTask, type ReplyExtra } from '../dispatch/envelope.js';
+import { ItemFlag, ItemKind, Outcome, type DisconnectExtra, type ItemMeta, type PingResult, type PingTask, type ReplyExtra } from '../dispatch/envelope.js';
 import { ThreadRpcClient } from '../dispatch/thread-rpc.js';
 import { createLogger } from '../log.js';
 import { Pipeline } from './pipeline.js';
@@ -40,7 +40,8 @@ export interface WorkerData {
 const { config, nodeId, channel } = workerData as WorkerData;
 const log = createLogger(config.log, { nodeId, thread: threadId });
 const rpc = new ThreadRpcClient({ name: channel });
-const store = createStores(config, rpc, log);
+const journaled: Set<string> | null = config.redis.url ? new Set() : null;
+const store = createStores(config, rpc, log, journaled);
 const registry = new StoreChargerRegistry(store);
 const sink = createAnalyticsSink({
   clickhouse: config.clickhouse.url ? config.clickhouse : undefined,
@@ -87,8 +88,13 @@ const table = await loadPlugins(config.plugins, (plugin) => ({
 const pipeline = new Pipeline(table, new ContextFactory(services), log, config.pool.hookTimeoutMs, sink, nodeId);
 
 async function runItem(meta: ItemMeta, text: () => string, out: unknown[], i: number): Promise<void> {
-  const [kind, connectionId, cpId, version, lenient, receivedAt, extra] = meta;
-  const conn: ConnMeta = { connectionId, cpId, version, lenient: lenient === 1 };
+  const [kind, connectionId, cpId, version, flags, receivedAt, extra] = meta;
+  const conn: ConnMeta = { connectionId, cpId, version, lenient: (flags & ItemFlag.Lenient) !== 0 };
+  // The dispatcher's word is exact at dispatch time (lanes): it both sets and clears.
+  if (journaled) {
+    if (flags & ItemFlag.Journal) journaled.add(cpId);
+    else journaled.delete(cpId);
+  }
   switch (kind) {
     case ItemKind.Frame: {
       const t0 = performance.now();
