@@ -8,10 +8,10 @@
  * ordered lane, CALLRESULT/CALLERROR to the pending CSMS CALL. Must not: parse payloads or
  * run plugins (workers do).
  */
-import { peekFrame } from './protocol/peek.js';
+import { isEmptyPayload, peekFrame } from './protocol/peek.js';
 import { SUBPROTOCOL_OF, versionOfSubprotocol, type OcppVersion } from './protocol/dialect.js';
 import { ItemKind } from './dispatch/envelope.js';
-import { Connection, type ConnData, type ConnectionRegistry } from './registry/connection-registry.js';
+import { Connection, Lane, type ConnData, type ConnectionRegistry } from './registry/connection-registry.js';
 import { parseBasicAuth, verifyPassword, VerifiedCache } from './security/credentials.js';
 import type { Dispatcher } from './dispatch/pool.js';
 import type { CommandApi } from './command/command-api.js';
@@ -36,6 +36,11 @@ const BAD_FRAME_LIMIT = 20;
 export class Gateway {
   private readonly verified = new VerifiedCache();
   private readonly prefix: string;
+  /** Versions whose Heartbeat the socket thread answers itself (see heartbeat()). */
+  private fastHeartbeat = new Set<OcppVersion>();
+  private lastSeenTimer: NodeJS.Timeout | null = null;
+  private currentTimeMs = 0;
+  private currentTime = '';
 
   constructor(
     private readonly cfg: RouterConfig,
@@ -52,6 +57,50 @@ export class Gateway {
   private deny(status: number, message: string, outcome: string, headers?: Record<string, string>): UpgradeDecision<GatewayConnData> {
     this.metrics.upgrades.inc({ outcome });
     return { accept: false, status, message, headers };
+  }
+
+  /**
+   * Enables the socket-thread Heartbeat for these versions (the workers report where the core
+   * plugin's handler is Heartbeat's only participant) and starts the periodic lastSeenAt flush.
+   */
+  start(fastHeartbeat: OcppVersion[]): void {
+    this.fastHeartbeat = new Set(fastHeartbeat);
+    this.lastSeenTimer = setInterval(() => void this.flushLastSeen(), this.cfg.server.lastSeenFlushSec * 1000);
+    this.lastSeenTimer.unref();
+  }
+
+  stop(): void {
+    if (this.lastSeenTimer) clearInterval(this.lastSeenTimer);
+  }
+
+  /** Writes lastSeenAt of chargers seen since the last flush (one hash write each, pipelined). */
+  async flushLastSeen(): Promise<void> {
+    const writes: Promise<void>[] = [];
+    for (const c of this.connections.values()) {
+      if (c.lastSeen <= c.lastSeenPersisted) continue;
+      const seen = c.lastSeen;
+      writes.push(this.registry.update(c.cpId, { lastSeenAt: new Date(seen).toISOString() }).then(() => { c.lastSeenPersisted = seen; }, () => undefined));
+    }
+    await Promise.all(writes);
+  }
+
+  /**
+   * Heartbeat answered on the socket thread: saves the two thread hops of a message whose
+   * only effect is "the charger is alive" (issue #3's prototype: Heartbeat CPU per round trip
+   * from 1.5x to 1.0x of a bare uWS responder). Only when (a) no plugin but core takes part in
+   * Heartbeat for this version, (b) the payload is exactly {} (anything else, e.g. 2.x
+   * customData, is validated in a worker), and (c) the charger has nothing in its lane, so the
+   * reply cannot overtake an earlier message's reply. Liveness is conn.lastSeen, written to the
+   * registry by flushLastSeen().
+   */
+  private heartbeat(conn: Connection, id: string, now: number): void {
+    if (now !== this.currentTimeMs) {
+      this.currentTimeMs = now;
+      this.currentTime = new Date(now).toISOString();
+    }
+    // The peeked id is printable ASCII without quotes or backslashes: safe to embed as is.
+    this.dispatcher.send(conn, `[3,"${id}",{"currentTime":"${this.currentTime}"}]`);
+    this.metrics.messages.inc({ version: conn.version, action: 'Heartbeat', outcome: 'ok' });
   }
 
   async upgrade(req: UpgradeRequest): Promise<UpgradeDecision<GatewayConnData>> {
@@ -158,6 +207,9 @@ export class Gateway {
       const pending = this.commands.match(conn, p.id);
       if (pending) this.dispatcher.reply(conn, bytes, pending);
       return;
+    }
+    if (p && p.type === 2 && p.action === 'Heartbeat' && conn.lane === Lane.Idle && this.fastHeartbeat.has(conn.version) && isEmptyPayload(bytes, p.payloadAt!)) {
+      return this.heartbeat(conn, p.id, now);
     }
     if (p && p.type === 5 && conn.version === '2.1') {
       // CALLRESULTERROR: the charger could not process our CALLRESULT. Nothing to answer.

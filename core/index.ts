@@ -131,7 +131,10 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
 
   try {
     const pings = await dispatcher.start();
-    log.info({ threads, plugins: pings[0]?.plugins }, 'workers ready');
+    // Every worker loads the same plugins, so their answers agree; take the strictest.
+    const fast = pings.reduce((acc, p) => acc.filter((v) => p.socketThreadHeartbeat.includes(v)), pings[0]?.socketThreadHeartbeat ?? []);
+    gateway.start(fast);
+    log.info({ threads, plugins: pings[0]?.plugins, socketThreadHeartbeat: fast }, 'workers ready');
   } catch (err) {
     await dispatcher.pool.destroy().catch(() => undefined);
     rpc.close();
@@ -180,6 +183,7 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
     close() {
       return (closing ??= (async () => {
         listening = false;
+        gateway.stop();
         for (const t of transports) await t.close();
         for (const c of [...connections.values()]) c.socket.close(1001, 'Router shutting down');
         await dispatcher.close();

@@ -37,6 +37,7 @@ export interface RouterConfig {
     /** A second connection with the same identity: replace the first or reject the second. @default 'replace' */
     duplicateConnection: 'replace' | 'reject';
     /** Pending CALLs per charger beyond the one in flight, before answering with an error. @default 64 */ backlogPerCharger: number;
+    /** How often connected chargers' lastSeenAt is written to the registry. @default 60 */ lastSeenFlushSec: number;
   };
   security: {
     /** What to do with a charger the registry does not know. @default 'register' */
@@ -123,6 +124,7 @@ export const configSchema = {
         defaultProtocol: { enum: ['ocpp1.6', 'ocpp2.0.1', 'ocpp2.1'], default: 'ocpp1.6' },
         duplicateConnection: { enum: ['replace', 'reject'], default: 'replace' },
         backlogPerCharger: int(0, 10000, 64),
+        lastSeenFlushSec: int(1, 86400, 60),
       },
     },
     security: {

@@ -43,4 +43,12 @@ export type EventResultMeta = [Outcome];
 
 /** Non-batch tasks. */
 export interface PingTask { op: 'ping' }
-export interface PingResult { threadId: number; plugins: { name: string; version: string }[] }
+export interface PingResult {
+  threadId: number;
+  plugins: { name: string; version: string }[];
+  /**
+   * Versions in which Heartbeat has no participant but the core plugin's handler (no other
+   * handler, no hook): the socket thread may answer it itself (gateway.ts).
+   */
+  socketThreadHeartbeat: OcppVersion[];
+}

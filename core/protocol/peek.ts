@@ -17,6 +17,8 @@ export interface Peek {
   id: string;
   /** Present for CALL and SEND. */
   action?: string;
+  /** Index just after the action string (CALL and SEND), where `,payload]` follows. */
+  payloadAt?: number;
 }
 
 const WS = (c: number) => c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d;
@@ -72,5 +74,18 @@ export function peekFrame(b: Uint8Array): Peek | undefined {
   i = skipWs(b, i + 1);
   const ar = readPlainString(b, i, MAX_ACTION);
   if (!ar) return undefined;
-  return { type, id, action: ar[0] };
+  return { type, id, action: ar[0], payloadAt: ar[1] };
+}
+
+/** True when the frame ends in `, {} ]` right after `at` (whitespace allowed): an empty payload. */
+export function isEmptyPayload(b: Uint8Array, at: number): boolean {
+  let i = skipWs(b, at);
+  if (b[i] !== 0x2c) return false;
+  i = skipWs(b, i + 1);
+  if (b[i] !== 0x7b) return false;
+  i = skipWs(b, i + 1);
+  if (b[i] !== 0x7d) return false;
+  i = skipWs(b, i + 1);
+  if (b[i] !== 0x5d) return false;
+  return skipWs(b, i + 1) === b.length;
 }

@@ -55,6 +55,8 @@ export class Connection {
   badFramesWindowStart = 0;
   closed = false;
   lastSeen: number;
+  /** lastSeen as last written to the registry (periodic flush, gateway.ts). */
+  lastSeenPersisted = 0;
   vendor = '';
   model = '';
   readonly connectedAt: number;

@@ -27,6 +27,7 @@ import { StoreChargerRegistry } from '../state/registry.js';
 import { scopeStore } from '../state/scoped-store.js';
 import { createAnalyticsSink } from '../analytics/clickhouse-sink.js';
 import { validatorFor } from '../protocol/validate.js';
+import { OCPP_VERSIONS } from '../protocol/dialect.js';
 import { CallError } from '../protocol/call-error.js';
 import type { RouterConfig } from '../options.js';
 
@@ -85,6 +86,10 @@ const table = await loadPlugins(config.plugins, (plugin) => ({
   chargers: registry,
   router: { nodeId, heartbeatIntervalSec: config.boot.heartbeatIntervalSec },
 }));
+const socketThreadHeartbeat = OCPP_VERSIONS.filter((v) => {
+  const e = table.byAction[v].get('Heartbeat');
+  return e?.handler?.plugin === 'core' && e.onCall.length === 0 && e.onResult.length === 0 && e.after.length === 0;
+});
 const pipeline = new Pipeline(table, new ContextFactory(services), log, config.pool.hookTimeoutMs, sink, nodeId);
 
 async function runItem(meta: ItemMeta, text: () => string, out: unknown[], i: number): Promise<void> {
@@ -121,7 +126,7 @@ async function runItem(meta: ItemMeta, text: () => string, out: unknown[], i: nu
 
 export default async function task(input: ArrayBuffer | PingTask): Promise<ArrayBuffer | PingResult | unknown> {
   if (!(input instanceof ArrayBuffer)) {
-    if (input.op === 'ping') return { threadId, plugins: table.plugins } satisfies PingResult;
+    if (input.op === 'ping') return { threadId, plugins: table.plugins, socketThreadHeartbeat } satisfies PingResult;
     throw new Error('unknown task');
   }
   const batch = readBatch(input);

@@ -1,0 +1,60 @@
+/**
+ * Heartbeat on the socket thread (issue #3): answered without a worker when only the core
+ * plugin takes part, never ahead of an earlier message of the same charger, and not at all
+ * when a plugin hooks Heartbeat.
+ */
+import t from 'tap';
+import { startRouter } from '../helpers/router.js';
+import { TestCharger } from '../helpers/charger.js';
+
+const batchCount = async (r: Awaited<ReturnType<typeof startRouter>>) => Number(/ocr_batch_items_count (\d+)/.exec((await r.api('GET', '/metrics')).body as string)?.[1] ?? 0);
+
+t.test('answered on the socket thread, counted, lastSeenAt flushed', async (t) => {
+  const r = await startRouter(t, { server: { lastSeenFlushSec: 1 } });
+  const c = await TestCharger.connect(r.url('HB-FAST'));
+  t.teardown(() => c.close());
+  await c.call('StatusNotification', { connectorId: 1, errorCode: 'NoError', status: 'Available' });
+  const before = await batchCount(r);
+  for (let i = 0; i < 20; i++) {
+    const f = await c.call('Heartbeat', {});
+    t.equal(f[0], 3);
+    t.ok(Math.abs(Date.parse((f[2] as { currentTime: string }).currentTime) - Date.now()) < 2000);
+  }
+  t.equal(await batchCount(r), before, 'no batch went to a worker for the heartbeats');
+  t.match((await r.api('GET', '/metrics')).body, /ocr_messages_total\{version="1.6",action="Heartbeat",outcome="ok"\} 20/);
+  const spaced = await c.raw('[2, "sp", "Heartbeat", { } ]');
+  t.same(spaced?.slice(0, 2), [3, 'sp'], 'whitespace tolerated');
+  const bad = await c.raw('[2,"bad","Heartbeat",{"x":1}]');
+  t.same(bad?.slice(0, 3), [4, 'bad', 'FormationViolation'], 'anything but {} is validated in a worker');
+  const end = Date.now() + 5000;
+  let seen: string | undefined;
+  while (Date.now() < end && !seen) {
+    await new Promise((res) => setTimeout(res, 200));
+    const rec = await r.router.registry.get('HB-FAST');
+    if (rec?.lastSeenAt && Date.parse(rec.lastSeenAt) > Date.now() - 3000) seen = rec.lastSeenAt;
+  }
+  t.ok(seen, 'lastSeenAt written by the periodic flush');
+});
+
+t.test('never overtakes an earlier message of the same charger', async (t) => {
+  const r = await startRouter(t, { plugins: [{ name: 'core' }, { name: './test/fixtures/plugins/crasher.ts' }] });
+  const c = await TestCharger.connect(r.url('HB-ORDER'));
+  t.teardown(() => c.close());
+  const slow = c.call('DataTransfer', { vendorId: 'test.slow' }, 'slow');
+  const hb = c.call('Heartbeat', {}, 'hb');
+  await Promise.all([slow, hb]);
+  t.same(c.received.filter((f) => f[0] === 3).map((f) => f[1]), ['slow', 'hb'], 'replies in sending order');
+});
+
+t.test('a plugin hooking Heartbeat turns the fast path off for that version', async (t) => {
+  const r = await startRouter(t, { plugins: [{ name: 'core' }, { name: './test/fixtures/plugins/heartbeat-watcher.ts' }] });
+  const c16 = await TestCharger.connect(r.url('HB-16'));
+  const c201 = await TestCharger.connect(r.url('HB-201'), { protocols: 'ocpp2.0.1' });
+  t.teardown(() => Promise.all([c16.close(), c201.close()]));
+  for (let i = 0; i < 3; i++) await c16.call('Heartbeat', {});
+  await new Promise((res) => setTimeout(res, 50));
+  t.equal(await r.router.registry.store.get('ocr:{HB-16}:heartbeat-watcher:heartbeats'), '3', 'the hook saw every heartbeat');
+  const before = await batchCount(r);
+  await c201.call('Heartbeat', {});
+  t.equal(await batchCount(r), before, '2.0.1 (not hooked) still answered on the socket thread');
+});
