@@ -11,8 +11,8 @@
 import { isEmptyPayload, peekFrame } from './protocol/peek.js';
 import { SUBPROTOCOL_OF, versionOfSubprotocol, type OcppVersion } from './protocol/dialect.js';
 import { ItemKind } from './dispatch/envelope.js';
-import { Connection, Lane, type ConnData, type ConnectionRegistry } from './registry/connection-registry.js';
-import { parseBasicAuth, verifyPassword, VerifiedCache } from './security/credentials.js';
+import { Connection, type ConnData, type ConnectionRegistry } from './registry/connection-registry.js';
+import { basicAuthPassword, verifyPassword, VerifiedCache } from './security/credentials.js';
 import type { Dispatcher } from './dispatch/pool.js';
 import type { CommandApi } from './command/command-api.js';
 import type { StoreChargerRegistry } from './state/registry.js';
@@ -145,7 +145,7 @@ export class Gateway {
       return this.deny(503, 'Registry unavailable, retry later', 'state_unavailable', { 'retry-after': '5' });
     }
     const challenge = { 'www-authenticate': 'Basic realm="ocpp", charset="UTF-8"' };
-    const creds = parseBasicAuth(req.headers.authorization);
+    const password = basicAuthPassword(req.headers.authorization, cpId);
     if (!record) {
       if (this.cfg.security.unknownChargers === 'reject') return this.deny(404, 'Unknown charge point', 'unknown');
       if (this.cfg.security.requireAuth) return this.deny(401, 'Credentials required', 'unauthorized', challenge);
@@ -157,13 +157,13 @@ export class Gateway {
         return this.deny(503, 'Registry unavailable, retry later', 'state_unavailable');
       }
     } else if (record.passwordHash) {
-      if (!creds || creds.user !== cpId) return this.deny(401, 'Credentials required', 'unauthorized', challenge);
-      if (!this.verified.has(cpId, creds.password, record.passwordHash)) {
-        if (!(await verifyPassword(creds.password, record.passwordHash))) {
+      if (password === null) return this.deny(401, 'Credentials required', 'unauthorized', challenge);
+      if (!this.verified.has(cpId, password, record.passwordHash)) {
+        if (!(await verifyPassword(password, record.passwordHash))) {
           this.log.warn({ cpId, remoteAddress: req.remoteAddress }, 'charger authentication failed');
           return this.deny(401, 'Invalid credentials', 'unauthorized', challenge);
         }
-        this.verified.add(cpId, creds.password, record.passwordHash);
+        this.verified.add(cpId, password, record.passwordHash);
       }
     } else if (this.cfg.security.requireAuth) {
       return this.deny(401, 'Credentials required', 'unauthorized', challenge);
@@ -181,6 +181,13 @@ export class Gateway {
     const d = socket.data;
     if (d.rejectReason) {
       socket.close(1002, d.rejectReason.slice(0, 120));
+      return;
+    }
+    if (this.cfg.server.duplicateConnection === 'reject' && this.connections.get(d.cpId)) {
+      // Two upgrades of one identity can both pass the check in upgrade() (it awaits the
+      // registry in between); the second to open loses.
+      this.metrics.upgrades.inc({ outcome: 'duplicate' });
+      socket.close(4009, 'Charge point already connected');
       return;
     }
     const conn = new Connection(this.connections.newId(), d.cpId, d.version, socket, this.isLenient(d.cpId), d.remoteAddress);
@@ -205,15 +212,21 @@ export class Gateway {
     const p = peekFrame(bytes);
     if (p && (p.type === 3 || p.type === 4)) {
       const pending = this.commands.match(conn, p.id);
-      if (pending) this.dispatcher.reply(conn, bytes, pending);
+      if (pending) {
+        // Settled here, so a caller never waits for a worker slot (which a handler awaiting
+        // this very answer might hold); workers only run the observer hooks.
+        this.commands.settleFrame(conn, pending, bytes);
+        this.dispatcher.reply(conn, bytes, pending);
+      }
       return;
     }
-    if (p && p.type === 2 && p.action === 'Heartbeat' && conn.lane === Lane.Idle && this.fastHeartbeat.has(conn.version) && isEmptyPayload(bytes, p.payloadAt!)) {
+    if (p && p.type === 2 && p.action === 'Heartbeat' && this.fastHeartbeat.has(conn.version) && this.dispatcher.isIdle(conn.cpId) && isEmptyPayload(bytes, p.payloadAt!)) {
       return this.heartbeat(conn, p.id, now);
     }
     if (p && p.type === 5 && conn.version === '2.1') {
       // CALLRESULTERROR: the charger could not process our CALLRESULT. Nothing to answer.
-      this.log.warn({ cpId: conn.cpId, messageId: p.id, frame: new TextDecoder().decode(bytes).slice(0, 512) }, 'charger rejected a CALLRESULT (CALLRESULTERROR)');
+      // Not the frame itself: its details may echo our payload (id tags).
+      this.log.warn({ cpId: conn.cpId, messageId: p.id, bytes: bytes.length }, 'charger rejected a CALLRESULT (CALLRESULTERROR)');
       this.metrics.dropped.inc({ reason: 'callresulterror' });
       return;
     }

@@ -91,7 +91,6 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
       identity: (c, vendor, model) => gateway.identity(c, vendor, model),
       journalPending: (cpId) => journal?.pending(cpId) ?? false,
       badFrame: (c) => gateway.badFrame(c),
-      reply: (p, r) => commands.settle(p, r),
     },
     metrics,
     log,
@@ -99,10 +98,12 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
   commands = new CommandApi(connections, dispatcher, metrics, log, config.calls.timeoutMs, config.server.backlogPerCharger);
   gateway = new Gateway(config, connections, dispatcher, commands, registry, metrics, log);
 
-  // ctx.send() from plugins in workers: [cpId, connectionId, action, payload, timeoutMs]
+  // ctx.send() from plugins in workers: [cpId, connectionId, action, payload, timeoutMs, afterReply]
   rpc.handle('cmd', async (method, args) => {
     if (method !== 'send') throw new Error(`unknown cmd method ${method}`);
-    const [cpId, connectionId, action, payload, timeoutMs] = args as [string, number, string, Record<string, unknown>, number | undefined];
+    const [cpId, connectionId, action, payload, timeoutMs, afterReply] = args as [string, number, string, Record<string, unknown>, number | undefined, boolean];
+    // From an `after` hook: not before the reply to the message that caused it.
+    if (afterReply) await dispatcher.afterLane(cpId);
     const conn = connections.get(cpId);
     if (!conn || conn.id !== connectionId) throw Object.assign(new Error(`Charge point "${cpId}" is not connected`), { code: 'OCR_ERR_CMD_NOT_CONNECTED' });
     return commands.call(cpId, action, payload, { timeoutMs, prevalidated: true });
@@ -122,7 +123,9 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
       await store.ping();
       checks.state = { ok: true };
     } catch (err) {
-      checks.state = { ok: false, detail: (err as Error).message };
+      // /ready may be public: say what is down, not the error text (hosts, ports).
+      log.warn({ err }, 'readiness: state store unreachable');
+      checks.state = { ok: false, detail: 'unreachable' };
     }
     checks.workers = { ok: !dispatcher.saturated, detail: `${dispatcher.stats.pendingFrames} frames waiting, ${dispatcher.stats.inFlight} batches in flight` };
     return { ready: Object.values(checks).every((c) => c.ok), checks };
@@ -184,9 +187,13 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
       return (closing ??= (async () => {
         listening = false;
         gateway.stop();
-        for (const t of transports) await t.close();
+        // Stop accepting, let the batches in flight answer, then close the chargers' sockets
+        // (their Disconnect events still run), then stop the workers.
+        for (const t of transports) await t.stopAccepting();
+        await dispatcher.quiesce(5000);
         for (const c of [...connections.values()]) c.socket.close(1001, 'Router shutting down');
         await dispatcher.close();
+        for (const t of transports) await t.close();
         rpc.close();
         await journal?.close();
         await store.close();

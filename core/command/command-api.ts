@@ -4,9 +4,8 @@
  *
  * Owns: the outbound half of OCPP-J's one-in-flight rule per charger [mobilityhouse lock,
  * ocpp-go ClientState]: one CALL in flight, later ones queued (bounded), each with a timeout;
- * replies matched by id; late and unknown replies logged and dropped. Must not: validate the
- * charger's answer itself: that runs in a worker (schema + onCallResult hooks) through the
- * dispatcher, like every other frame.
+ * replies matched by id and validated here; late and unknown replies logged and dropped.
+ * Must not: run plugin hooks (onCallResult / onCallError run in workers, as observers).
  */
 import { randomUUID } from 'node:crypto';
 import { errors } from '../errors.js';
@@ -14,7 +13,9 @@ import { serializeCall } from '../protocol/frame.js';
 import { isCsmsInitiated } from '../protocol/dialect.js';
 import { validatorFor } from '../protocol/validate.js';
 import type { Connection, ConnectionRegistry, PendingCall } from '../registry/connection-registry.js';
-import type { ReplyResultMeta } from '../dispatch/envelope.js';
+import { CALLERROR, CALLRESULT, parseFrame } from '../protocol/frame.js';
+
+const decoder = new TextDecoder();
 import type { Dispatcher } from '../dispatch/pool.js';
 import type { Metrics } from '../metrics.js';
 import type { PinoLogger } from '../log.js';
@@ -94,7 +95,7 @@ export class CommandApi {
 
   /**
    * A CALLRESULT / CALLERROR arrived (peeked id). Returns the pending call when it matches
-   * the one in flight; the caller hands the frame to the dispatcher for validation.
+   * the one in flight; the caller then settles it with settleFrame().
    */
   match(conn: Connection, id: string): PendingCall | undefined {
     const p = conn.outInFlight;
@@ -109,14 +110,32 @@ export class CommandApi {
     return p;
   }
 
-  /** The validated reply from the worker. */
-  settle(p: PendingCall, [ok, payload, error]: ReplyResultMeta): void {
-    this.metrics.commands.inc({ action: p.action, outcome: ok ? 'ok' : error?.code === 'InvalidResponse' ? 'invalid_response' : 'call_error' });
-    if (ok) return p.resolve(payload ?? {});
-    const err = new Error(error?.description || error?.code || 'CALLERROR') as CommandError;
-    err.code = error?.code === 'InvalidResponse' ? 'OCR_ERR_CMD_INVALID_RESPONSE' : 'OCR_ERR_CMD_CALL_ERROR';
+  /**
+   * The charger's CALLRESULT / CALLERROR for `p`: parsed and validated against the response
+   * schema here, on the socket thread, and the caller settled at once. Answers are rare (one
+   * per CSMS CALL), so the cost does not matter, and no caller ever waits for a worker.
+   */
+  settleFrame(conn: Connection, p: PendingCall, bytes: Uint8Array): void {
+    const f = parseFrame(decoder.decode(bytes), conn.version);
+    let error: { code: string; description: string; details: Record<string, unknown> } | undefined;
+    if (f.type === CALLRESULT) {
+      const check = validatorFor(conn.version).validate(p.action, 'response', f.payload, conn.lenient);
+      if (check.ok) {
+        this.metrics.commands.inc({ action: p.action, outcome: 'ok' });
+        return p.resolve(f.payload);
+      }
+      error = { code: 'InvalidResponse', description: `Charger answered ${p.action} with an invalid payload: ${check.error.description}`, details: { schemaError: check.error.code, ...check.error.details } };
+    } else if (f.type === CALLERROR) {
+      error = { code: f.code, description: f.description, details: f.details };
+    } else {
+      error = { code: 'InvalidResponse', description: 'Charger answered with a malformed frame', details: {} };
+    }
+    const invalid = error.code === 'InvalidResponse';
+    this.metrics.commands.inc({ action: p.action, outcome: invalid ? 'invalid_response' : 'call_error' });
+    const err = new Error(error.description || error.code) as CommandError;
+    err.code = invalid ? 'OCR_ERR_CMD_INVALID_RESPONSE' : 'OCR_ERR_CMD_CALL_ERROR';
     err.statusCode = 502;
-    err.callError = error ?? undefined;
+    err.callError = error;
     p.reject(err);
   }
 

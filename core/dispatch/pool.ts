@@ -23,7 +23,7 @@
  */
 import { Piscina } from 'piscina';
 import { BatchWriter, readBatch } from './codec.js';
-import { ItemFlag, ItemKind, Outcome, type FrameResultMeta, type ItemMeta, type PingResult, type ReplyResultMeta } from './envelope.js';
+import { ItemFlag, ItemKind, Outcome, type FrameResultMeta, type ItemMeta, type PingResult } from './envelope.js';
 import { Connection, Lane, type PendingCall } from '../registry/connection-registry.js';
 import { CallError } from '../protocol/call-error.js';
 import { serializeCallError } from '../protocol/frame.js';
@@ -37,7 +37,29 @@ interface ItemCtx {
   conn: Connection;
   kind: ItemKind;
   peekId: string | null;
-  pending?: PendingCall;
+}
+
+/**
+ * A charger's ordered lane. Keyed by charge point id, not by connection: when a charger
+ * reconnects, the old connection's in-flight work, its Disconnect and the new connection's
+ * Connect and frames stay in one order (review finding: per-connection lanes ran them at once).
+ */
+interface LaneState {
+  state: Lane;
+  /** Items of this lane in the batch being built (bounded by backlogPerCharger with the backlog). */
+  inBatch: number;
+  backlog: BacklogItem[];
+  /** Resolved when the lane's in-flight batch has come back and its replies are sent. */
+  waiters: Array<() => void>;
+}
+
+interface BacklogItem {
+  conn: Connection;
+  kind: ItemKind;
+  bytes: Uint8Array | undefined;
+  receivedAt: number;
+  peekId: string | null;
+  extra: unknown;
 }
 
 export interface DispatcherOptions {
@@ -56,8 +78,6 @@ export interface DispatchHooks {
   badFrame(conn: Connection): void;
   /** Whether the charger has writes waiting in the state journal. */
   journalPending(cpId: string): boolean;
-  /** Validated answer to a CSMS-initiated CALL. */
-  reply(pending: PendingCall, result: ReplyResultMeta): void;
 }
 
 const entryUrl = new URL('../worker/worker.mjs', import.meta.url);
@@ -66,7 +86,9 @@ export class Dispatcher {
   readonly pool: Piscina;
   private writer = new BatchWriter();
   private ctxs: ItemCtx[] = [];
-  private conns: Connection[] = [];
+  /** Lanes (charge point ids) with items in the batch being built. */
+  private laneKeys: string[] = [];
+  private readonly lanes = new Map<string, LaneState>();
   private flushScheduled = false;
   private inFlight = 0;
   private backlogFrames = 0;
@@ -111,47 +133,78 @@ export class Dispatcher {
     return [kind, conn.id, conn.cpId, conn.version, flags, receivedAt, extra ?? null];
   }
 
+  private lane(cpId: string): LaneState {
+    let l = this.lanes.get(cpId);
+    if (!l) this.lanes.set(cpId, (l = { state: Lane.Idle, inBatch: 0, backlog: [], waiters: [] }));
+    return l;
+  }
+
+  /** True when the charger has nothing queued or in flight (socket-thread answers are safe). */
+  isIdle(cpId: string): boolean {
+    return !this.lanes.has(cpId);
+  }
+
+  /**
+   * Resolves once the charger's current batch (if any) has come back and its replies are
+   * sent. A CSMS CALL made from an `after` hook waits for this, so it never reaches the
+   * charger before the reply to the message that caused it.
+   */
+  afterLane(cpId: string): Promise<void> {
+    const l = this.lanes.get(cpId);
+    if (!l || l.state !== Lane.InFlight) return Promise.resolve();
+    return new Promise((resolve) => l.waiters.push(resolve));
+  }
+
   /** A charger's frame (CALL, SEND, or anything unpeekable). Kept in the charger's order. */
   frame(conn: Connection, bytes: Uint8Array, receivedAt: number, peekId: string | null): void {
     if (this.saturated) {
       this.metrics.dropped.inc({ reason: 'pool_saturated' });
       return this.answerInternal(conn, peekId, 'OCR_ERR_POOL_SATURATED');
     }
-    if (conn.lane === Lane.InFlight) {
-      if (conn.backlog.length >= this.opts.backlogPerCharger) {
-        this.metrics.dropped.inc({ reason: 'backlog_full' });
-        return this.answerInternal(conn, peekId, 'OCR_ERR_LANE_BACKLOG_FULL');
-      }
-      conn.backlog.push({ bytes, receivedAt, peekId });
-      this.backlogFrames++;
-      return;
+    const existing = this.lanes.get(conn.cpId);
+    // One charger must not fill the shared queue: the bound covers its items waiting in the
+    // batch being built as well as behind its in-flight batch. (No lane is created on this
+    // path: an idle lane left in the map would look busy forever.)
+    if (existing && existing.inBatch + existing.backlog.length >= this.opts.backlogPerCharger) {
+      this.metrics.dropped.inc({ reason: 'backlog_full' });
+      return this.answerInternal(conn, peekId, 'OCR_ERR_LANE_BACKLOG_FULL');
     }
-    this.addLane(conn, ItemKind.Frame, receivedAt, bytes, peekId);
+    this.enqueue(existing ?? this.lane(conn.cpId), { conn, kind: ItemKind.Frame, bytes, receivedAt, peekId, extra: null });
   }
 
   /** Connect / disconnect events run in the charger's lane: after/before its frames. */
   event(conn: Connection, kind: ItemKind.Connect | ItemKind.Disconnect, extra: unknown): void {
-    if (conn.lane === Lane.InFlight) {
-      conn.backlog.push({ bytes: new Uint8Array(0), receivedAt: Date.now(), peekId: null, kind, extra });
-      this.backlogFrames++;
-      return;
-    }
-    this.addLane(conn, kind, Date.now(), undefined, null, extra);
+    this.enqueue(this.lane(conn.cpId), { conn, kind, bytes: undefined, receivedAt: Date.now(), peekId: null, extra });
   }
 
-  /** A charger's answer to our CALL: bypasses the lane (a handler may be awaiting it). */
+  /**
+   * A charger's answer to our CALL, for the workers' onCallResult / onCallError hooks and
+   * analytics. Outside the lane (a handler of this charger may be awaiting the CALL), and the
+   * waiting caller was already settled on this thread (CommandApi.settleFrame), so nothing
+   * waits for this item.
+   */
   reply(conn: Connection, bytes: Uint8Array, pending: PendingCall): void {
     this.writer.add(this.meta(conn, ItemKind.Reply, Date.now(), { action: pending.action, request: pending.payload }), bytes);
-    this.ctxs.push({ conn, kind: ItemKind.Reply, peekId: null, pending });
+    this.ctxs.push({ conn, kind: ItemKind.Reply, peekId: null });
     this.scheduleFlush();
   }
 
-  private addLane(conn: Connection, kind: ItemKind, receivedAt: number, bytes: Uint8Array | undefined, peekId: string | null, extra?: unknown): void {
-    this.writer.add(this.meta(conn, kind, receivedAt, extra), bytes);
-    this.ctxs.push({ conn, kind, peekId });
-    if (conn.lane === Lane.Idle) {
-      conn.lane = Lane.InBatch;
-      this.conns.push(conn);
+  private enqueue(l: LaneState, it: BacklogItem): void {
+    if (l.state === Lane.InFlight) {
+      l.backlog.push(it);
+      this.backlogFrames++;
+      return;
+    }
+    this.addLane(l, it);
+  }
+
+  private addLane(l: LaneState, it: BacklogItem): void {
+    this.writer.add(this.meta(it.conn, it.kind, it.receivedAt, it.extra), it.bytes);
+    this.ctxs.push({ conn: it.conn, kind: it.kind, peekId: it.peekId });
+    l.inBatch++;
+    if (l.state === Lane.Idle) {
+      l.state = Lane.InBatch;
+      this.laneKeys.push(it.conn.cpId);
     }
     this.scheduleFlush();
   }
@@ -172,24 +225,40 @@ export class Dispatcher {
     if (this.inFlight >= this.maxInFlight && !force) return;
     const writer = this.writer;
     const ctxs = this.ctxs;
-    const conns = this.conns;
+    const keys = this.laneKeys;
     this.writer = new BatchWriter();
     this.ctxs = [];
-    this.conns = [];
-    for (const c of conns) c.lane = Lane.InFlight;
+    this.laneKeys = [];
+    for (const k of keys) {
+      const l = this.lanes.get(k)!;
+      l.state = Lane.InFlight;
+      l.inBatch = 0;
+    }
     this.inFlight++;
     this.metrics.batchSize.observe(ctxs.length);
     this.metrics.inFlight.set(this.inFlight);
     const buf = writer.finish();
     const t0 = performance.now();
     this.pool.run(buf, { transferList: [buf] as never }).then(
-      (out) => this.done(ctxs, conns, out as ArrayBuffer, t0),
-      (err) => this.failed(ctxs, conns, err as Error),
+      (out) => this.done(ctxs, keys, out as ArrayBuffer, t0),
+      (err) => this.failed(ctxs, keys, err as Error),
     );
     this.metrics.queueDepth.set(0);
   }
 
-  private done(ctxs: ItemCtx[], conns: Connection[], out: ArrayBuffer, t0: number): void {
+  private done(ctxs: ItemCtx[], keys: string[], out: ArrayBuffer, t0: number): void {
+    try {
+      this.apply(ctxs, out, t0);
+    } catch (err) {
+      // A bug here must not leave lanes in flight forever (every later frame would queue).
+      this.log.error({ err }, 'applying a batch result failed');
+    } finally {
+      this.release(keys);
+      this.settle();
+    }
+  }
+
+  private apply(ctxs: ItemCtx[], out: ArrayBuffer, t0: number): void {
     this.metrics.batchSeconds.observe((performance.now() - t0) / 1000);
     const res = readBatch(out);
     // Replies are grouped per socket and written under one cork each: one syscall per
@@ -207,8 +276,6 @@ export class Dispatcher {
           if (list) list.push(reply);
           else replies.set(ctx.conn, [reply]);
         }
-      } else if (ctx.kind === ItemKind.Reply) {
-        this.hooks.reply(ctx.pending!, (meta as ReplyResultMeta | null) ?? [false, null, { code: 'InternalError', description: 'Reply processing failed', details: {} }]);
       }
     }
     for (const [conn, list] of replies) {
@@ -217,8 +284,6 @@ export class Dispatcher {
         for (const bytes of list) this.send(conn, bytes);
       });
     }
-    this.release(conns);
-    this.settle();
   }
 
   /** Counts the frame's outcome; returns the reply bytes to send, if any. */
@@ -249,23 +314,27 @@ export class Dispatcher {
     // (closeOnBackpressureLimit), so a reader that stopped reading cannot grow memory.
   }
 
-  private release(conns: Connection[]): void {
-    for (const c of conns) {
-      c.lane = Lane.Idle;
-      if (c.backlog.length === 0) continue;
-      const items = c.backlog;
-      c.backlog = [];
+  private release(keys: string[]): void {
+    for (const k of keys) {
+      const l = this.lanes.get(k)!;
+      l.state = Lane.Idle;
+      if (l.waiters.length) {
+        for (const w of l.waiters) w();
+        l.waiters = [];
+      }
+      const items = l.backlog;
+      l.backlog = [];
       for (let i = 0; i < items.length; i++) {
         // Adding may fill the batch and flush it, putting this lane in flight again: the rest
         // must then wait in the backlog, or the charger would have frames in two batches.
-        if ((c.lane as Lane) === Lane.InFlight) {
-          c.backlog = items.slice(i);
+        if ((l.state as Lane) === Lane.InFlight) {
+          l.backlog = items.slice(i);
           break;
         }
         this.backlogFrames--;
-        const it = items[i]!;
-        this.addLane(c, (it.kind as ItemKind | undefined) ?? ItemKind.Frame, it.receivedAt, it.kind === undefined ? it.bytes : undefined, it.peekId, it.extra);
+        this.addLane(l, items[i]!);
       }
+      if (l.state === Lane.Idle && l.backlog.length === 0) this.lanes.delete(k);
     }
   }
 
@@ -279,14 +348,13 @@ export class Dispatcher {
   }
 
   /** Worker crashed (or the pool refused): every item is answered, never dropped silently. */
-  private failed(ctxs: ItemCtx[], conns: Connection[], err: Error): void {
+  private failed(ctxs: ItemCtx[], keys: string[], err: Error): void {
     this.metrics.workerCrashes.inc();
     this.log.error({ err, items: ctxs.length }, 'batch failed; answering every item with InternalError');
     for (const ctx of ctxs) {
       if (ctx.kind === ItemKind.Frame) this.answerInternal(ctx.conn, ctx.peekId, 'OCR_ERR_WORKER_CRASHED');
-      else if (ctx.kind === ItemKind.Reply) this.hooks.reply(ctx.pending!, [false, null, { code: 'InternalError', description: 'Worker crashed while processing the reply', details: {} }]);
     }
-    this.release(conns);
+    this.release(keys);
     this.settle();
   }
 
@@ -299,14 +367,31 @@ export class Dispatcher {
     this.send(conn, serializeCallError(peekId, new CallError('InternalError', `Internal error (ref ${ref})`, { ref }), conn.version));
   }
 
-  /** Flushes pending work, asks every worker to flush its analytics, then stops the pool. */
+  /** Waits (bounded) until no batch is in flight or waiting: their replies are then sent. */
+  async quiesce(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while ((this.inFlight > 0 || this.writer.count > 0) && Date.now() < deadline) {
+      this.flush(true);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  /**
+   * Shutdown: lets every queued and in-flight item finish (incl. Disconnect events of closed
+   * sockets), then asks every worker to run its plugins' close hooks and flush its analytics,
+   * then stops the pool. Bounded by `timeoutMs` overall.
+   */
   async close(timeoutMs = 10_000): Promise<void> {
-    this.flush(true);
+    const deadline = Date.now() + timeoutMs;
+    while ((this.inFlight > 0 || this.writer.count > 0 || this.lanes.size > 0) && Date.now() < deadline) {
+      this.flush(true);
+      await new Promise((r) => setTimeout(r, 5));
+    }
     const control = new BroadcastChannel(`${this.opts.workerData.channel}:control`);
     const threads = this.pool.threads.length;
     await new Promise<void>((resolve) => {
       let acks = 0;
-      const timer = setTimeout(resolve, timeoutMs);
+      const timer = setTimeout(resolve, Math.max(100, deadline - Date.now()));
       control.onmessage = (ev: MessageEvent) => {
         if ((ev.data as { op?: string })?.op === 'drained' && ++acks >= threads) {
           clearTimeout(timer);

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { peekFrame } from './peek.js';
+import { isEmptyPayload, peekFrame } from './peek.js';
 import { parseFrame, serializeCall, serializeCallError, serializeCallResult, unreadableIdReply } from './frame.js';
 import { CallError, semanticCode, wireCode } from './call-error.js';
 import { validatorFor, errorCodeOf } from './validate.js';
@@ -9,14 +9,20 @@ import { loadSchemas } from './schemas.js';
 const enc = (s: string) => new TextEncoder().encode(s);
 
 t.test('peek reads type, id and action from bytes', async (t) => {
-  t.same(peekFrame(enc('[2,"abc","Heartbeat",{}]')), { type: 2, id: 'abc', action: 'Heartbeat' });
+  t.same(peekFrame(enc('[2,"abc","Heartbeat",{}]')), { type: 2, id: 'abc', action: 'Heartbeat', payloadAt: 20 });
   t.same(peekFrame(enc(' [ 3 , "x-1" , {"a":1}]')), { type: 3, id: 'x-1' });
   t.same(peekFrame(enc('[4,"e","NotSupported","",{}]')), { type: 4, id: 'e' });
-  t.same(peekFrame(enc('[6,"s","NotifyPeriodicEventStream",{}]')), { type: 6, id: 's', action: 'NotifyPeriodicEventStream' });
+  t.same(peekFrame(enc('[6,"s","NotifyPeriodicEventStream",{}]')), { type: 6, id: 's', action: 'NotifyPeriodicEventStream', payloadAt: 34 });
   for (const bad of ['', 'x', '[', '["2","a"]', '[2,5,"A",{}]', '[2,"a\\"b","A",{}]', '[2,"é","A",{}]', '[2,"a",5,{}]', '[2,"a"', '{}']) {
     t.equal(peekFrame(enc(bad)), undefined, `unpeekable: ${bad}`);
   }
   t.equal(peekFrame(enc(`[2,"${'a'.repeat(200)}","A",{}]`)), undefined, 'over-long id left to the parser');
+  const hb = (s: string) => { const b = enc(s); const p = peekFrame(b)!; return isEmptyPayload(b, p.payloadAt!); };
+  t.ok(hb('[2,"a","Heartbeat",{}]'));
+  t.ok(hb('[2,"a","Heartbeat" , { } ]\n'));
+  t.notOk(hb('[2,"a","Heartbeat",{"customData":{"vendorId":"x"}}]'));
+  t.notOk(hb('[2,"a","Heartbeat",{}]x'));
+  t.notOk(hb('[2,"a","Heartbeat",{},1]'));
 });
 
 t.test('parseFrame and serializers', async (t) => {

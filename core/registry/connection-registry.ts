@@ -2,10 +2,10 @@
  * Connection registry (socket thread): chargePointId → the live connection on this node.
  *
  * Owns: per-connection state that must never leave the socket thread: the socket, the
- * inbound lane (ordering), the outbound CALL slot and its queue, counters of bad frames.
- * Must not: do I/O other than socket sends.
+ * outbound CALL slot and its queue, counters of bad frames. Must not: do I/O other than
+ * socket sends. Inbound ordering lanes are per charger and live in dispatch/pool.ts.
  *
- * Inbound lane states (see dispatch/pool.ts):
+ * Inbound lane states:
  *   Idle ──frame──► InBatch (items in the batch being built) ──flush──► InFlight
  *   InFlight ──frame──► backlog   InFlight ──batch done──► Idle, or InBatch with the backlog
  */
@@ -28,15 +28,6 @@ export interface PendingCall {
   reject(err: Error): void;
 }
 
-export interface BacklogItem {
-  bytes: Uint8Array;
-  receivedAt: number;
-  peekId: string | null;
-  /** Set for queued connect/disconnect events (ItemKind); absent for frames. */
-  kind?: number;
-  extra?: unknown;
-}
-
 export interface ConnData {
   cpId: string;
   version: OcppVersion;
@@ -47,8 +38,6 @@ export interface ConnData {
 }
 
 export class Connection {
-  lane = Lane.Idle;
-  backlog: BacklogItem[] = [];
   outInFlight: PendingCall | null = null;
   outQueue: PendingCall[] = [];
   badFrames = 0;

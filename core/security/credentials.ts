@@ -57,15 +57,18 @@ export class VerifiedCache {
   }
 }
 
-/** Parses `Authorization: Basic base64(user:password)`. */
-export function parseBasicAuth(header: string | undefined): { user: string; password: string } | null {
+/**
+ * The password of `Authorization: Basic base64(<user>:<password>)` when <user> is `expectedUser`,
+ * else null. The user is known (the charger id from the URL), and ids may contain ':' (MAC-like
+ * ids), so the header is split after `<expectedUser>:` rather than at its first colon.
+ */
+export function basicAuthPassword(header: string | undefined, expectedUser: string): string | null {
   if (!header) return null;
   const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header);
   if (!m) return null;
   const decoded = Buffer.from(m[1]!, 'base64').toString('utf8');
-  const i = decoded.indexOf(':');
-  if (i < 0) return null;
-  return { user: decoded.slice(0, i), password: decoded.slice(i + 1) };
+  const prefix = `${expectedUser}:`;
+  return decoded.startsWith(prefix) ? decoded.slice(prefix.length) : null;
 }
 
 export function generateApiKey(): string {

@@ -99,3 +99,33 @@ t.test('a write the store refuses is dropped, not blocking the rest', async (t) 
   await t.rejects(journal.append([{ g: 'A', m: 'incr' as never, a: [] }]), /not a journaled method/);
   await journal.close();
 });
+
+t.test('a failed disk write fails that append only; the journal keeps working', async (t) => {
+  const { mkdirSync, rmdirSync } = await import('node:fs');
+  const dir = mkdtempSync(join(tmpdir(), 'ocr-j-'));
+  const file = join(dir, 'j.ndjson');
+  const mem = new MemoryStateStore();
+  const journal = new StateJournal(file, mem, quiet, { retryMs: 10 });
+  await journal.open();
+  mkdirSync(file); // appendFile now fails with EISDIR
+  await t.rejects(journal.append([{ g: 'A', m: 'hset', a: ['ocr:{A}:s', { 1: 'x' }] }]), { code: 'EISDIR' });
+  t.notOk(journal.pending('A'), 'nothing pending for a write that is not on disk');
+  rmdirSync(file);
+  await journal.append([{ g: 'A', m: 'hset', a: ['ocr:{A}:s', { 2: 'y' }] }]);
+  t.ok(await until(() => journal.size === 0));
+  t.same(await mem.hgetall('ocr:{A}:s'), { 2: 'y' });
+  await journal.close();
+});
+
+t.test('open() compacts: a torn line cannot glue onto the next append', async (t) => {
+  const file = join(mkdtempSync(join(tmpdir(), 'ocr-j-')), 'j.ndjson');
+  writeFileSync(file, `${JSON.stringify({ g: 'A', m: 'hset', a: ['ocr:{A}:s', { 1: 'a' }] })}\n{"g":"A","m":"hs`);
+  const redis = flaky(new MemoryStateStore());
+  redis.down = true;
+  const journal = new StateJournal(file, redis, quiet, { retryMs: 1000 });
+  await journal.open();
+  t.equal(readFileSync(file, 'utf8'), `${JSON.stringify({ g: 'A', m: 'hset', a: ['ocr:{A}:s', { 1: 'a' }] })}\n`, 'torn line gone');
+  await journal.append([{ g: 'A', m: 'hset', a: ['ocr:{A}:s', { 2: 'b' }] }]);
+  t.equal(readFileSync(file, 'utf8').trim().split('\n').length, 2, 'both entries intact');
+  await journal.close();
+});

@@ -25,7 +25,7 @@
  * moments, a process crash cannot). Every journaled operation is idempotent, so a write whose
  * outcome was unknown (in flight when the connection dropped) is safe to apply again.
  */
-import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { StateStore } from './store.js';
 
@@ -91,7 +91,16 @@ export class StateJournal {
         this.log.warn({ file: this.file }, 'torn journal line skipped'); // a crash mid-append
       }
     }
-    for (const e of entries.slice(this.fileApplied)) this.push(e);
+    const left = entries.slice(this.fileApplied);
+    // Compact: rewrite only what is left, via a temp file and rename, so a torn last line (a
+    // crash mid-append) cannot glue onto the next append and shift the watermark positions.
+    if (text) {
+      const tmp = `${this.file}.tmp`;
+      await writeFile(tmp, left.map((e) => `${JSON.stringify(e)}\n`).join(''));
+      await rename(tmp, this.file);
+      this.fileApplied = 0;
+    }
+    for (const e of left) this.push(e);
     if (this.size > 0) {
       this.log.info({ entries: this.size }, 'state journal: replaying writes left by the previous run');
       this.kick(0);
@@ -112,17 +121,29 @@ export class StateJournal {
     this.counts.set(e.g, (this.counts.get(e.g) ?? 0) + 1);
   }
 
-  /** Records writes durably; resolves once they are in the file. */
+  /** Runs file operations one after another; a failed one does not poison the ones after it. */
+  private file_(op: () => Promise<void>): Promise<void> {
+    const p = this.fileOp.then(op);
+    this.fileOp = p.catch(() => undefined);
+    return p;
+  }
+
+  /**
+   * Records writes durably; resolves once they are in the file. They join the replay queue
+   * only then, so a failed disk write (the caller's write then fails loudly) leaves no entry
+   * that is pending forever or replayed without being on disk.
+   */
   async append(entries: JournalEntry[]): Promise<void> {
     if (this.closed) throw new Error('state journal closed');
     if (this.size + entries.length > this.maxEntries) throw Object.assign(new Error(`state journal full (${this.maxEntries} entries)`), { code: 'OCR_ERR_STATE_UNAVAILABLE' });
-    for (const e of entries) {
-      if (!JOURNAL_METHODS.has(e.m)) throw new Error(`not a journaled method: ${e.m}`);
-      this.push(e);
-    }
-    this.stats.appended += entries.length;
+    for (const e of entries) if (!JOURNAL_METHODS.has(e.m)) throw new Error(`not a journaled method: ${e.m}`);
     const text = entries.map((e) => JSON.stringify(e)).join('\n') + '\n';
-    await (this.fileOp = this.fileOp.then(() => appendFile(this.file, text)));
+    await this.file_(async () => {
+      await appendFile(this.file, text);
+      // Pushed inside the chained operation: queue order = file order, which the watermark needs.
+      for (const e of entries) this.push(e);
+    });
+    this.stats.appended += entries.length;
     this.kick(this.retryMs);
   }
 
@@ -130,7 +151,11 @@ export class StateJournal {
     if (this.timer || this.draining || this.closed) return;
     this.timer = setTimeout(() => {
       this.timer = null;
-      void this.drain();
+      this.drain().catch((err: Error) => {
+        // e.g. the watermark could not be written: nothing was released; try again later.
+        this.log.error({ err }, 'state journal: replay failed, retrying');
+        this.kick(this.retryMs * 4);
+      });
     }, delay);
     this.timer.unref();
   }
@@ -161,9 +186,9 @@ export class StateJournal {
         }
         if (j === this.head) break;
         // Watermark first, then release the groups (see "Durability" above).
+        const mark = `${JSON.stringify({ applied: this.fileApplied + (j - this.head) })}\n`;
+        await this.file_(() => appendFile(this.file, mark));
         this.fileApplied += j - this.head;
-        const mark = `${JSON.stringify({ applied: this.fileApplied })}\n`;
-        await (this.fileOp = this.fileOp.then(() => appendFile(this.file, mark)));
         for (let k = this.head; k < j; k++) {
           const g = this.queue[k]!.g;
           const n = (this.counts.get(g) ?? 1) - 1;
@@ -175,8 +200,13 @@ export class StateJournal {
       if (this.size === 0 && this.head > 0) {
         this.queue = [];
         this.head = 0;
-        this.fileApplied = 0;
-        await (this.fileOp = this.fileOp.then(() => writeFile(this.file, '')));
+        await this.file_(async () => {
+          // Appends chained before this one are applied already; later ones start the new file.
+          if (this.size === 0) {
+            await writeFile(this.file, '');
+            this.fileApplied = 0;
+          }
+        });
         this.log.info({ applied: this.stats.applied }, 'state journal drained');
       } else if (this.head > 4096) {
         this.queue = this.queue.slice(this.head);

@@ -75,5 +75,8 @@ export interface TransportOptions {
 
 export interface Transport {
   listen(): Promise<number>;
+  /** Stops accepting connections; open sockets stay up (graceful shutdown). */
+  stopAccepting(): Promise<void>;
+  /** Closes everything, open sockets included. */
   close(): Promise<void>;
 }

@@ -166,9 +166,14 @@ export class UwsTransport<U> implements Transport {
     });
   }
 
-  async close(): Promise<void> {
+  async stopAccepting(): Promise<void> {
     if (this.listenSocket) uWS.us_listen_socket_close(this.listenSocket);
     this.listenSocket = null;
+  }
+
+  async close(): Promise<void> {
+    await this.stopAccepting();
+    // App.close() drops every open socket at once: only after the graceful steps.
     (this.app as unknown as { close?: () => void }).close?.();
   }
 }

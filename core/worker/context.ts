@@ -30,8 +30,11 @@ export interface WorkerServices {
   registry: ChargerRegistry;
   log: Logger;
   nodeId: string;
-  /** Sends a CSMS-initiated CALL via the socket thread; resolves with the validated result. */
-  send(conn: ConnMeta, action: string, payload: Record<string, unknown>, timeoutMs?: number): Promise<Record<string, unknown>>;
+  /**
+   * Sends a CSMS-initiated CALL via the socket thread; resolves with the validated result.
+   * `afterReply`: made from an `after` hook, so it must not reach the charger before the reply.
+   */
+  send(conn: ConnMeta, action: string, payload: Record<string, unknown>, timeoutMs?: number, afterReply?: boolean): Promise<Record<string, unknown>>;
 }
 
 /** The per-call part shared by every plugin's view of one call. */
@@ -56,7 +59,7 @@ class PluginContext {
   private stateCache: StateStore | null = null;
   private logCache: Logger | null = null;
 
-  constructor(base: CallBase, plugin: string, services: WorkerServices) {
+  constructor(base: CallBase, plugin: string, services: WorkerServices, private readonly afterReply = false) {
     this.plugin = plugin;
     this.cp = base.cp;
     this.msg = base.msg as MessageInfo;
@@ -93,7 +96,7 @@ class PluginContext {
   }
 
   send(action: string, payload: Record<string, unknown>, opts?: { timeoutMs?: number }): Promise<Record<string, unknown>> {
-    return this.services.send(this.base.conn, action, payload, opts?.timeoutMs);
+    return this.services.send(this.base.conn, action, payload, opts?.timeoutMs, this.afterReply);
   }
 
   fail(code: CallErrorCode, description?: string, details?: Record<string, unknown>): never {
@@ -124,9 +127,10 @@ export class ContextFactory {
     return new PluginContext(this.base(conn, null, []), 'core', this.services) as unknown as CallContext;
   }
 
-  forPlugin(ctx: CallContext, plugin: string): CallContext {
+  /** `afterReply`: the view given to `after` hooks (their ctx.send waits for the reply). */
+  forPlugin(ctx: CallContext, plugin: string, afterReply = false): CallContext {
     const base = (ctx as unknown as { base: CallBase }).base;
-    return new PluginContext(base, plugin, this.services) as unknown as CallContext;
+    return new PluginContext(base, plugin, this.services, afterReply) as unknown as CallContext;
   }
 }
 

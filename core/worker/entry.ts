@@ -55,12 +55,25 @@ const sink = createAnalyticsSink({
 });
 await sink.start();
 
-// Shutdown: the socket thread asks every worker to flush its analytics buffer before the
-// pool is destroyed, so rows buffered in memory are written (or spooled), never lost.
+// Shutdown: once the socket thread has let every batch finish, it asks each worker to run its
+// plugins' close hooks and flush its analytics buffer before the pool is destroyed, so rows
+// buffered in memory are written (or spooled), never lost.
 const control = new BroadcastChannel(`${channel}:control`);
 control.onmessage = (ev: MessageEvent) => {
   if ((ev.data as { op?: string })?.op !== 'drain') return;
-  sink.close().catch((err: Error) => log.error({ err }, 'analytics flush at shutdown failed')).finally(() => control.postMessage({ op: 'drained', threadId }));
+  void (async () => {
+    for (const c of table.closers) {
+      try {
+        await c.fn();
+      } catch (err) {
+        log.error({ err, plugin: c.plugin }, 'plugin close hook failed');
+      }
+    }
+    await sink.close().catch((err: Error) => log.error({ err }, 'analytics flush at shutdown failed'));
+    await store.close().catch(() => undefined);
+    rpc.close();
+    control.postMessage({ op: 'drained', threadId });
+  })();
 };
 (control as unknown as { unref?: () => void }).unref?.();
 
@@ -70,13 +83,13 @@ const services: WorkerServices = {
   registry,
   log,
   nodeId,
-  async send(conn, action, payload, timeoutMs) {
+  async send(conn, action, payload, timeoutMs, afterReply) {
     // Validate before the frame leaves: a plugin bug must not reach the charger.
     const v = validatorFor(conn.version);
     if (!v.has(action, 'request')) throw new CallError('InternalError', `Unknown action ${action}`);
     const check = v.validate(action, 'request', payload);
     if (!check.ok) throw Object.assign(new Error(`Invalid ${action} request: ${check.error.description}`), { code: 'OCR_ERR_CMD_INVALID_PAYLOAD' });
-    return (await rpc.call('cmd', 'send', [conn.cpId, conn.connectionId, action, payload, timeoutMs], (timeoutMs ?? config.calls.timeoutMs) + 5000)) as Record<string, unknown>;
+    return (await rpc.call('cmd', 'send', [conn.cpId, conn.connectionId, action, payload, timeoutMs, afterReply === true], (timeoutMs ?? config.calls.timeoutMs) + 5000)) as Record<string, unknown>;
   },
 };
 
@@ -95,11 +108,6 @@ const pipeline = new Pipeline(table, new ContextFactory(services), log, config.p
 async function runItem(meta: ItemMeta, text: () => string, out: unknown[], i: number): Promise<void> {
   const [kind, connectionId, cpId, version, flags, receivedAt, extra] = meta;
   const conn: ConnMeta = { connectionId, cpId, version, lenient: (flags & ItemFlag.Lenient) !== 0 };
-  // The dispatcher's word is exact at dispatch time (lanes): it both sets and clears.
-  if (journaled) {
-    if (flags & ItemFlag.Journal) journaled.add(cpId);
-    else journaled.delete(cpId);
-  }
   switch (kind) {
     case ItemKind.Frame: {
       const t0 = performance.now();
@@ -132,12 +140,11 @@ export default async function task(input: ArrayBuffer | PingTask): Promise<Array
   const batch = readBatch(input);
   const metas = batch.metas as ItemMeta[];
   const out = new Array<unknown>(metas.length);
-  // Lanes: items of one connection, in arrival order.
-  const lanes = new Map<number, number[]>();
+  // Lanes: items of one charger (across its connections: a reconnect keeps the order), in
+  // arrival order. A Reply item gets a lane of its own: it only feeds observer hooks.
+  const lanes = new Map<string | number, number[]>();
   for (let i = 0; i < metas.length; i++) {
-    // A Reply item gets a lane of its own: a handler of this charger may be awaiting it
-    // (ctx.send), so it must never queue behind that handler.
-    const c = metas[i]![0] === ItemKind.Reply ? -1 - i : metas[i]![1];
+    const c = metas[i]![0] === ItemKind.Reply ? -1 - i : metas[i]![2];
     const lane = lanes.get(c);
     if (lane) lane.push(i);
     else lanes.set(c, [i]);
@@ -145,9 +152,18 @@ export default async function task(input: ArrayBuffer | PingTask): Promise<Array
   const runs: Promise<void>[] = [];
   for (const lane of lanes.values()) {
     runs.push((async () => {
-      for (const i of lane) {
+      for (let n = 0; n < lane.length; n++) {
+        const i = lane[n]!;
+        const meta = metas[i]!;
+        if (journaled && meta[0] !== ItemKind.Reply) {
+          // The state journal's ordering rule (core/state/journal.ts): the dispatcher's flag is
+          // exact for the lane's first item of the batch; later items only ever add to it, since
+          // a write journaled by an earlier item must not be overtaken by a live one.
+          if (meta[4] & ItemFlag.Journal) journaled.add(meta[2]);
+          else if (n === 0) journaled.delete(meta[2]);
+        }
         try {
-          await runItem(metas[i]!, () => batch.text(i), out, i);
+          await runItem(meta, () => batch.text(i), out, i);
         } catch (err) {
           // runItem maps plugin errors itself; reaching here is a core bug. Answer anyway.
           log.error({ err, cpId: metas[i]![2] }, 'batch item failed');

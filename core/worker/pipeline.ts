@@ -173,7 +173,7 @@ export class Pipeline {
   /** after-hooks: detached; errors logged, never affecting the reply [mobilityhouse @after]. */
   private runAfter(entry: ActionTable, ctx: CallContext, payload: Record<string, unknown>, outcome: { result?: Record<string, unknown>; error?: CallError }): void {
     for (const reg of entry.after) {
-      this.invoke(reg as Registered<never>, this.contexts.forPlugin(ctx, reg.plugin), [payload, outcome]).catch((err) => {
+      this.invoke(reg as Registered<never>, this.contexts.forPlugin(ctx, reg.plugin, true), [payload, outcome]).catch((err) => {
         this.log.error({ err, plugin: reg.plugin, hook: 'after', cpId: ctx.cp.id, messageId: ctx.msg.messageId, action: ctx.msg.action }, 'after hook failed');
       });
     }

@@ -31,9 +31,10 @@ t.test('saturated pool: fast InternalError for new CALLs, 503 for new connection
   const slowB = b!.call('DataTransfer', { vendorId: 'test.slow' });   // waits for the only batch slot: 1 frame pending = maxPendingFrames
   await sleep(40);
   const started = Date.now();
-  const shed = await c!.call('Heartbeat', {});
+  const shed = await c!.call('StatusNotification', { connectorId: 1, errorCode: 'NoError', status: 'Available' });
   t.equal(shed[2], 'InternalError', 'answered at once with InternalError');
   t.ok(Date.now() - started < 150, `fast (${Date.now() - started} ms, while the worker is busy for 200+ ms)`);
+  t.equal((await c!.call('Heartbeat', {}))[0], 3, 'Heartbeat is answered by the socket thread even while the pool is saturated');
   await t.rejects(TestCharger.connect(r.url('SAT-D')), { message: 'HTTP 503' }, 'new connections refused while saturated');
   t.equal((await slowA)[0], 3);
   t.equal((await slowB)[0], 3);
