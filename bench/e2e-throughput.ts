@@ -1,15 +1,17 @@
 /**
  * e2e-throughput: N simulated chargers over loopback against each server of the matrix,
- * the router measured beside a bare uWebSockets.js responder in the same run (issue #2,
- * STYLE.md §8).
+ * the router measured beside reference servers in the same run (issues #2 and #3, STYLE.md
+ * §8): a bare uWebSockets.js responder (the transport's limit), a plain `ws` + JSON responder
+ * and an ocpp-rpc server in strict mode (what a Node user would otherwise write or pick).
  *
- *   node --import tsx bench/e2e-throughput.ts [--servers=uws-bare,router] [--actions=Heartbeat,MeterValues]
+ *   node --import tsx bench/e2e-throughput.ts [--servers=uws-bare,ws-json,ocpp-rpc,router] [--actions=Heartbeat,MeterValues]
  *        [--inflight=1,8] [--chargers=200] [--reps=3] [--duration=5] [--warmup=1.5] [--threads=0]
  *        [--client=raw|ws] [--version=1.6] [--router-config='{json}'] [--profile] [--out=file.json]
  *   (every flag also reads BENCH_<NAME>, e.g. BENCH_CHARGERS=500)
  *
  * Owns: the matrix (servers × actions × in-flight × repetitions), server processes, the
- * order of runs, aggregation (median, min–max, ratios against the bare responder) and the
+ * order of runs, aggregation (median, min–max, ratios against the bare responder and against
+ * ocpp-rpc) and the
  * JSON + markdown report. Must not: generate load itself (bench/lib/loadgen.ts, in its own
  * process) or reach into core/ (the router is started through createRouter only).
  *
@@ -65,7 +67,7 @@ export interface MatrixOptions {
 }
 
 export const DEFAULT_MATRIX: MatrixOptions = {
-  servers: ['uws-bare', 'router'],
+  servers: ['uws-bare', 'ws-json', 'ocpp-rpc', 'router'],
   actions: ['Heartbeat', 'MeterValues'],
   inflight: [1, 8],
   chargers: 200,
@@ -146,6 +148,16 @@ export const SERVERS: Record<string, ServerDef> = {
   'uws-bare': {
     script: 'bench/reference/uws-bare.ts',
     describe: 'bare uWebSockets.js: peek id, pre-built reply; no validation, no workers (the transport\'s limit)',
+    args: () => [],
+  },
+  'ws-json': {
+    script: 'bench/reference/ws-json.ts',
+    describe: 'plain `ws` server: JSON.parse every frame, JSON.stringify a correct reply; no validation, no workers',
+    args: () => [],
+  },
+  'ocpp-rpc': {
+    script: 'bench/reference/ocpp-rpc.ts',
+    describe: 'ocpp-rpc RPCServer, strictMode (official schemas validated both ways), per-client handlers; no workers',
     args: () => [],
   },
   router: {
@@ -237,7 +249,9 @@ export interface RatioSummary {
   server: string;
   action: BenchAction;
   inflight: number;
-  /** server / bare, per repetition (same repetition, same cell), median and range. */
+  /** The reference the ratio is against (`uws-bare`, `ocpp-rpc`). */
+  baseline: string;
+  /** server / baseline, per repetition (same repetition, same cell), median and range. */
   throughput: Spread;
   cpuPerRoundTrip: Spread;
 }
@@ -247,7 +261,7 @@ export interface MatrixReport {
   date: string;
   command: string;
   machine: { cpu: string; cores: number; memGiB: number; kernel: string; loadavgStart: number[]; loadavgEnd: number[] };
-  node: { version: string; v8: string; uws: string };
+  node: { version: string; v8: string; uws: string; ws: string; ocppRpc: string };
   /** At the start of the run; `changedDuringRun` when HEAD or the working tree differed at the end. */
   git: { commit: string; dirty: boolean; changedDuringRun: boolean } | null;
   options: MatrixOptions;
@@ -272,15 +286,18 @@ function gitInfo(): { commit: string; dirty: boolean; fingerprint: string } | nu
   }
 }
 
-function uwsVersion(): string {
+function packageVersion(name: string): string {
   try {
-    return (execFileSync(process.execPath, ['-p', 'require("uWebSockets.js/package.json").version'], { cwd: root, encoding: 'utf8' })).trim();
+    return (execFileSync(process.execPath, ['-p', `require(${JSON.stringify(name + '/package.json')}).version`], { cwd: root, encoding: 'utf8' })).trim();
   } catch {
     return 'unknown';
   }
 }
 
-export function summarize(runs: RunRecord[], baseline = 'uws-bare'): { cells: CellSummary[]; ratios: RatioSummary[] } {
+/** The references ratios are computed against, in the order their columns appear. */
+export const RATIO_BASELINES = ['uws-bare', 'ocpp-rpc'] as const;
+
+export function summarize(runs: RunRecord[], baselines: readonly string[] = RATIO_BASELINES): { cells: CellSummary[]; ratios: RatioSummary[] } {
   const key = (r: { server: string; action: string; inflight: number }) => `${r.server}|${r.action}|${r.inflight}`;
   const groups = new Map<string, RunRecord[]>();
   for (const r of runs) groups.set(key(r), [...(groups.get(key(r)) ?? []), r]);
@@ -309,18 +326,22 @@ export function summarize(runs: RunRecord[], baseline = 'uws-bare'): { cells: Ce
     });
   }
   const ratios: RatioSummary[] = [];
-  for (const c of cells) {
-    if (c.server === baseline || !runs.some((r) => r.server === baseline)) continue;
-    const mine = runs.filter((r) => key(r) === key(c));
-    const tp: number[] = [];
-    const cpu: number[] = [];
-    for (const r of mine) {
-      const b = runs.find((x) => x.server === baseline && x.action === r.action && x.inflight === r.inflight && x.rep === r.rep);
-      if (!b) continue;
-      tp.push(r.result.window.rps / b.result.window.rps);
-      if (r.result.server && b.result.server) cpu.push(r.result.server.cpuUsPerRoundTrip / b.result.server.cpuUsPerRoundTrip);
+  for (const baseline of baselines) {
+    if (!runs.some((r) => r.server === baseline)) continue;
+    for (const c of cells) {
+      // A server against itself, and the bare responder against anything, say nothing.
+      if (c.server === baseline || c.server === 'uws-bare') continue;
+      const mine = runs.filter((r) => key(r) === key(c));
+      const tp: number[] = [];
+      const cpu: number[] = [];
+      for (const r of mine) {
+        const b = runs.find((x) => x.server === baseline && x.action === r.action && x.inflight === r.inflight && x.rep === r.rep);
+        if (!b) continue;
+        tp.push(r.result.window.rps / b.result.window.rps);
+        if (r.result.server && b.result.server) cpu.push(r.result.server.cpuUsPerRoundTrip / b.result.server.cpuUsPerRoundTrip);
+      }
+      ratios.push({ server: c.server, action: c.action, inflight: c.inflight, baseline, throughput: spread(tp), cpuPerRoundTrip: spread(cpu) });
     }
-    ratios.push({ server: c.server, action: c.action, inflight: c.inflight, throughput: spread(tp), cpuPerRoundTrip: spread(cpu) });
   }
   return { cells, ratios };
 }
@@ -339,11 +360,23 @@ export function markdown(rep: MatrixReport): string {
   }
   if (rep.cells.some((c) => c.generatorBound)) lines.push('', 'ᵍ the load generator had ≥ 0.9 of a core busy in at least one repetition: that figure is (close to) the generator\'s ceiling, not the server\'s.');
   if (rep.ratios.length) {
-    lines.push('', 'Ratios against the bare uWS responder, computed per repetition (same cell, same repetition), median (min–max):', '');
-    lines.push('| action | in flight | server | throughput ÷ bare | server CPU per round trip ÷ bare |');
-    lines.push('|---|---:|---|---:|---:|');
-    const rs = [...rep.ratios].sort((a, b) => o.actions.indexOf(a.action) - o.actions.indexOf(b.action) || a.inflight - b.inflight);
-    for (const r of rs) lines.push(`| ${r.action} | ${r.inflight} | ${r.server} | ${fmtSpread(r.throughput, 2)} | ${fmtSpread(r.cpuPerRoundTrip, 2)} |`);
+    // One row per server and cell, one pair of columns per reference present in this run.
+    const label: Record<string, string> = { 'uws-bare': 'bare', 'ocpp-rpc': 'ocpp-rpc' };
+    const bases = RATIO_BASELINES.filter((b) => rep.ratios.some((r) => r.baseline === b));
+    const names = bases.map((b) => (b === 'uws-bare' ? 'the bare uWS responder' : b));
+    lines.push('', `Ratios against ${names.join(' and against ')}, computed per repetition (same cell, same repetition), median (min–max). Throughput ÷ reference < 1 is slower; server CPU per round trip ÷ reference > 1 is more expensive.`, '');
+    lines.push(`| action | in flight | server | ${bases.map((b) => `throughput ÷ ${label[b] ?? b} | server CPU per round trip ÷ ${label[b] ?? b}`).join(' | ')} |`);
+    lines.push(`|---|---:|---|${bases.map(() => '---:|---:').join('|')}|`);
+    const rows = new Map<string, RatioSummary[]>();
+    for (const r of rep.ratios) rows.set(`${r.action}|${r.inflight}|${r.server}`, [...(rows.get(`${r.action}|${r.inflight}|${r.server}`) ?? []), r]);
+    const rs = [...rows.values()].map((g) => g[0]!).sort((a, b) => o.actions.indexOf(a.action) - o.actions.indexOf(b.action) || a.inflight - b.inflight || o.servers.indexOf(a.server) - o.servers.indexOf(b.server));
+    for (const r of rs) {
+      const cols = bases.map((b) => {
+        const x = rows.get(`${r.action}|${r.inflight}|${r.server}`)!.find((y) => y.baseline === b);
+        return x ? `${fmtSpread(x.throughput, 2)} | ${fmtSpread(x.cpuPerRoundTrip, 2)}` : '– | –';
+      });
+      lines.push(`| ${r.action} | ${r.inflight} | ${r.server} | ${cols.join(' | ')} |`);
+    }
   }
   return lines.join('\n');
 }
@@ -368,7 +401,7 @@ export async function runMatrix(o: MatrixOptions, log: (s: string) => void = (s)
         serverInfo[name] ??= { describe: def.describe, threads: h.threads, config: h.info.config };
         const p = await preflight(h.port, o.version, o.actions);
         pre[`${name}#${rep}`] = p;
-        if (!p.ok) throw new Error(`pre-flight failed for ${name}: ${JSON.stringify(p.answers)}`);
+        if (!p.ok) throw new Error(`pre-flight failed for ${name}: ${JSON.stringify({ problems: p.problems, answers: p.answers })}`);
       }
       for (const { action, inflight } of cells) {
         // Rotate the server order per repetition so slow drift (thermal, neighbours) spreads evenly.
@@ -397,7 +430,7 @@ export async function runMatrix(o: MatrixOptions, log: (s: string) => void = (s)
     date: new Date().toISOString(),
     command: o.command,
     machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memGiB: Math.round(totalmem() / 2 ** 30), kernel: release(), loadavgStart: loadStart, loadavgEnd: loadavg().map((x) => +x.toFixed(2)) },
-    node: { version: process.version, v8: process.versions.v8, uws: uwsVersion() },
+    node: { version: process.version, v8: process.versions.v8, uws: packageVersion('uWebSockets.js'), ws: packageVersion('ws'), ocppRpc: packageVersion('ocpp-rpc') },
     git: gitStart && { commit: gitStart.commit, dirty: gitStart.dirty, changedDuringRun: gitInfo()?.fingerprint !== gitStart.fingerprint },
     options: o,
     servers: serverInfo,

@@ -6,12 +6,14 @@
  * 1. Generator ceiling: the bare uWS responder driven by each client (raw, ws), Heartbeat,
  *    8 in flight. What the load generator can do at most on this machine; a server figure
  *    near it measures the generator, not the server.
- * 2. e2e-throughput, the standard matrix: {bare uWS, router} × {Heartbeat, MeterValues} ×
- *    {1, 8} in flight, 200 chargers, 3 × 5 s. Options given on the command line override it.
+ * 2. e2e-throughput, the standard matrix: {bare uWS, ws-json, ocpp-rpc, router} ×
+ *    {Heartbeat, MeterValues} × {1, 8} in flight, 200 chargers, 3 × 5 s, every server of a
+ *    cell measured in the same repetition (order rotated per repetition). Options given on
+ *    the command line override it.
  *
  * Writes bench/results/latest.json (everything, every run) and bench/results/latest.md (the
  * tables), prints the tables. Bounded: the whole run is killed after 14 minutes; it takes
- * about 5 on a 2-core machine.
+ * about 7 on a 2-core machine.
  *
  * Owns: which matrices make the standard run. Must not: measure (e2e-throughput.ts does).
  */
@@ -67,7 +69,7 @@ const md = [
   `# Benchmark run ${e2e.date}`, '',
   `Command: \`${command}\``, '',
   `Machine: ${e2e.machine.cpu}, ${e2e.machine.cores} cores, ${e2e.machine.memGiB} GiB, Linux ${e2e.machine.kernel}; load average ${e2e.machine.loadavgStart.join(' / ')} at start, ${e2e.machine.loadavgEnd.join(' / ')} at end.`,
-  `Node ${e2e.node.version} (V8 ${e2e.node.v8}), uWebSockets.js ${e2e.node.uws}, router pool ${e2e.servers.router?.threads ?? '–'} worker threads; git ${e2e.git ? e2e.git.commit.slice(0, 10) + (e2e.git.dirty ? ' (dirty)' : '') : 'unknown'}.`,
+  `Node ${e2e.node.version} (V8 ${e2e.node.v8}), uWebSockets.js ${e2e.node.uws}, ws ${e2e.node.ws}, ocpp-rpc ${e2e.node.ocppRpc}, router pool ${e2e.servers.router?.threads ?? '–'} worker threads; git ${e2e.git ? e2e.git.commit.slice(0, 10) + (e2e.git.dirty ? ' (dirty)' : '') : 'unknown'}.`,
   ...(e2e.git?.changedDuringRun ? ['', '**Warning: the product sources (outside bench/) changed during this run; servers started at different times may run different code.**'] : []), '',
   ...(sections.generatorCeiling ? ['## Generator ceiling', '', ceilingTable(sections.generatorCeiling), ''] : []),
   '## e2e-throughput', '', markdown(e2e), '',

@@ -1,24 +1,62 @@
 /**
  * Pre-flight: one charger, one CALL of each action, through the `ws` client, and the exact
  * answer. A benchmark whose payloads are answered with CALLERROR measures the error path,
- * so every run starts by checking that each server answers each action with a CALLRESULT.
+ * and one whose replies are wrong measures a cheaper server than the real one, so every run
+ * starts by checking that each server answers each action with a CALLRESULT that carries
+ * the CALL's message id and whose payload validates against the official `<Action>.conf`
+ * schema of the version (the copies bundled with ocpp-rpc, compiled by its validator).
  *
  * Owns: the correctness gate before measuring. Must not: measure anything.
  */
+import { createRequire } from 'node:module';
 import WebSocket from 'ws';
+import { createValidator } from 'ocpp-rpc';
 import { actionPayload, bootPayload, SUBPROTOCOL, type BenchAction, type BenchVersion } from './ocpp-payloads.js';
 
 export interface PreflightResult {
   ok: boolean;
   /** Action → the raw answer frame (or the failure). */
   answers: Record<string, string>;
+  /** What was wrong with the answers (empty when ok). */
+  problems: string[];
+}
+
+type Validator = ReturnType<typeof createValidator>;
+const validators = new Map<BenchVersion, Validator>();
+/** The official schemas of `version` (built once per process: ajv compiles them lazily). */
+function validator(version: BenchVersion): Validator {
+  let v = validators.get(version);
+  if (!v) {
+    const file = version === '1.6' ? 'ocpp1_6.json' : 'ocpp2_0_1.json';
+    v = createValidator(SUBPROTOCOL[version], createRequire(import.meta.url)(`ocpp-rpc/lib/schemas/${file}`) as Parameters<typeof createValidator>[1]);
+    validators.set(version, v);
+  }
+  return v;
+}
+
+/** Why `text` is not a correct CALLRESULT for CALL `mid` of `action`, or null. */
+function checkAnswer(version: BenchVersion, action: string, mid: string, text: string): string | null {
+  let m: unknown;
+  try {
+    m = JSON.parse(text);
+  } catch {
+    return `${action}: not JSON`;
+  }
+  if (!Array.isArray(m) || m[0] !== 3) return `${action}: not a CALLRESULT`;
+  if (m[1] !== mid) return `${action}: message id ${JSON.stringify(m[1])}, expected ${JSON.stringify(mid)}`;
+  try {
+    validator(version).validate(`urn:${action}.conf`, m[2]);
+  } catch (err) {
+    return `${action}: reply does not match the ${version} ${action}.conf schema: ${(err as Error).message}`;
+  }
+  return null;
 }
 
 export async function preflight(port: number, version: BenchVersion, actions: readonly BenchAction[], timeoutMs = 5000): Promise<PreflightResult> {
   const id = `preflight-${process.pid}-${Date.now()}`;
   const ws = new WebSocket(`ws://127.0.0.1:${port}/ocpp/${id}`, SUBPROTOCOL[version], { perMessageDeflate: false });
   const answers: Record<string, string> = {};
-  let ok = true;
+  const problems: string[] = [];
   const deadline = setTimeout(() => ws.terminate(), timeoutMs);
   try {
     await new Promise<void>((resolve, reject) => {
@@ -43,16 +81,17 @@ export async function preflight(port: number, version: BenchVersion, actions: re
     for (const [action, payload] of [['BootNotification', bootPayload(version, 0)], ...actions.map((a) => [a, actionPayload(version, a, ts)])] as [string, unknown][]) {
       const text = await call(action, payload);
       answers[action] = text.length > 300 ? text.slice(0, 300) + '…' : text;
-      if (!text.startsWith('[3,')) ok = false;
+      const problem = checkAnswer(version, action, `pf-${action}`, text);
+      if (problem) problems.push(problem);
     }
   } catch (err) {
-    ok = false;
+    problems.push((err as Error).message);
     answers.error = (err as Error).message;
   } finally {
     clearTimeout(deadline);
     ws.close();
   }
-  return { ok, answers };
+  return { ok: problems.length === 0, answers, problems };
 }
 
 // CLI: node --import tsx bench/lib/preflight.ts <port> [1.6|2.0.1]

@@ -127,10 +127,13 @@ export class ContextFactory {
     return new PluginContext(this.base(conn, null, []), 'core', this.services) as unknown as CallContext;
   }
 
-  /** `afterReply`: the view given to `after` hooks (their ctx.send waits for the reply). */
+  /**
+   * `afterReply`: the view given to detached `after` hooks: their ctx.send waits for the reply,
+   * and they get their own deadline signal (the call's may already have been aborted).
+   */
   forPlugin(ctx: CallContext, plugin: string, afterReply = false): CallContext {
     const base = (ctx as unknown as { base: CallBase }).base;
-    return new PluginContext(base, plugin, this.services, afterReply) as unknown as CallContext;
+    return new PluginContext(afterReply ? { ...base, controller: null } : base, plugin, this.services, afterReply) as unknown as CallContext;
   }
 }
 
