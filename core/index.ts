@@ -26,6 +26,8 @@ import { StoreChargerRegistry } from './state/registry.js';
 import type { StateStore } from './state/store.js';
 import type { Transport } from './transport/transport.js';
 import { StateJournal, type JournalEntry } from './state/journal.js';
+import { NodeBus } from './cluster/node-bus.js';
+import { CommandRoute } from './cluster/route.js';
 import { JournalingStore } from './state/journaling-store.js';
 import { Gauge } from 'prom-client';
 import { join } from 'node:path';
@@ -37,6 +39,8 @@ export interface Router {
   /** Port of the operator API (same as `port` unless api.port is set). */
   readonly apiPort: number;
   readonly commands: CommandApi;
+  /** Sends to a charger on this node or, with Redis, on any node. */
+  readonly route: CommandRoute;
   readonly connections: ConnectionRegistry;
   readonly registry: StoreChargerRegistry;
   readonly metrics: Metrics;
@@ -109,6 +113,15 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
     return commands.call(cpId, action, payload, { timeoutMs, prevalidated: true });
   });
 
+  // Several nodes (processes or hosts) share Redis: commands for a charger held by another node
+  // go over the node bus (core/cluster/node-bus.ts).
+  let bus: NodeBus | null = null;
+  if (config.redis.url) {
+    bus = new NodeBus(config.redis.url, config.redis.keyPrefix, config.nodeId, log.child({ area: 'node-bus' }));
+    bus.start((req) => commands.call(req.cpId, req.action, req.payload, { timeoutMs: req.timeoutMs }));
+  }
+  const route = new CommandRoute(config.nodeId, connections, commands, registry, bus, config.calls.timeoutMs);
+
   const apiKeys = new ApiKeyStore(config.api.keys, ApiKeyStore.fileIn(config.dataDir));
   await apiKeys.load();
   if (config.api.enabled && apiKeys.size === 0) {
@@ -130,7 +143,7 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
     checks.workers = { ok: !dispatcher.saturated, detail: `${dispatcher.stats.pendingFrames} frames waiting, ${dispatcher.stats.inFlight} batches in flight` };
     return { ready: Object.values(checks).every((c) => c.ok), checks };
   };
-  const api = new HttpApi(config, apiKeys, registry, connections, commands, metrics, readiness, log);
+  const api = new HttpApi(config, apiKeys, registry, connections, route, metrics, readiness, log);
 
   try {
     const pings = await dispatcher.start();
@@ -182,7 +195,7 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
 
   let closing: Promise<void> | null = null;
   return {
-    config, port, apiPort, commands, connections, registry, metrics, log, apiKeys, dispatcher,
+    config, port, apiPort, commands, route, connections, registry, metrics, log, apiKeys, dispatcher,
     close() {
       return (closing ??= (async () => {
         listening = false;
@@ -194,6 +207,7 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
         for (const c of [...connections.values()]) c.socket.close(1001, 'Router shutting down');
         await dispatcher.close();
         for (const t of transports) await t.close();
+        await bus?.close();
         rpc.close();
         await journal?.close();
         await store.close();

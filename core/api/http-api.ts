@@ -11,7 +11,8 @@
 import { hashPassword } from '../security/credentials.js';
 import { OPENAPI } from './openapi.js';
 import type { ApiKeyStore } from './api-keys.js';
-import type { CommandApi, CommandError } from '../command/command-api.js';
+import type { CommandError } from '../command/command-api.js';
+import type { CommandRoute } from '../cluster/route.js';
 import type { ConnectionRegistry } from '../registry/connection-registry.js';
 import type { StoreChargerRegistry } from '../state/registry.js';
 import type { Metrics } from '../metrics.js';
@@ -42,7 +43,7 @@ export class HttpApi {
     private readonly keys: ApiKeyStore,
     private readonly registry: StoreChargerRegistry,
     private readonly connections: ConnectionRegistry,
-    private readonly commands: CommandApi,
+    private readonly commands: CommandRoute,
     private readonly metrics: Metrics,
     private readonly readiness: () => Promise<Readiness>,
     private readonly log: PinoLogger,
