@@ -8,6 +8,9 @@ import { readFileSync } from 'node:fs';
 import { createRouter } from '../core/index.js';
 import { buildConfig, readConfigFile } from '../core/options.js';
 import { ApiKeyStore } from '../core/api/api-keys.js';
+import { superviseProcesses } from '../core/cluster/processes.js';
+import { createLogger } from '../core/log.js';
+import { hostname } from 'node:os';
 
 const HELP = `ocpp-router — OCPP 1.6 / 2.0.1 / 2.1 router and central system
 
@@ -21,6 +24,7 @@ Options:
   -c, --config FILE   configuration file (.json, or .js/.ts default-exporting an object);
                       default: $OCR_CONFIG, else config/default.json when present
   -p, --port N        charger port (same as OCR_SERVER_PORT)
+  -P, --processes N   router processes sharing the port (same as OCR_PROCESSES; needs Redis)
   -n, --name NAME     name of the API key (api-key create)
 
 Every configuration key can be set from the environment as OCR_<SECTION>_<KEY>,
@@ -45,6 +49,7 @@ async function main(): Promise<number> {
     options: {
       config: { type: 'string', short: 'c' },
       port: { type: 'string', short: 'p' },
+      processes: { type: 'string', short: 'P' },
       name: { type: 'string', short: 'n' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
@@ -62,6 +67,7 @@ async function main(): Promise<number> {
   const [cmd = 'start', sub] = positionals;
   const input = await loadInput(values.config);
   if (values.port) process.env.OCR_SERVER_PORT = values.port;
+  if (values.processes) process.env.OCR_PROCESSES = values.processes;
 
   if (cmd === 'api-key' && sub === 'create') {
     const cfg = buildConfig(input);
@@ -80,7 +86,26 @@ async function main(): Promise<number> {
     process.stderr.write(`Unknown command "${positionals.join(' ')}".\n\n${HELP}`);
     return 2;
   }
-  const router = await createRouter(input);
+  const cfg = buildConfig(input);
+  if (cfg.processes > 1) {
+    // Supervisor: create the API key once (not N times in a race), then fork the routers.
+    const keys = new ApiKeyStore(cfg.api.keys, ApiKeyStore.fileIn(cfg.dataDir));
+    await keys.load();
+    if (cfg.api.enabled && keys.size === 0) {
+      const key = await keys.create('generated-at-first-start');
+      process.stderr.write(`\nNo API key was configured; created one (stored hashed in ${ApiKeyStore.fileIn(cfg.dataDir)}):\n\n  ${key}\n\nUse it as "Authorization: Bearer <key>". It is not shown again.\n\n`);
+    }
+    const base = (input.nodeId as string | undefined) ?? process.env.OCR_NODE_ID ?? hostname().replace(/[^A-Za-z0-9._-]/g, '-');
+    return superviseProcesses({
+      count: cfg.processes,
+      script: process.argv[1]!,
+      args: process.argv.slice(2).filter((a, i, all) => !/^(-P|--processes)(=|$)/.test(a) && !/^(-P|--processes)$/.test(all[i - 1] ?? '')),
+      execArgv: process.execArgv,
+      nodeIdBase: base,
+      log: createLogger(cfg.log, { role: 'supervisor' }),
+    });
+  }
+  const router = await createRouter(input, { instance: Number(process.env.OCR_PROCESS_INDEX ?? 0) });
   const stop = async (signal: string) => {
     router.log.info({ signal }, 'shutting down');
     await router.close();

@@ -53,6 +53,11 @@ export interface Router {
 export interface CreateRouterOptions {
   /** Called with a generated API key on first start (default: printed on stderr). */
   onGeneratedApiKey?: (key: string) => void;
+  /**
+   * Index of this process among `processes` on the host (multi-process mode); names its
+   * per-process files in dataDir (the state journal). @default 0
+   */
+  instance?: number;
 }
 
 export async function createRouter(input: Record<string, unknown> = {}, opts: CreateRouterOptions = {}): Promise<Router> {
@@ -72,7 +77,8 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
   let journal: StateJournal | null = null;
   let registryStore = store;
   if (store.kind === 'redis') {
-    journal = new StateJournal(join(config.dataDir, 'state-journal.ndjson'), store, log.child({ area: 'state-journal' }));
+    const instance = opts.instance ?? 0;
+    journal = new StateJournal(join(config.dataDir, instance ? `state-journal-${instance}.ndjson` : 'state-journal.ndjson'), store, log.child({ area: 'state-journal' }));
     await journal.open();
     const j = journal;
     rpc.handle('journal', (method, args) => {

@@ -18,6 +18,8 @@ t.test('environment overrides the file, with coercion', async (t) => {
   t.same(c.server.protocols, ['ocpp1.6', 'ocpp2.0.1']);
   t.equal(c.redis.url, 'redis://a:1');
   t.equal(c.clickhouse.url, 'http://ch:8123');
+  t.equal(buildConfig({}, { OCR_REDIS_URL: '' }).redis.url, undefined, 'empty means unset');
+  t.throws(() => buildConfig({ processes: 2 }, {}), { code: 'OCR_ERR_CONFIG_INVALID', message: /processes > 1 needs redis\.url/ });
 });
 
 t.test('errors name the key (and the env variable)', async (t) => {

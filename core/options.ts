@@ -7,7 +7,7 @@
  *
  * Sources, later wins: schema defaults ◄ config file (JSON, or a module default-exporting an
  * object) ◄ environment `OCR_<PATH>` (e.g. OCR_SERVER_PORT, OCR_REDIS_URL,
- * OCR_CLICKHOUSE_URL, OCR_SECURITY_UNKNOWN_CHARGERS). Validation uses ajv, the validator we
+ * OCR_CLICKHOUSE_URL, OCR_SECURITY_UNKNOWN_CHARGERS); an empty variable counts as unset. Validation uses ajv, the validator we
  * already ship for OCPP schemas, so no second validation library is needed.
  */
 import { readFile } from 'node:fs/promises';
@@ -93,6 +93,12 @@ export interface RouterConfig {
   };
   /** Directory for local data (API key store, spool). @default './data' */
   dataDir: string;
+  /**
+   * Router processes on this host, sharing the port (SO_REUSEPORT), each with its own worker
+   * pool; needs `redis.url` (shared state, commands routed between processes). One process may
+   * hold at most as many chargers as its file-descriptor limit allows. @default 1
+   */
+  processes: number;
   log: { /** @default 'info' */ level: string };
   /** Plugins, in order. @default [{ name: 'core' }] */
   plugins: PluginSpec[];
@@ -182,6 +188,7 @@ export const configSchema = {
       properties: { spoolDir: { ...str, default: './data/spool' }, batchRows: int(1, 1000000, 5000), flushIntervalMs: int(10, 600000, 1000), maxBufferRows: int(1, 100000000, 100000) },
     },
     dataDir: { ...str, default: './data' },
+    processes: int(1, 256, 1),
     log: { type: 'object', additionalProperties: false, default: {}, properties: { level: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' } } },
     plugins: {
       type: 'array', default: [{ name: 'core' }],
@@ -207,7 +214,8 @@ function envOverrides(env: NodeJS.ProcessEnv): { values: Record<string, unknown>
     }
     const name = toEnvName(path);
     const raw = env[name];
-    if (raw === undefined) return;
+    // `OCR_REDIS_URL=` (empty) means unset, as operators write it in env files.
+    if (raw === undefined || raw === '') return;
     let value: unknown = raw;
     if (node.type === 'array') {
       try { value = JSON.parse(raw); } catch { value = raw.split(',').map((s) => s.trim()).filter(Boolean); }
@@ -264,6 +272,9 @@ export function buildConfig(input: Record<string, unknown> = {}, env: NodeJS.Pro
     throw new errors.OCR_ERR_CONFIG_INVALID(msgs.join('; '));
   }
   const cfg = merged as unknown as RouterConfig;
+  if (cfg.processes > 1 && !cfg.redis.url) {
+    throw new errors.OCR_ERR_CONFIG_INVALID('processes > 1 needs redis.url: the processes share state and route commands through Redis');
+  }
   cfg.nodeId ??= `${hostname().replace(/[^A-Za-z0-9._-]/g, '-')}-${process.pid}`;
   return cfg;
 }

@@ -1,0 +1,72 @@
+/**
+ * Multi-process mode through the real CLI: `ocpp-router --processes 2` on one port. The kernel
+ * spreads chargers over both processes (SO_REUSEPORT); the API of either reaches all of them.
+ */
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { TestCharger } from '../../helpers/charger.js';
+import { uniqueName, useRedis } from '../../helpers/services.js';
+
+const freePort = () => new Promise<number>((resolve) => {
+  const s = createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => resolve(p)); });
+});
+
+t.test('two router processes share a port, state and commands', async (t) => {
+  const url = await useRedis(t);
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'ocr-procs-'));
+  const child = spawn(process.execPath, ['bin/ocpp-router.js', '--processes', '2', '--port', String(port)], {
+    env: { ...process.env, OCR_REDIS_URL: url, OCR_REDIS_KEY_PREFIX: `${uniqueName('mp')}:`, OCR_DATA_DIR: dir, OCR_ANALYTICS_SPOOL_DIR: join(dir, 'spool'), OCR_LOG_LEVEL: 'warn', OCR_SERVER_HOST: '127.0.0.1', OCR_NODE_ID: 'mp' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL'); });
+
+  const key = await (async () => {
+    for (let i = 0; i < 200; i++) {
+      const m = /\n {2}(ocr_\S+)\n/.exec(stderr);
+      if (m) return m[1]!;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error(`no API key printed: ${stderr}`);
+  })();
+  t.equal(JSON.parse(readFileSync(join(dir, 'api-keys.json'), 'utf8')).keys.length, 1, 'one key, created by the supervisor');
+  const api = async (method: string, path: string, body?: unknown) => {
+    const res = await fetch(`http://127.0.0.1:${port}${path}`, { method, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+    return { status: res.status, body: await res.json().catch(() => undefined) as any };
+  };
+  for (let i = 0; i < 100; i++) {
+    try { if ((await fetch(`http://127.0.0.1:${port}/health`)).ok) break; } catch { /* not yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  // Both processes must be up before connecting, or one would take every charger.
+  await new Promise((r) => setTimeout(r, 1500));
+
+  const chargers = await Promise.all(Array.from({ length: 24 }, (_, i) => TestCharger.connect(`ws://127.0.0.1:${port}/ocpp/MP-${i}`, { onCall: () => ({ status: 'Accepted' }) })));
+  t.teardown(() => Promise.all(chargers.map((c) => c.close())));
+  for (const c of chargers) t.equal((await c.call('BootNotification', { chargePointVendor: 'V', chargePointModel: 'M' }))[0], 3);
+  const nodes = new Set<string>();
+  for (let i = 0; i < chargers.length; i++) nodes.add((await api('GET', `/api/v1/chargers/MP-${i}`)).body.nodeId);
+  t.same([...nodes].sort(), ['mp-p0', 'mp-p1'], 'chargers are spread over both processes');
+  let ok = 0;
+  for (let i = 0; i < chargers.length; i++) if ((await api('POST', `/api/v1/chargers/MP-${i}/calls/Reset`, { type: 'Soft' })).body?.result?.status === 'Accepted') ok++;
+  t.equal(ok, chargers.length, 'every charger reached from any process');
+
+  child.kill('SIGTERM');
+  t.equal(await exited, 0, 'supervisor and processes stop cleanly');
+});
+
+t.test('processes > 1 without Redis is a start-up error naming the key', async (t) => {
+  const out = spawn(process.execPath, ['bin/ocpp-router.js', '--processes', '2'], { env: { ...process.env, OCR_REDIS_URL: '' }, stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  out.stderr.on('data', (d) => (err += d));
+  const code = await new Promise((r) => out.on('exit', r));
+  t.equal(code, 1);
+  t.match(err, /OCR_ERR_CONFIG_INVALID.*processes > 1 needs redis\.url/);
+});
