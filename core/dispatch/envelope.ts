@@ -36,9 +36,7 @@ export const enum Outcome {
 
 /** Result of a Frame item: [outcome, action, errorCode, deviations, identity, unmatched, micros] */
 export type FrameResultMeta = [Outcome, string, string | null, string[] | null, { vendor: string; model: string } | null, { id: string; type: number } | null, number];
-/** Result of a Reply item: [ok, payload, error] */
-export type ReplyResultMeta = [boolean, Record<string, unknown> | null, { code: string; description: string; details: Record<string, unknown> } | null];
-/** Result of Connect / Disconnect items. */
+/** Result of Connect / Disconnect / Reply items (Reply: observer hooks only; the caller was settled on the socket thread). */
 export type EventResultMeta = [Outcome];
 
 /** Non-batch tasks. */

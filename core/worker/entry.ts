@@ -125,8 +125,8 @@ async function runItem(meta: ItemMeta, text: () => string, out: unknown[], i: nu
       return;
     case ItemKind.Reply: {
       const { action, request } = extra as ReplyExtra;
-      const r = await pipeline.runReply(conn, action, request, text());
-      out[i] = [r.ok, r.payload ?? null, r.error ?? null];
+      await pipeline.runReply(conn, action, request, text());
+      out[i] = [Outcome.Ok];
       return;
     }
   }
