@@ -17,7 +17,7 @@ import { CommandApi } from './command/command-api.js';
 import { Gateway } from './gateway.js';
 import { HttpApi, type Readiness } from './api/http-api.js';
 import { ApiKeyStore } from './api/api-keys.js';
-import { UwsTransport } from './transport/uws-transport.js';
+import { createTransport } from './transport/create.js';
 import { ThreadRpcServer } from './dispatch/thread-rpc.js';
 import { MemoryStateStore } from './state/memory-store.js';
 import { RedisStateStore } from './state/redis-store.js';
@@ -176,7 +176,7 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
   };
   const noApi = async () => ({ status: 404, headers: { 'content-type': 'application/json' }, body: '{"error":"not_found","message":"The operator API listens on its own port"}' });
   const transports: Transport[] = [];
-  const main = new UwsTransport(transportOpts, {
+  const main = await createTransport(transportOpts, {
     upgrade: (r) => gateway.upgrade(r),
     open: (s) => gateway.open(s),
     message: (s, b) => gateway.message(s, b),
@@ -188,7 +188,7 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
   const port = await main.listen();
   let apiPort = port;
   if (config.api.enabled && config.api.port !== 0) {
-    const apiTransport = new UwsTransport({ ...transportOpts, port: config.api.port, wsPath: '/__no_websockets__' }, {
+    const apiTransport = await createTransport({ ...transportOpts, port: config.api.port, wsPath: '/__no_websockets__' }, {
       upgrade: async () => ({ accept: false, status: 404, message: 'Not found' }),
       open: () => undefined, message: () => undefined, drain: () => undefined, close: () => undefined,
       http: (r) => api.handle(r),
