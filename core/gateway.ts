@@ -9,7 +9,7 @@
  * run plugins (workers do).
  */
 import { isEmptyPayload, peekFrame } from './protocol/peek.js';
-import { SUBPROTOCOL_OF, versionOfSubprotocol, type OcppVersion } from './protocol/dialect.js';
+import { versionOfSubprotocol, type OcppVersion } from './protocol/dialect.js';
 import { ItemKind } from './dispatch/envelope.js';
 import { Connection, type ConnData, type ConnectionRegistry } from './registry/connection-registry.js';
 import { basicAuthPassword, verifyPassword, VerifiedCache } from './security/credentials.js';
@@ -276,4 +276,3 @@ export class Gateway {
   }
 }
 
-export { SUBPROTOCOL_OF };

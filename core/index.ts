@@ -20,7 +20,7 @@ import { ApiKeyStore } from './api/api-keys.js';
 import { createTransport } from './transport/create.js';
 import { ThreadRpcServer } from './dispatch/thread-rpc.js';
 import { MemoryStateStore } from './state/memory-store.js';
-import { RedisStateStore } from './state/redis-store.js';
+import { createRedisStore } from './state/create.js';
 import { serveStateStore } from './state/remote-store.js';
 import { StoreChargerRegistry } from './state/registry.js';
 import type { StateStore } from './state/store.js';
@@ -70,7 +70,7 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
   const rpc = new ThreadRpcServer({ name: channel });
 
   const store: StateStore = config.redis.url
-    ? new RedisStateStore({ url: config.redis.url, keyPrefix: config.redis.keyPrefix, commandTimeoutMs: config.redis.commandTimeoutMs, onError: (err: Error) => log.warn({ err }, 'redis connection error') })
+    ? createRedisStore(config, log)
     : new MemoryStateStore();
   if (store.kind === 'memory') serveStateStore(rpc, store);
   // Redis away: writes go to a durable journal and are replayed when it is back.

@@ -24,7 +24,7 @@
 import { Piscina } from 'piscina';
 import { BatchWriter, readBatch } from './codec.js';
 import { ItemFlag, ItemKind, Outcome, type FrameResultMeta, type ItemMeta, type PingResult } from './envelope.js';
-import { Connection, Lane, type PendingCall } from '../registry/connection-registry.js';
+import type { Connection, PendingCall } from '../registry/connection-registry.js';
 import { CallError } from '../protocol/call-error.js';
 import { serializeCallError } from '../protocol/frame.js';
 import { isKnownAction } from '../protocol/schemas.js';
@@ -32,6 +32,17 @@ import type { Metrics } from '../metrics.js';
 import type { PinoLogger } from '../log.js';
 import type { WorkerData } from '../worker/entry.js';
 import { randomBytes } from 'node:crypto';
+
+/**
+ * Lane states of one charger:
+ *   Idle ──frame──► InBatch (items in the batch being built) ──flush──► InFlight
+ *   InFlight ──frame──► backlog   InFlight ──batch done──► Idle, or InBatch with the backlog
+ */
+const enum Lane {
+  Idle = 0,
+  InBatch = 1,
+  InFlight = 2,
+}
 
 interface ItemCtx {
   conn: Connection;

@@ -4,19 +4,9 @@
  * Owns: per-connection state that must never leave the socket thread: the socket, the
  * outbound CALL slot and its queue, counters of bad frames. Must not: do I/O other than
  * socket sends. Inbound ordering lanes are per charger and live in dispatch/pool.ts.
- *
- * Inbound lane states:
- *   Idle ──frame──► InBatch (items in the batch being built) ──flush──► InFlight
- *   InFlight ──frame──► backlog   InFlight ──batch done──► Idle, or InBatch with the backlog
  */
 import type { OcppVersion } from '../protocol/dialect.js';
 import type { Socket } from '../transport/transport.js';
-
-export const enum Lane {
-  Idle = 0,
-  InBatch = 1,
-  InFlight = 2,
-}
 
 export interface PendingCall {
   id: string;

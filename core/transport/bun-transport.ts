@@ -10,7 +10,8 @@
  * binary frame, so reply bytes are sent with sendText (OCPP-J uses text frames); Bun reports
  * send results as a byte count, -1 (backpressure) or 0 (dropped).
  */
-import { SendStatus, type HttpRequest, type Socket, type Transport, type TransportHandlers, type TransportOptions } from './transport.js';
+import { SendStatus, type HttpRequest, type Transport, type TransportHandlers, type TransportOptions } from './transport.js';
+import { SocketBase } from './socket-base.js';
 
 // Minimal typings of the Bun APIs used (no @types/bun dependency for one file).
 interface BunWebSocket<D> {
@@ -35,25 +36,22 @@ declare const Bun: {
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 
-class BunSocket<U> implements Socket<U> {
-  closed = false;
-  constructor(private readonly ws: BunWebSocket<unknown>, readonly data: U) {}
-  send(bytes: Uint8Array | string): SendStatus {
-    if (this.closed) return SendStatus.Dropped;
+class BunSocket<U> extends SocketBase<U> {
+  constructor(private readonly ws: BunWebSocket<unknown>, data: U) {
+    super(data);
+  }
+  protected rawSend(bytes: Uint8Array | string): SendStatus {
     const n = this.ws.sendText(typeof bytes === 'string' ? bytes : decoder.decode(bytes));
     return n > 0 ? SendStatus.Sent : n === -1 ? SendStatus.Backpressure : SendStatus.Dropped;
   }
-  cork(fn: () => void): void {
-    if (this.closed) return fn();
+  protected rawCork(fn: () => void): void {
     this.ws.cork(fn);
   }
-  close(code: number, reason: string): void {
-    if (this.closed) return;
-    this.closed = true;
-    try { this.ws.close(code, reason); } catch { /* already gone */ }
+  protected rawClose(code: number, reason: string): void {
+    this.ws.close(code, reason);
   }
-  bufferedAmount(): number {
-    return this.closed ? 0 : this.ws.getBufferedAmount();
+  protected rawBuffered(): number {
+    return this.ws.getBufferedAmount();
   }
 }
 

@@ -8,7 +8,8 @@
  * the caller; limits are explicit.
  */
 import { createRequire } from 'node:module';
-import { SendStatus, type HttpRequest, type Socket, type Transport, type TransportHandlers, type TransportOptions } from './transport.js';
+import { SendStatus, type HttpRequest, type Transport, type TransportHandlers, type TransportOptions } from './transport.js';
+import { SocketBase } from './socket-base.js';
 
 // uWebSockets.js is a CommonJS native addon.
 const uWS = createRequire(import.meta.url)('uWebSockets.js') as typeof import('uWebSockets.js');
@@ -28,25 +29,22 @@ function statusLine(s: number): string {
 
 const decoder = new TextDecoder();
 
-/** The socket handle we give the router: stable, and safe to use after close (no-ops). */
-class UwsSocket<U> implements Socket<U> {
-  closed = false;
-  constructor(readonly ws: WebSocket<{ s: UwsSocket<U> }>, readonly data: U) {}
-  send(bytes: Uint8Array | string): SendStatus {
-    if (this.closed) return SendStatus.Dropped;
+/** uWS socket behind the shared closed-socket guards (socket-base.ts). */
+class UwsSocket<U> extends SocketBase<U> {
+  constructor(readonly ws: WebSocket<{ s: UwsSocket<U> }>, data: U) {
+    super(data);
+  }
+  protected rawSend(bytes: Uint8Array | string): SendStatus {
     return this.ws.send(bytes, false) as SendStatus;
   }
-  cork(fn: () => void): void {
-    if (this.closed) return fn();
+  protected rawCork(fn: () => void): void {
     this.ws.cork(fn);
   }
-  close(code: number, reason: string): void {
-    if (this.closed) return;
-    this.closed = true;
-    try { this.ws.end(code, reason); } catch { /* already gone */ }
+  protected rawClose(code: number, reason: string): void {
+    this.ws.end(code, reason);
   }
-  bufferedAmount(): number {
-    return this.closed ? 0 : this.ws.getBufferedAmount();
+  protected rawBuffered(): number {
+    return this.ws.getBufferedAmount();
   }
 }
 
