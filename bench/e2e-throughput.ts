@@ -24,15 +24,13 @@
  * is an entry of bench/lib/ocpp-payloads.ts; a dimension is a loop here.
  */
 import { mergeConfig } from '../core/index.js';
-import { spawn } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem, release } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
 import { preflight } from './lib/preflight.js';
-import { startServer, processCpuMs, machineCpuMs, track, type ServerHandle } from './lib/proc.js';
+import { startServer, processCpuMs, machineCpuMs, runResultChild, type ServerHandle } from './lib/proc.js';
 import { spread, fmtSpread, type Spread } from './lib/stats.js';
 import type { LoadOptions, LoadResult, ClientKind } from './lib/loadgen.js';
 import { BENCH_ACTIONS, type BenchAction, type BenchVersion } from './lib/ocpp-payloads.js';
@@ -172,20 +170,7 @@ export const SERVERS: Record<string, ServerDef> = {
 
 function runLoadgen(opts: Partial<LoadOptions>): Promise<LoadResult> {
   const budgetMs = 120_000 + ((opts.warmupSec ?? 0) + (opts.durationSec ?? 0)) * 1000;
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'bench/lib/loadgen.ts'), JSON.stringify(opts)], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
-    track(child);
-    let result: LoadResult | undefined;
-    const err: string[] = [];
-    const timer = setTimeout(() => child.kill('SIGKILL'), budgetMs);
-    createInterface({ input: child.stdout! }).on('line', (l) => { if (l.startsWith('RESULT ')) result = JSON.parse(l.slice(7)) as LoadResult; });
-    createInterface({ input: child.stderr! }).on('line', (l) => { if (err.length < 50) err.push(l); });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      if (result) resolve(result);
-      else reject(new Error(`loadgen exited with ${code} and no result:\n${err.join('\n')}`));
-    });
-  });
+  return runResultChild<LoadResult>(join(root, 'bench/lib/loadgen.ts'), opts, budgetMs, root);
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

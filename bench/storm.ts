@@ -18,13 +18,11 @@
  *
  * Owns: server processes of the storm and the report. Must not: generate load itself.
  */
-import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem, release } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
 import { SERVERS, DEFAULT_MATRIX } from './e2e-throughput.js';
-import { startServer, track } from './lib/proc.js';
+import { runResultChild, startServer } from './lib/proc.js';
 import type { StormOptions, StormResult } from './lib/storm-gen.js';
 
 const root = join(import.meta.dirname, '..');
@@ -56,20 +54,7 @@ function parse(argv: string[]): Options {
 
 function runGenerator(opts: Partial<StormOptions> & Pick<StormOptions, 'port' | 'serverPid'>, o: Options): Promise<StormResult> {
   const budgetMs = 120_000 + o.hold * 1000 + (Math.ceil(o.chargers / o.concurrency) + 2) * 20_000;
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'bench/lib/storm-gen.ts'), JSON.stringify(opts)], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
-    track(child);
-    let result: StormResult | undefined;
-    const err: string[] = [];
-    const timer = setTimeout(() => child.kill('SIGKILL'), budgetMs);
-    createInterface({ input: child.stdout! }).on('line', (l) => { if (l.startsWith('RESULT ')) result = JSON.parse(l.slice(7)) as StormResult; });
-    createInterface({ input: child.stderr! }).on('line', (l) => { if (err.length < 50) err.push(l); });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      if (result) resolve(result);
-      else reject(new Error(`storm-gen exited with ${code} and no result:\n${err.join('\n')}`));
-    });
-  });
+  return runResultChild<StormResult>(join(root, 'bench/lib/storm-gen.ts'), opts, budgetMs, root);
 }
 
 const fmtFail = (f: Record<string, number>) => { const e = Object.entries(f); return e.length ? `${e.reduce((n, [, v]) => n + v, 0)} (${e.map(([k, v]) => `${v} ${k}`).join(', ')})` : '0'; };

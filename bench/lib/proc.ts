@@ -136,3 +136,36 @@ export async function startServer(kind: string, script: string, args: string[] =
   track(child);
   return handle;
 }
+
+/**
+ * Server side of the ready-line protocol: stop on SIGTERM/SIGINT, or when the parent goes away
+ * (its stdin pipe closes), so a crashed benchmark never leaves a server running.
+ */
+export function stopWithParent(stop: () => void): void {
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  process.stdin.on('end', stop);
+  process.stdin.on('error', stop);
+  process.stdin.resume();
+}
+
+/**
+ * Runs a generator script (`node --import tsx <script> <json opts>`) in its own process and
+ * resolves with the JSON of its `RESULT ` line; killed after `budgetMs`.
+ */
+export function runResultChild<T>(script: string, opts: unknown, budgetMs: number, root: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', script, JSON.stringify(opts)], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    track(child);
+    let result: T | undefined;
+    const err: string[] = [];
+    const timer = setTimeout(() => child.kill('SIGKILL'), budgetMs);
+    createInterface({ input: child.stdout! }).on('line', (l) => { if (l.startsWith('RESULT ')) result = JSON.parse(l.slice(7)) as T; });
+    createInterface({ input: child.stderr! }).on('line', (l) => { if (err.length < 50) err.push(l); });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      if (result) resolve(result);
+      else reject(new Error(`${script} exited with ${code} and no result:\n${err.join('\n')}`));
+    });
+  });
+}

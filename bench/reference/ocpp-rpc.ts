@@ -44,6 +44,7 @@
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { RPCServer, createRPCError } from 'ocpp-rpc';
+import { stopWithParent } from '../lib/proc.js';
 
 const version = (createRequire(import.meta.url)('ocpp-rpc/package.json') as { version: string }).version;
 
@@ -71,10 +72,5 @@ server.on('error', (err: Error) => process.stderr.write(`ocpp-rpc: server error:
 const http = await server.listen(0, '127.0.0.1');
 process.stdout.write(JSON.stringify({ ready: true, port: (http.address() as AddressInfo).port, pid: process.pid, threads: 0, version }) + '\n');
 
-const stop = () => process.exit(0);
-process.on('SIGTERM', stop);
-process.on('SIGINT', stop);
-// The parent dying (stdin pipe closed) must not leave a server running.
-process.stdin.on('end', stop);
-process.stdin.on('error', stop);
-process.stdin.resume();
+// Stops with SIGTERM/SIGINT or when the parent goes away.
+stopWithParent(() => process.exit(0));

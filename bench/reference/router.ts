@@ -12,6 +12,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRouter, mergeConfig } from '../../core/index.js';
+import { stopWithParent } from '../lib/proc.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ocr-bench-router-'));
 const user = JSON.parse(process.argv[2] ?? '{}') as Record<string, unknown>;
@@ -38,9 +39,4 @@ async function stop(code: number): Promise<void> {
     process.exit(code);
   }
 }
-process.on('SIGTERM', () => void stop(0));
-process.on('SIGINT', () => void stop(0));
-// The parent dying (stdin pipe closed) must not leave a router running.
-process.stdin.on('end', () => void stop(0));
-process.stdin.on('error', () => void stop(0));
-process.stdin.resume();
+stopWithParent(() => void stop(0));

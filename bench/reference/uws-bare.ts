@@ -13,6 +13,7 @@
  * Exits on SIGTERM / SIGINT / stdin closing.
  */
 import { createRequire } from 'node:module';
+import { stopWithParent } from '../lib/proc.js';
 
 // uWebSockets.js is a CommonJS native addon.
 const uWS = createRequire(import.meta.url)('uWebSockets.js') as typeof import('uWebSockets.js');
@@ -88,13 +89,8 @@ app.listen('127.0.0.1', 0, (s) => {
     process.exit(1);
   }
   process.stdout.write(JSON.stringify({ ready: true, port: uWS.us_socket_local_port(s), pid: process.pid, threads: 0 }) + '\n');
-  const stop = () => {
+  stopWithParent(() => {
     uWS.us_listen_socket_close(s);
     process.exit(0);
-  };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
-  process.stdin.on('end', stop);
-  process.stdin.on('error', stop);
-  process.stdin.resume();
+  });
 });

@@ -28,6 +28,7 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import { stopWithParent } from '../lib/proc.js';
 
 const PROTOCOLS = ['ocpp1.6', 'ocpp2.0.1'] as const;
 type Protocol = (typeof PROTOCOLS)[number];
@@ -96,10 +97,5 @@ http.on('error', (err) => {
   process.exit(1);
 });
 
-const stop = () => process.exit(0);
-process.on('SIGTERM', stop);
-process.on('SIGINT', stop);
-// The parent dying (stdin pipe closed) must not leave a server running.
-process.stdin.on('end', stop);
-process.stdin.on('error', stop);
-process.stdin.resume();
+// Stops with SIGTERM/SIGINT or when the parent goes away.
+stopWithParent(() => process.exit(0));
