@@ -7,10 +7,11 @@
  * latency), lose a batch that ClickHouse refused (it goes to the spool), or block
  * start() on ClickHouse being up.
  *
- *   write() ──► buffers[table] (bounded: maxBufferRows in total, overflow dropped+counted)
+ *   write() ── rowEncoder() ──► buffers[table]: JSONEachRow bytes (bounded: maxBufferRows
+ *                  │              in total, overflow dropped+counted)
  *                  │ every flushIntervalMs, or as soon as one table holds batchRows
  *                  ▼
- *               flush ── toInsertRow() ──► ClickHouse insert ──ok──► written
+ *               flush ── chunks of ≤ batchRows rows ──► ClickHouse insert ──ok──► written
  *                  │                            │ error (backoff starts)
  *                  │ no ClickHouse, or backing off
  *                  ▼                            ▼
@@ -19,8 +20,10 @@
  *               replay loop, every replayIntervalMs once the backoff has passed:
  *               migrate (until it succeeded once) ─► spool.replay() ─► insert ─► replayed
  *
- * Rows reach the spool already converted (typed, every column present), so a replayer
- * in another thread or process only has to insert them.
+ * Rows are encoded once, in write(), into the exact JSONEachRow line ClickHouse takes (typed,
+ * every column present): the same bytes go to ClickHouse or to the spool, so a replayer in
+ * another thread or process only has to insert them. Why in write() and not at the flush:
+ * see `rowEncoder` in schema.ts (measured on the MeterValues path of bench/).
  *
  * Without `clickhouse` options the sink is a pure spool writer ("local analytics spool"),
  * the default for a router started with nothing else installed; a later sink with
@@ -29,7 +32,8 @@
 import { createClient, ClickHouseLogLevel, type ClickHouseClient, type ClickHouseSettings } from '@clickhouse/client';
 import { pino } from 'pino';
 import type { AnalyticsRow, AnalyticsSink, AnalyticsTable, SinkStats } from './sink.js';
-import { assertIdentifier, clickHouseErrorCode, isAnalyticsTable, migrate, TABLES, toInsertRow, type InsertRow, type ServerFeatures } from './schema.js';
+import { Readable } from 'node:stream';
+import { assertIdentifier, clickHouseErrorCode, isAnalyticsTable, migrate, rowEncoder, TABLES, type RowEncoder, type ServerFeatures } from './schema.js';
 import { Spool, type SpoolOptions, type SpoolRow } from './spool.js';
 import { errors, type RouterError } from '../errors.js';
 
@@ -152,8 +156,8 @@ export class ClickHouseSink implements AnalyticsSink {
   readonly #backoffMinMs: number;
   readonly #backoffMaxMs: number;
   readonly #nodeId: string;
-  // One array per table, created up front: write() does a Map lookup and a push.
-  readonly #buffers = new Map<AnalyticsTable, AnalyticsRow[]>(TABLES.map((t) => [t, []]));
+  // One encoded buffer per table, created up front: write() does a Map lookup, encodes and copies.
+  readonly #buffers = new Map<AnalyticsTable, EncodedRows>(TABLES.map((t) => [t, new EncodedRows(rowEncoder(t))]));
   #buffered = 0;
   #counts = { written: 0, spooled: 0, dropped: 0, replayed: 0, failures: 0 };
   #flushTimer: NodeJS.Timeout | undefined;
@@ -253,10 +257,10 @@ export class ClickHouseSink implements AnalyticsSink {
   }
 
   /**
-   * Buffers one row. Synchronous and allocation-light: no I/O, no promise, never throws.
-   * The row object is kept until the flush; callers must not mutate it afterwards.
-   * Returns false (and counts a drop) when the buffer is full, the table is unknown, or
-   * the sink is closed.
+   * Buffers one row, encoded at once (see rowEncoder): the row object is not kept.
+   * Synchronous: no I/O, no promise, never throws. Returns false (and counts a drop) when
+   * the buffer is full, the table is unknown, the row cannot be encoded, or the sink is
+   * closed.
    */
   write(table: AnalyticsTable, row: AnalyticsRow): boolean {
     const buf = this.#buffers.get(table);
@@ -264,9 +268,15 @@ export class ClickHouseSink implements AnalyticsSink {
       this.#counts.dropped++;
       return false;
     }
-    buf.push(row);
+    try {
+      buf.add(row, this.#nodeId, this.#batchRows);
+    } catch {
+      // A value whose String() throws (a plugin's odd object): that row only.
+      this.#counts.dropped++;
+      return false;
+    }
     this.#buffered++;
-    if (buf.length >= this.#batchRows && !this.#flushSoon && this.#started) {
+    if (buf.rows >= this.#batchRows && !this.#flushSoon && this.#started) {
       this.#flushSoon = true;
       setImmediate(() => {
         this.#flushSoon = false;
@@ -319,33 +329,21 @@ export class ClickHouseSink implements AnalyticsSink {
 
   async #flushOnce(): Promise<void> {
     for (const [table, buf] of this.#buffers) {
-      if (buf.length === 0) continue;
-      // Swap the array out: rows written during the awaits below go to a fresh one, and
+      if (buf.rows === 0) continue;
+      // Take the bytes out: rows written during the awaits below go to a fresh buffer, and
       // count against maxBufferRows afresh. Memory is thus bounded by maxBufferRows plus
       // the one batch in flight.
-      // `received_at` defaults to this moment, at most flushIntervalMs after write():
-      // stamping in write() would cost a clock read and a mutation of the caller's row.
-      this.#buffers.set(table, []);
-      this.#buffered -= buf.length;
-      const now = Date.now();
-      for (let i = 0; i < buf.length; i += this.#batchRows) {
-        const batch = buf.slice(i, i + this.#batchRows).map((r) => this.#convert(table, r, now));
-        await this.#deliverBatch(table, batch);
-      }
+      const chunks = buf.take();
+      for (const c of chunks) this.#buffered -= c.rows;
+      for (const c of chunks) await this.#deliverBatch(table, c);
     }
   }
 
-  #convert(table: AnalyticsTable, row: AnalyticsRow, now: number): InsertRow {
-    const out = toInsertRow(table, row, now);
-    if (out.node_id === '' && this.#nodeId !== '') out.node_id = this.#nodeId;
-    return out;
-  }
-
-  async #deliverBatch(table: AnalyticsTable, batch: InsertRow[]): Promise<void> {
+  async #deliverBatch(table: AnalyticsTable, batch: EncodedChunk): Promise<void> {
     if (this.#client !== undefined && this.#migrated && Date.now() >= this.#retryAt) {
       try {
-        await this.#insert(table, batch);
-        this.#counts.written += batch.length;
+        await this.#insertEncoded(table, batch.bytes);
+        this.#counts.written += batch.rows;
         this.#succeed();
         return;
       } catch (err) {
@@ -355,21 +353,35 @@ export class ClickHouseSink implements AnalyticsSink {
     await this.#toSpool(table, batch);
   }
 
-  async #toSpool(table: AnalyticsTable, batch: InsertRow[]): Promise<void> {
+  async #toSpool(table: AnalyticsTable, batch: EncodedChunk): Promise<void> {
     try {
-      const accepted = await this.#spool.append(table, batch);
+      const accepted = await this.#spool.appendEncoded(table, batch.bytes, batch.rows);
       this.#counts.spooled += accepted;
-      if (accepted < batch.length) {
-        this.#counts.dropped += batch.length - accepted;
-        this.#log.warn({ event: 'ocr.analytics.spool_full', table, dropped: batch.length - accepted }, 'analytics spool full; rows dropped');
+      if (accepted < batch.rows) {
+        this.#counts.dropped += batch.rows - accepted;
+        this.#log.warn({ event: 'ocr.analytics.spool_full', table, dropped: batch.rows - accepted }, 'analytics spool full; rows dropped');
       }
     } catch (err) {
-      this.#counts.dropped += batch.length;
-      this.#log.error({ event: 'ocr.analytics.spool_failed', table, dropped: batch.length, err }, 'analytics spool write failed; rows dropped');
+      this.#counts.dropped += batch.rows;
+      this.#log.error({ event: 'ocr.analytics.spool_failed', table, dropped: batch.rows, err }, 'analytics spool write failed; rows dropped');
     }
   }
 
-  async #insert(table: AnalyticsTable, values: ReadonlyArray<SpoolRow | InsertRow>): Promise<void> {
+  /** Inserts JSONEachRow bytes as they are (the client's insert() would stringify objects). */
+  async #insertEncoded(table: AnalyticsTable, bytes: Uint8Array): Promise<void> {
+    try {
+      const res = await this.#client!.exec({ query: `INSERT INTO ${this.#database}.${table} FORMAT JSONEachRow`, values: Readable.from([bytes]) });
+      res.stream.resume(); // the (empty) answer must be read for the socket to be reused
+      await new Promise<void>((resolve, reject) => {
+        res.stream.once('end', resolve).once('close', resolve).once('error', reject);
+      });
+    } catch (err) {
+      if (SCHEMA_GONE_CODES.has(clickHouseErrorCode(err) ?? -1)) this.#migrated = false;
+      throw err;
+    }
+  }
+
+  async #insert(table: AnalyticsTable, values: ReadonlyArray<SpoolRow>): Promise<void> {
     try {
       await this.#client!.insert({ table: `${this.#database}.${table}`, values: values as Array<Record<string, unknown>>, format: 'JSONEachRow' });
     } catch (err) {
@@ -459,6 +471,63 @@ export class ClickHouseSink implements AnalyticsSink {
     } else {
       this.#log.debug({ event: 'ocr.analytics.clickhouse_unavailable', op, err, retryInMs: this.#backoffMs }, 'ClickHouse still unavailable');
     }
+  }
+}
+
+/** One insert's worth of encoded rows. */
+interface EncodedChunk {
+  bytes: Uint8Array;
+  rows: number;
+}
+
+/**
+ * A table's buffered rows as JSONEachRow bytes in one growing Buffer, with a cut after
+ * every `batchRows` rows so a flush can insert them in chunks without scanning.
+ * Written by this module only; why bytes and not row objects: see `rowEncoder`.
+ */
+class EncodedRows {
+  rows = 0;
+  #buf = Buffer.allocUnsafe(64 * 1024);
+  #len = 0;
+  #cuts: number[] = [];
+  #cutRows: number[] = [];
+  constructor(readonly encode: RowEncoder) {}
+
+  add(row: AnalyticsRow, nodeId: string, batchRows: number): void {
+    const line = this.encode(row, Date.now(), nodeId);
+    // Worst case 3 bytes per UTF-16 unit; grow before writing so a line is never cut.
+    if (this.#len + line.length * 3 > this.#buf.length) {
+      const next = Buffer.allocUnsafe(Math.max(this.#buf.length * 2, this.#len + line.length * 3));
+      this.#buf.copy(next, 0, 0, this.#len);
+      this.#buf = next;
+    }
+    this.#len += this.#buf.write(line, this.#len);
+    if (++this.rows % batchRows === 0) {
+      this.#cuts.push(this.#len);
+      this.#cutRows.push(this.rows);
+    }
+  }
+
+  /**
+   * Hands out everything buffered, in chunks, and starts afresh with twice what was used:
+   * at a steady rate the next buffer never has to grow (each growth copies it).
+   */
+  take(): EncodedChunk[] {
+    const out: EncodedChunk[] = [];
+    let from = 0;
+    let fromRows = 0;
+    for (let i = 0; i < this.#cuts.length; i++) {
+      out.push({ bytes: this.#buf.subarray(from, this.#cuts[i]), rows: this.#cutRows[i]! - fromRows });
+      from = this.#cuts[i]!;
+      fromRows = this.#cutRows[i]!;
+    }
+    if (this.rows > fromRows) out.push({ bytes: this.#buf.subarray(from, this.#len), rows: this.rows - fromRows });
+    this.#buf = Buffer.allocUnsafe(Math.max(64 * 1024, 2 * this.#len));
+    this.#len = 0;
+    this.rows = 0;
+    this.#cuts = [];
+    this.#cutRows = [];
+    return out;
   }
 }
 

@@ -108,6 +108,29 @@ async function runTests(): Promise<void> {
     await aged.close();
   });
 
+  t.test('appendEncoded splits only at line ends: segment rolls and a full spool keep whole UTF-8 lines', async (t) => {
+    const lines = Array.from({ length: 30 }, (_, i) => JSON.stringify({ id: i, s: 'ÿ€🔌'.repeat(i % 4) }) + '\n');
+    const data = Buffer.from(lines.join(''));
+    const rolled = new Spool({ dir: tempDir('enc-roll'), segmentBytes: 100 });
+    t.equal(await rolled.appendEncoded('meter_values', data, 30), 30);
+    await rolled.roll();
+    const seq = (n: string) => Number(/-(\d+)\.ndjson$/.exec(n)![1]);
+    const names = files(rolled.dir, 'meter_values').sort((a, b) => seq(a) - seq(b));
+    t.ok(names.length >= 5, `${names.length} segments`);
+    const back = names.map((n) => readFileSync(join(rolled.dir, 'meter_values', n), 'utf8'));
+    for (const b of back) t.ok(b.endsWith('\n'), 'each segment ends at a line end');
+    t.equal(back.join(''), lines.join(''), 'every byte kept, in order');
+
+    const full = new Spool({ dir: tempDir('enc-full'), maxBytes: 500 });
+    const accepted = await full.appendEncoded('meter_values', data, 30);
+    const kept = readFileSync(join(full.dir, 'meter_values', files(full.dir, 'meter_values')[0]!), 'utf8');
+    t.equal(kept, lines.slice(0, accepted).join(''), `the first ${accepted} whole lines kept`);
+    t.ok(Buffer.byteLength(kept) <= 500);
+    t.same([full.stats().appended, full.stats().dropped], [accepted, 30 - accepted]);
+    await rolled.close();
+    await full.close();
+  });
+
   t.test('a full spool drops new rows and counts them', async (t) => {
     const dir = tempDir('full');
     const spool = new Spool({ dir, maxBytes: 1000 });

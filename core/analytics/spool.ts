@@ -226,11 +226,24 @@ export class Spool {
    * Rejects with OCR_ERR_ANALYTICS_SPOOL on an I/O error (e.g. ENOSPC).
    */
   append(table: string, rows: readonly SpoolRow[]): Promise<number> {
+    if (rows.length === 0) return this.appendEncoded(table, EMPTY, 0);
+    let text = '';
+    for (const row of rows) text += JSON.stringify(row) + '\n';
+    return this.appendEncoded(table, Buffer.from(text), rows.length);
+  }
+
+  /**
+   * Appends `rows` rows already encoded as NDJSON (`data`: whole lines, each ending in
+   * '\n'), as the analytics sink buffers them. Same contract as `append()`. The bytes go
+   * to disk as they are; they are split only at line ends, where a segment rolls or the
+   * spool is full.
+   */
+  appendEncoded(table: string, data: Uint8Array, rows: number): Promise<number> {
     if (!TABLE_NAME.test(table) || table === DEAD_DIR) {
       return Promise.reject(new errors.OCR_ERR_ANALYTICS_SPOOL(`invalid table name ${JSON.stringify(table)}`));
     }
-    if (rows.length === 0) return Promise.resolve(0);
-    return this.open().then(() => this.#exclusive(() => this.#appendLocked(table, rows)));
+    if (rows === 0 || data.length === 0) return Promise.resolve(0);
+    return this.open().then(() => this.#exclusive(() => this.#appendLocked(table, Buffer.from(data.buffer, data.byteOffset, data.length), rows)));
   }
 
   /** Closes this writer's segments (all, or one table's) so that they can be replayed. */
@@ -320,45 +333,60 @@ export class Spool {
     return run;
   }
 
-  async #appendLocked(table: string, rows: readonly SpoolRow[]): Promise<number> {
+  async #appendLocked(table: string, data: Buffer, rows: number): Promise<number> {
     if (this.#closed) {
-      this.#stats.dropped += rows.length;
+      this.#stats.dropped += rows;
       return 0;
     }
-    let accepted = 0;
+    let accepted = rows;
+    let rest = data;
+    const room = this.#maxBytes - this.#usedBytes;
+    if (rest.length > room) {
+      // Full: keep the whole lines that fit, drop this row and the rest.
+      const cut = room > 0 ? rest.lastIndexOf(NL, room - 1) + 1 : 0;
+      rest = rest.subarray(0, cut);
+      accepted = countLines(rest);
+    }
+    let written = 0;
     try {
-      let seg = await this.#segment(table);
-      let pending: string[] = [];
-      let pendingBytes = 0;
-      for (const row of rows) {
-        const line = JSON.stringify(row) + '\n';
-        const n = Buffer.byteLength(line);
-        if (this.#usedBytes + n > this.#maxBytes) break; // full: drop this row and the rest
-        if (seg.bytes + pendingBytes + n > this.#segmentBytes && seg.bytes + pendingBytes > 0) {
-          await this.#write(seg, pending, pendingBytes);
-          pending = [];
-          pendingBytes = 0;
-          await this.#rollLocked(table);
-          seg = await this.#segment(table);
+      while (rest.length > 0) {
+        const seg = await this.#segment(table);
+        const fits = this.#segmentBytes - seg.bytes;
+        if (rest.length <= fits) {
+          await this.#write(seg, rest);
+          written += rest.length;
+          break;
         }
-        pending.push(line);
-        pendingBytes += n;
-        this.#usedBytes += n;
-        accepted++;
+        // Roll at the last line end that still fits; a line longer than a whole segment
+        // gets a segment of its own.
+        let cut = fits > 0 ? rest.lastIndexOf(NL, fits - 1) + 1 : 0;
+        if (cut === 0) {
+          if (seg.bytes > 0) {
+            await this.#rollLocked(table);
+            continue;
+          }
+          cut = rest.indexOf(NL) + 1 || rest.length;
+        }
+        await this.#write(seg, rest.subarray(0, cut));
+        written += cut;
+        rest = rest.subarray(cut);
+        await this.#rollLocked(table);
       }
-      if (pending.length > 0) await this.#write(seg, pending, pendingBytes);
     } catch (err) {
-      this.#stats.dropped += rows.length - accepted;
+      const ok = countLines(data.subarray(0, written));
+      this.#stats.appended += ok;
+      this.#stats.dropped += rows - ok;
       throw new errors.OCR_ERR_ANALYTICS_SPOOL((err as Error).message, { cause: err });
     }
     this.#stats.appended += accepted;
-    this.#stats.dropped += rows.length - accepted;
+    this.#stats.dropped += rows - accepted;
     return accepted;
   }
 
-  async #write(seg: ActiveSegment, lines: string[], bytes: number): Promise<void> {
-    await seg.fh.appendFile(lines.join(''));
-    seg.bytes += bytes;
+  async #write(seg: ActiveSegment, bytes: Buffer): Promise<void> {
+    await seg.fh.appendFile(bytes);
+    seg.bytes += bytes.length;
+    this.#usedBytes += bytes.length;
   }
 
   /** The writer's open segment of `table`, rolled first when too old. */
@@ -532,6 +560,15 @@ export class Spool {
     }
     return rows;
   }
+}
+
+const NL = 0x0a;
+const EMPTY = new Uint8Array(0);
+
+function countLines(b: Buffer): number {
+  let n = 0;
+  for (let i = b.indexOf(NL); i !== -1; i = b.indexOf(NL, i + 1)) n++;
+  return n;
 }
 
 async function readdirOrEmpty(dir: string): Promise<string[]> {

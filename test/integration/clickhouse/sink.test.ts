@@ -138,6 +138,21 @@ t.test('migrate is idempotent and restores missing columns', async (t) => {
   t.equal((await rows(c, `SELECT name FROM system.tables WHERE database = '${db2}'`)).length, TABLES.length);
 });
 
+t.test('rows are inserted in chunks of batchRows, UTF-8 text intact, an unencodable row dropped alone', async (t) => {
+  const db = await createTestDatabase(t, url);
+  const sink = createAnalyticsSink({ ...sinkOptions(t, db), batchRows: 4, flushIntervalMs: 60_000 });
+  t.teardown(() => sink.close());
+  await sink.start();
+  const texts = ['plain', 'Ünïcödé ✓', 'emoji 🔌⚡', 'quote " backslash \\ newline \n tab \t', '\u0000 nul and \u2028 separator'];
+  for (let i = 0; i < 11; i++) sink.write('ocpp_events', { ts: 1_700_000_000_000 + i, cp_id: `CP-${i}`, kind: 'k', action: 'A', payload: texts[i % texts.length]! });
+  const hostile = { toString() { throw new Error('no string for you'); } };
+  t.equal(sink.write('ocpp_events', { cp_id: 'bad', payload: hostile as never }), false, 'a value whose String() throws: that row dropped');
+  await sink.flush();
+  t.same(sink.stats(), { buffered: 0, written: 11, spooled: 0, dropped: 1, replayed: 0, failures: 0 });
+  const got = await rows<{ cp_id: string; payload: string }>(client(), `SELECT cp_id, payload FROM ${db}.ocpp_events ORDER BY ts, ts_ms`);
+  t.same(got, Array.from({ length: 11 }, (_, i) => ({ cp_id: `CP-${i}`, payload: texts[i % texts.length] })));
+});
+
 t.test('write() is synchronous, bounded, and never throws', async (t) => {
   const sink = new ClickHouseSink({ spool: { dir: spoolDir(t) }, maxBufferRows: 3, log: silent });
   const r = sink.write('meter_values', { ts: Date.now(), cp_id: 'x' });
