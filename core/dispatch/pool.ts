@@ -237,7 +237,9 @@ export class Dispatcher {
     const writer = this.writer;
     const ctxs = this.ctxs;
     const keys = this.laneKeys;
-    this.writer = new BatchWriter();
+    // Sized like the batch just sent: a batch of hundreds of frames then never doubles its
+    // buffer (each doubling copies it; see codec.ts).
+    this.writer = new BatchWriter(Math.max(16 * 1024, Math.ceil(writer.bytes * 1.25)));
     this.ctxs = [];
     this.laneKeys = [];
     for (const k of keys) {
