@@ -15,7 +15,7 @@
  */
 import { threadId, workerData } from 'node:worker_threads';
 import Piscina from 'piscina';
-import { BatchWriter, readBatch } from '../dispatch/codec.js';
+import { BatchWriter, readBatch, type DecodedBatch } from '../dispatch/codec.js';
 import { ItemFlag, ItemKind, Outcome, type DisconnectExtra, type ItemMeta, type PingResult, type PingTask, type ReplyExtra } from '../dispatch/envelope.js';
 import { ThreadRpcClient } from '../dispatch/thread-rpc.js';
 import { createLogger } from '../log.js';
@@ -105,13 +105,13 @@ const socketThreadHeartbeat = OCPP_VERSIONS.filter((v) => {
 });
 const pipeline = new Pipeline(table, new ContextFactory(services), log, config.pool.hookTimeoutMs, sink, nodeId);
 
-async function runItem(meta: ItemMeta, text: () => string, out: unknown[], i: number): Promise<void> {
+async function runItem(meta: ItemMeta, batch: DecodedBatch, out: unknown[], i: number): Promise<void> {
   const [kind, connectionId, cpId, version, flags, receivedAt, extra] = meta;
   const conn: ConnMeta = { connectionId, cpId, version, lenient: (flags & ItemFlag.Lenient) !== 0 };
   switch (kind) {
     case ItemKind.Frame: {
       const t0 = performance.now();
-      const r = await pipeline.runFrame(conn, text(), receivedAt);
+      const r = await pipeline.runFrame(conn, batch.text(i), receivedAt);
       out[i] = [r.outcome === 'ok' ? Outcome.Ok : r.outcome === 'error' ? Outcome.Error : Outcome.Ignored, r.action, r.errorCode ?? null, r.deviations?.length ? r.deviations : null, r.identity ?? null, r.unmatched ?? null, Math.round((performance.now() - t0) * 1000), r.reply];
       return;
     }
@@ -125,7 +125,7 @@ async function runItem(meta: ItemMeta, text: () => string, out: unknown[], i: nu
       return;
     case ItemKind.Reply: {
       const { action, request } = extra as ReplyExtra;
-      await pipeline.runReply(conn, action, request, text());
+      await pipeline.runReply(conn, action, request, batch.text(i));
       out[i] = [Outcome.Ok];
       return;
     }
@@ -163,7 +163,7 @@ export default async function task(input: ArrayBuffer | PingTask): Promise<Array
           else if (n === 0) journaled.delete(meta[2]);
         }
         try {
-          await runItem(meta, () => batch.text(i), out, i);
+          await runItem(meta, batch, out, i);
         } catch (err) {
           // runItem maps plugin errors itself; reaching here is a core bug. Answer anyway.
           log.error({ err, cpId: metas[i]![2] }, 'batch item failed');

@@ -81,11 +81,25 @@ export class Pipeline {
     return new CallError('InternalError', `Internal error (ref ${ref})`, { ref });
   }
 
-  /** Runs one hook with its deadline. */
+  /** Runs one hook with its deadline; a hook that throws synchronously rejects. */
   private async invoke<R>(reg: Registered<(...a: never[]) => unknown>, ctx: CallContext, args: unknown[]): Promise<R> {
-    const timeoutMs = reg.timeoutMs ?? this.defaultTimeoutMs;
     const p = (reg.fn as (...a: unknown[]) => unknown)(ctx, ...args);
     if (!(p instanceof Promise)) return p as R;
+    return this.withDeadline<R>(reg, ctx, p);
+  }
+
+  /**
+   * The per-frame variant of invoke (onCall, handler, onResult): a hook that returns a plain
+   * value costs no promise and no timer, and one that throws synchronously throws here.
+   */
+  private invokeSync<R>(reg: Registered<(...a: never[]) => unknown>, ctx: CallContext, a: unknown, b?: unknown): R | Promise<R> {
+    const p = (reg.fn as (...a: unknown[]) => unknown)(ctx, a, b);
+    if (!(p instanceof Promise)) return p as R;
+    return this.withDeadline<R>(reg, ctx, p);
+  }
+
+  private async withDeadline<R>(reg: Registered<(...a: never[]) => unknown>, ctx: CallContext, p: Promise<unknown>): Promise<R> {
+    const timeoutMs = reg.timeoutMs ?? this.defaultTimeoutMs;
     let timer: NodeJS.Timeout | undefined;
     try {
       return (await Promise.race([
@@ -117,18 +131,14 @@ export class Pipeline {
     }
     const { id, action, payload } = parsed as Extract<typeof parsed, { action: string }>;
     const noReply = parsed.type === SEND;
-    const fail = (err: CallError): FrameResult => {
-      this.recordError(conn, 'out', action, id, wireCode(err.code, v), err.description, err.details.ref, receivedAt);
-      return { reply: noReply ? undefined : serializeCallError(id, err, v), action, outcome: 'error', errorCode: err.code };
-    };
 
-    if (!isKnownAction(v, action)) return fail(new CallError('NotImplemented', `Unknown action ${action}`));
+    if (!isKnownAction(v, action)) return this.failFrame(conn, action, id, noReply, receivedAt, new CallError('NotImplemented', `Unknown action ${action}`));
     const entry = this.table.byAction[v].get(action) ?? NO_TABLE;
-    if (!entry.handler && entry.onCall.length === 0) return fail(new CallError('NotSupported', `${action} is not supported by this CSMS`));
+    if (!entry.handler && entry.onCall.length === 0) return this.failFrame(conn, action, id, noReply, receivedAt, new CallError('NotSupported', `${action} is not supported by this CSMS`));
 
     const validator = validatorFor(v);
     const check = validator.validate(action, 'request', payload, conn.lenient);
-    if (!check.ok) return fail(check.error);
+    if (!check.ok) return this.failFrame(conn, action, id, noReply, receivedAt, check.error);
 
     const ctx = this.contexts.call(conn, { messageId: id, action, receivedAt }, check.deviations ?? []);
     let result: Record<string, unknown> | undefined;
@@ -137,19 +147,22 @@ export class Pipeline {
     try {
       for (const reg of entry.onCall) {
         plugin = reg.plugin;
-        const r = await this.invoke<unknown>(reg, this.contexts.forPlugin(ctx, reg.plugin), [payload]);
+        let r = this.invokeSync<unknown>(reg, this.contexts.forPlugin(ctx, reg.plugin), payload);
+        if (r instanceof Promise) r = await r;
         if (r !== undefined) { result = r as Record<string, unknown>; break; }
       }
       if (result === undefined) {
         if (!entry.handler) throw new CallError('NotSupported', `${action} is not supported by this CSMS`);
         hook = 'handler';
         plugin = entry.handler.plugin;
-        result = await this.invoke<Record<string, unknown>>(entry.handler as Registered<never>, this.contexts.forPlugin(ctx, plugin), [payload]);
+        const h = this.invokeSync<Record<string, unknown>>(entry.handler as Registered<never>, this.contexts.forPlugin(ctx, plugin), payload);
+        result = h instanceof Promise ? await h : h;
       }
       hook = 'onResult';
       for (const reg of entry.onResult) {
         plugin = reg.plugin;
-        const r = await this.invoke<unknown>(reg, this.contexts.forPlugin(ctx, reg.plugin), [payload, result]);
+        let r = this.invokeSync<unknown>(reg, this.contexts.forPlugin(ctx, reg.plugin), payload, result);
+        if (r instanceof Promise) r = await r;
         if (r !== undefined) result = r as Record<string, unknown>;
       }
       hook = 'response-validation';
@@ -162,12 +175,21 @@ export class Pipeline {
       const ce = this.toCallError(err, { plugin, hook, conn, messageId: id, action });
       this.runAfter(entry, ctx, payload, { error: ce });
       this.runOnError(v, ctx, ce, err);
-      return { ...fail(ce), deviations: check.deviations };
+      return { ...this.failFrame(conn, action, id, noReply, receivedAt, ce), deviations: check.deviations };
     }
     this.runAfter(entry, ctx, payload, { result });
     const res: FrameResult = { reply: noReply ? undefined : serializeCallResult(id, result), action, outcome: 'ok', deviations: check.deviations };
     if (action === 'BootNotification') res.identity = bootIdentity(v, payload);
     return res;
+  }
+
+  /**
+   * A CALLERROR for this CALL (none for a SEND), recorded for analysts. A method rather than
+   * a closure in runFrame: that would be created for every frame.
+   */
+  private failFrame(conn: ConnMeta, action: string, id: string, noReply: boolean, receivedAt: number, err: CallError): FrameResult {
+    this.recordError(conn, 'out', action, id, wireCode(err.code, conn.version), err.description, err.details.ref, receivedAt);
+    return { reply: noReply ? undefined : serializeCallError(id, err, conn.version), action, outcome: 'error', errorCode: err.code };
   }
 
   /** after-hooks: detached; errors logged, never affecting the reply [mobilityhouse @after]. */
