@@ -5,7 +5,6 @@
  */
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
-import { createRouter } from '../core/index.js';
 import { buildConfig, readConfigFile } from '../core/options.js';
 import { ApiKeyStore } from '../core/api/api-keys.js';
 import { superviseProcesses } from '../core/cluster/processes.js';
@@ -105,14 +104,23 @@ async function main(): Promise<number> {
       log: createLogger(cfg.log, { role: 'supervisor' }),
     });
   }
+  // Imported here, not at the top: a supervisor of --processes never runs a router, and core
+  // with its dependencies is ~20 MB of its RSS (bench/storm.ts, 100k chargers).
+  const { createRouter } = await import('../core/index.js');
   const router = await createRouter(input, { instance: Number(process.env.OCR_PROCESS_INDEX ?? 0) });
+  let stopping = false;
   const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
     router.log.info({ signal }, 'shutting down');
     await router.close();
     process.exit(0);
   };
   process.once('SIGINT', () => void stop('SIGINT'));
   process.once('SIGTERM', () => void stop('SIGTERM'));
+  // A process of --processes whose supervisor died (SIGKILL, OOM) stops too: left running it
+  // would keep the port (SO_REUSEPORT) beside the processes of a restarted supervisor.
+  if (process.send && process.env.OCR_PROCESS_INDEX !== undefined) process.once('disconnect', () => void stop('supervisor gone'));
   return -1;
 }
 

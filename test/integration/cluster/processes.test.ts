@@ -62,6 +62,27 @@ t.test('two router processes share a port, state and commands', async (t) => {
   t.equal(await exited, 0, 'supervisor and processes stop cleanly');
 });
 
+t.test('when the supervisor is killed, its router processes stop and free the port', async (t) => {
+  const url = await useRedis(t);
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'ocr-procs-'));
+  const child = spawn(process.execPath, ['bin/ocpp-router.js', '--processes', '2', '--port', String(port)], {
+    env: { ...process.env, OCR_REDIS_URL: url, OCR_REDIS_KEY_PREFIX: `${uniqueName('mpk')}:`, OCR_DATA_DIR: dir, OCR_ANALYTICS_SPOOL_DIR: join(dir, 'spool'), OCR_LOG_LEVEL: 'warn', OCR_SERVER_HOST: '127.0.0.1', OCR_NODE_ID: 'mpk' },
+    stdio: ['ignore', 'ignore', 'ignore'],
+  });
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL'); });
+  const up = async () => { try { return (await fetch(`http://127.0.0.1:${port}/health`)).ok; } catch { return false; } };
+  for (let i = 0; i < 150 && !(await up()); i++) await new Promise((r) => setTimeout(r, 100));
+  t.ok(await up(), 'router processes serve');
+  child.kill('SIGKILL');
+  let gone = false;
+  for (let i = 0; i < 150 && !gone; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    gone = !(await up());
+  }
+  t.ok(gone, 'no process holds the port any more');
+});
+
 t.test('processes > 1 without Redis is a start-up error naming the key', async (t) => {
   const out = spawn(process.execPath, ['bin/ocpp-router.js', '--processes', '2'], { env: { ...process.env, OCR_REDIS_URL: '' }, stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
