@@ -28,6 +28,11 @@ import type { Socket, UpgradeDecision, UpgradeRequest } from './transport/transp
  */
 const CP_ID = /^[A-Za-z0-9._~:@!$&'()*+,;=-]{1,64}$/;
 
+/** Retry-After for shed connections: 5-14 s, spread so that the retries of a storm spread too. */
+function retryAfter(): string {
+  return String(5 + Math.floor(Math.random() * 10));
+}
+
 export type GatewayConnData = ConnData & { conn?: Connection };
 
 /** Unreadable/invalid frames tolerated per minute before the socket is closed. */
@@ -103,7 +108,24 @@ export class Gateway {
     this.metrics.messages.inc({ version: conn.version, action: 'Heartbeat', outcome: 'ok' });
   }
 
+  /** Upgrades between their first await and their decision (server.maxPendingUpgrades). */
+  private pendingUpgrades = 0;
+
   async upgrade(req: UpgradeRequest): Promise<UpgradeDecision<GatewayConnData>> {
+    if (this.pendingUpgrades >= this.cfg.server.maxPendingUpgrades) {
+      // Shed before any work: a reconnect storm is paced by the chargers' retries, not by
+      // handshakes queueing on the registry until they time out.
+      return this.deny(503, 'Too many connection attempts, retry later', 'shed', { 'retry-after': retryAfter() });
+    }
+    this.pendingUpgrades++;
+    try {
+      return await this.decideUpgrade(req);
+    } finally {
+      this.pendingUpgrades--;
+    }
+  }
+
+  private async decideUpgrade(req: UpgradeRequest): Promise<UpgradeDecision<GatewayConnData>> {
     if (!req.url.startsWith(this.prefix)) return this.deny(404, 'Not found', 'bad_path');
     const raw = req.url.slice(this.prefix.length);
     let cpId: string;
@@ -113,7 +135,7 @@ export class Gateway {
       return this.deny(400, 'Invalid charge point id encoding', 'bad_id');
     }
     if (!CP_ID.test(cpId)) return this.deny(400, 'Invalid charge point id', 'bad_id');
-    if (this.dispatcher.saturated) return this.deny(503, 'Overloaded, retry later', 'shed', { 'retry-after': '5' });
+    if (this.dispatcher.saturated) return this.deny(503, 'Overloaded, retry later', 'shed', { 'retry-after': retryAfter() });
 
     // Subprotocol: the server picks its most preferred of the offered ones (RFC 6455 §4.2.2).
     const offered = (req.headers['sec-websocket-protocol'] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
@@ -154,7 +176,7 @@ export class Gateway {
         this.log.info({ cpId }, 'auto-registered unknown charger');
       } catch (err) {
         this.log.error({ err, cpId }, 'auto-registration failed');
-        return this.deny(503, 'Registry unavailable, retry later', 'state_unavailable');
+        return this.deny(503, 'Registry unavailable, retry later', 'state_unavailable', { 'retry-after': '5' });
       }
     } else if (record.passwordHash) {
       if (password === null) return this.deny(401, 'Credentials required', 'unauthorized', challenge);

@@ -37,6 +37,13 @@ export interface RouterConfig {
     /** A second connection with the same identity: replace the first or reject the second. @default 'replace' */
     duplicateConnection: 'replace' | 'reject';
     /** Pending CALLs per charger beyond the one in flight, before answering with an error. @default 64 */ backlogPerCharger: number;
+    /**
+     * WebSocket upgrades being decided at once (registry lookups, password checks) before
+     * further ones get 503 with Retry-After at once: after an outage a whole fleet
+     * reconnects, and unbounded handshakes would pile up state calls until they time out.
+     * @default 1024
+     */
+    maxPendingUpgrades: number;
     /** How often connected chargers' lastSeenAt is written to the registry. @default 60 */ lastSeenFlushSec: number;
   };
   security: {
@@ -130,6 +137,7 @@ export const configSchema = {
         defaultProtocol: { enum: ['ocpp1.6', 'ocpp2.0.1', 'ocpp2.1'], default: 'ocpp1.6' },
         duplicateConnection: { enum: ['replace', 'reject'], default: 'replace' },
         backlogPerCharger: int(0, 10000, 64),
+        maxPendingUpgrades: int(1, 1 << 20, 1024),
         lastSeenFlushSec: int(1, 86400, 60),
       },
     },

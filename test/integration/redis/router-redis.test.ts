@@ -90,3 +90,27 @@ t.test('Redis away across a router restart: the journal survives and is replayed
   t.teardown(() => client.disconnect());
   t.ok(await until(async () => JSON.parse((await client.hget('ocr:{R-RESTART}:core:status', '3')) ?? '{}').status === 'Reserved'), 'write from before the restart replayed');
 });
+
+t.test('a reconnect storm is paced: upgrades beyond server.maxPendingUpgrades get 503 + Retry-After at once', async (t) => {
+  const { startRedis } = await import('../../services/redis.js');
+  const redis = await startRedis(); // a private one: CLIENT PAUSE stops every client of the server
+  t.teardown(() => redis.stop());
+  const r = await startRouter(t, { redis: { url: redis.url, commandTimeoutMs: 5000 }, server: { maxPendingUpgrades: 2 } });
+  const admin = new Redis(redis.url);
+  t.teardown(() => admin.disconnect());
+  await admin.call('CLIENT', 'PAUSE', '1500', 'ALL'); // registry lookups now wait
+  const started = Date.now();
+  const attempts = await Promise.allSettled(Array.from({ length: 6 }, (_, i) => TestCharger.connect(r.url(`STORM-${i}`))));
+  const refused = attempts.filter((a) => a.status === 'rejected').map((a) => (a as PromiseRejectedResult).reason as { statusCode?: number; headers?: Record<string, string> });
+  const opened = attempts.filter((a) => a.status === 'fulfilled').map((a) => (a as PromiseFulfilledResult<TestCharger>).value);
+  t.teardown(() => Promise.all(opened.map((c) => c.close())));
+  t.equal(opened.length, 2, 'the two pending upgrades complete once the registry answers');
+  t.equal(refused.length, 4);
+  for (const e of refused) {
+    t.equal(e.statusCode, 503);
+    t.ok(Number(e.headers?.['retry-after']) >= 5 && Number(e.headers?.['retry-after']) <= 14, `Retry-After ${e.headers?.['retry-after']}`);
+  }
+  t.ok(Date.now() - started >= 1000, 'the accepted ones waited for the registry, the rest did not queue behind it');
+  for (const c of opened) t.equal((await c.call('Heartbeat', {}))[0], 3);
+  t.equal((await (await TestCharger.connect(r.url('STORM-late'))).call('Heartbeat', {}))[0], 3, 'accepted again once the storm passed');
+});
