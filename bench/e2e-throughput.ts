@@ -4,21 +4,26 @@
  * §8): a bare uWebSockets.js responder (the transport's limit), a plain `ws` + JSON responder
  * and an ocpp-rpc server in strict mode (what a Node user would otherwise write or pick).
  *
- *   node --import tsx bench/e2e-throughput.ts [--servers=uws-bare,ws-json,ocpp-rpc,router] [--actions=Heartbeat,MeterValues]
- *        [--inflight=1,8] [--chargers=200] [--reps=3] [--duration=5] [--warmup=1.5] [--threads=0]
- *        [--client=raw|ws] [--version=1.6] [--router-config='{json}'] [--profile] [--out=file.json]
+ *   node --import tsx bench/e2e-throughput.ts [--servers=uws-bare,ws-json,ocpp-rpc,router]
+ *        [--actions=Heartbeat,StatusNotification,MeterValues,Authorize] [--inflight=1,8] [--chargers=1000]
+ *        [--reps=3] [--duration=3] [--warmup=1] [--threads=0] [--client=raw|ws] [--version=1.6]
+ *        [--router-state=redis|memory] [--router-config='{json}'] [--profile] [--out=file.json]
  *   (every flag also reads BENCH_<NAME>, e.g. BENCH_CHARGERS=500)
  *
- * Owns: the matrix (servers × actions × in-flight × repetitions), server processes, the
- * order of runs, aggregation (median, min–max, ratios against the bare responder and against
- * ocpp-rpc) and the
- * JSON + markdown report. Must not: generate load itself (bench/lib/loadgen.ts, in its own
- * process) or reach into core/ (the router is started through createRouter only).
+ * Owns: the matrix (servers × actions × in-flight × repetitions), server processes (and the
+ * router's throwaway redis-server under --router-state=redis), the order of runs, aggregation
+ * (median, min–max, ratios against the bare responder and against ocpp-rpc) and the JSON +
+ * markdown report. Must not: generate load itself (bench/lib/loadgen.ts, in its own
+ * process), reach into core/ (the router is started through createRouter only) or touch any
+ * Redis but its own.
  *
- *   for each repetition:  start every server (fresh processes), pre-flight check each
+ *   [--router-state=redis: start one throwaway redis-server for the whole matrix (bench/lib/redis-server.ts)]
+ *   for each repetition:  [FLUSHALL]  start every server (fresh processes), pre-flight check each
  *     for each cell (action × in-flight):  for each server (order rotated per repetition):
- *       wait for the server to be idle and the machine quiet (bounded) ─► spawn loadgen ─► result
+ *       wait for the servers (and Redis) to be idle and the machine quiet (bounded)
+ *       ─► spawn loadgen (server CPU, and Redis CPU for the router, over the window) ─► result
  *     stop the servers
+ *   [stop redis-server]
  *
  * Growing it: a server is an entry of SERVERS (a script printing its ready line); an action
  * is an entry of bench/lib/ocpp-payloads.ts; a dimension is a loop here.
@@ -30,6 +35,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem, release } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { preflight } from './lib/preflight.js';
+import { redisCommand, startRedis, type BenchRedis } from './lib/redis-server.js';
 import { startServer, processCpuMs, machineCpuMs, runResultChild, type ServerHandle } from './lib/proc.js';
 import { spread, fmtSpread, type Spread } from './lib/stats.js';
 import type { LoadOptions, LoadResult, ClientKind } from './lib/loadgen.js';
@@ -52,7 +58,12 @@ export interface MatrixOptions {
   threads: number;
   client: ClientKind;
   version: BenchVersion;
-  /** Extra router configuration (merged over the bench defaults). */
+  /**
+   * The router's state: `redis` (one throwaway redis-server for the whole matrix, its CPU
+   * reported beside the router's) or `memory` (in-process store, no Redis).
+   */
+  routerState: RouterState;
+  /** Extra router configuration (merged over the bench defaults; `redis.url` is refused: use routerState). */
   routerConfig: Record<string, unknown>;
   /** Start the router with --cpu-prof (profiles in bench/results/profiles). */
   profile: boolean;
@@ -64,21 +75,25 @@ export interface MatrixOptions {
   command: string;
 }
 
+export type RouterState = 'redis' | 'memory';
+
 export const DEFAULT_MATRIX: MatrixOptions = {
   servers: ['uws-bare', 'ws-json', 'ocpp-rpc', 'router'],
-  actions: ['Heartbeat', 'MeterValues'],
+  actions: ['Heartbeat', 'StatusNotification', 'MeterValues', 'Authorize'],
   inflight: [1, 8],
-  chargers: 200,
+  chargers: 1000,
   reps: 3,
-  duration: 5,
-  warmup: 1.5,
+  duration: 3,
+  warmup: 1,
   threads: 0,
   client: 'raw',
   version: '1.6',
+  routerState: 'redis',
   routerConfig: {},
   profile: false,
   quietCores: 0.3,
-  quietWaitSec: 5,
+  // 96 runs in the standard matrix: at most 2 s of waiting each keeps `npm run bench` bounded.
+  quietWaitSec: 2,
   out: null,
   command: '',
 };
@@ -102,7 +117,7 @@ export function parseArgs(argv: string[], defaults: MatrixOptions = DEFAULT_MATR
     return n;
   };
   const o: MatrixOptions = { ...defaults, routerConfig: { ...defaults.routerConfig } };
-  const known = new Set(['servers', 'actions', 'inflight', 'chargers', 'reps', 'duration', 'warmup', 'threads', 'client', 'version', 'router-config', 'profile', 'quiet-cores', 'quiet-wait', 'out']);
+  const known = new Set(['servers', 'actions', 'inflight', 'chargers', 'reps', 'duration', 'warmup', 'threads', 'client', 'version', 'router-state', 'router-config', 'profile', 'quiet-cores', 'quiet-wait', 'out']);
   for (const k of raw.keys()) if (!known.has(k)) throw new Error(`unknown option --${k} (known: ${[...known].join(', ')})`);
   let v: string | undefined;
   if ((v = get('servers'))) o.servers = list(v);
@@ -115,6 +130,7 @@ export function parseArgs(argv: string[], defaults: MatrixOptions = DEFAULT_MATR
   if ((v = get('threads'))) o.threads = num('threads', v);
   if ((v = get('client'))) o.client = v as ClientKind;
   if ((v = get('version'))) o.version = v as BenchVersion;
+  if ((v = get('router-state'))) o.routerState = v as RouterState;
   if ((v = get('router-config'))) o.routerConfig = JSON.parse(v) as Record<string, unknown>;
   if ((v = get('profile'))) o.profile = v === 'true' || v === '1';
   if ((v = get('quiet-cores'))) o.quietCores = num('quiet-cores', v);
@@ -124,6 +140,10 @@ export function parseArgs(argv: string[], defaults: MatrixOptions = DEFAULT_MATR
   for (const a of o.actions) if (!BENCH_ACTIONS.includes(a)) throw new Error(`unknown action "${a}" (known: ${BENCH_ACTIONS.join(', ')})`);
   if (!['raw', 'ws'].includes(o.client)) throw new Error('--client must be raw or ws');
   if (!['1.6', '2.0.1'].includes(o.version)) throw new Error('--version must be 1.6 or 2.0.1');
+  if (!['redis', 'memory'].includes(o.routerState)) throw new Error('--router-state must be redis or memory');
+  // The router's Redis is always the matrix's own throwaway server, never one given by URL
+  // (the shared Redis on 6379 must not be written to or flushed by a benchmark).
+  if ((o.routerConfig.redis as { url?: unknown } | undefined)?.url !== undefined) throw new Error('--router-config must not set redis.url: use --router-state=redis (a throwaway redis-server) or memory');
   if (o.chargers < 1 || o.chargers > 20000) throw new Error('--chargers must be 1..20000');
   if (o.reps < 1 || o.reps > 20) throw new Error('--reps must be 1..20');
   if (o.duration < 1 || o.duration > 120) throw new Error('--duration must be 1..120 seconds');
@@ -134,11 +154,20 @@ export function parseArgs(argv: string[], defaults: MatrixOptions = DEFAULT_MATR
 
 // ── servers ───────────────────────────────────────────────────────────────────────────────
 
+/** What the matrix provides to the servers it starts. */
+interface ServerEnv {
+  /** URL of the matrix's redis-server, when one runs (--router-state=redis). */
+  redisUrl: string | null;
+}
+
 interface ServerDef {
   script: string;
   describe: string;
-  args(o: MatrixOptions): string[];
+  /** `env` omitted (bench/storm.ts): no Redis, the router keeps its state in process. */
+  args(o: MatrixOptions, env?: ServerEnv): string[];
   nodeArgs?(o: MatrixOptions): string[];
+  /** Keeps its state in the matrix's Redis under these options (its CPU is then measured beside). */
+  usesRedis?(o: MatrixOptions): boolean;
 }
 
 
@@ -160,8 +189,9 @@ export const SERVERS: Record<string, ServerDef> = {
   },
   router: {
     script: 'bench/reference/router.ts',
-    describe: 'this router via createRouter(): core plugin, in-memory state, analytics to a local spool',
-    args: (o) => [JSON.stringify(mergeConfig({ pool: { threads: o.threads } }, o.routerConfig))],
+    describe: 'this router via createRouter(): core plugin + bench Authorize fixture (one state read per message), analytics to a local spool',
+    args: (o, env) => [JSON.stringify(mergeConfig({ pool: { threads: o.threads }, ...(env?.redisUrl && o.routerState === 'redis' ? { redis: { url: env.redisUrl } } : {}) }, o.routerConfig))],
+    usesRedis: (o) => o.routerState === 'redis',
     nodeArgs: (o) => (o.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(root, 'bench/results/profiles')}`] : []),
   },
 };
@@ -176,18 +206,19 @@ function runLoadgen(opts: Partial<LoadOptions>): Promise<LoadResult> {
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /**
- * Before a run: the servers idle (the previous run's disconnects processed) and the rest of
- * the machine quiet, each waited for within a bound. Returns the foreign load last seen.
+ * Before a run: the servers (and the matrix's Redis) idle (the previous run's disconnects
+ * processed) and the rest of the machine quiet, each waited for within a bound. Returns the
+ * foreign load last seen.
  */
-async function settle(servers: ServerHandle[], o: MatrixOptions): Promise<{ waitedMs: number; foreignCores: number }> {
+export async function settle(pids: number[], o: MatrixOptions): Promise<{ waitedMs: number; foreignCores: number }> {
   const t0 = Date.now();
   let foreign = 0;
   for (;;) {
-    const s0 = servers.map((s) => processCpuMs(s.pid));
+    const s0 = pids.map((pid) => processCpuMs(pid));
     const m0 = machineCpuMs();
     const self0 = process.cpuUsage();
     await sleep(500);
-    const s1 = servers.map((s) => processCpuMs(s.pid));
+    const s1 = pids.map((pid) => processCpuMs(pid));
     const m1 = machineCpuMs();
     const self = process.cpuUsage(self0);
     const serversMs = s1.reduce((n, v, i) => n + v - s0[i]!, 0);
@@ -196,6 +227,23 @@ async function settle(servers: ServerHandle[], o: MatrixOptions): Promise<{ wait
     if ((serversIdle && foreign <= o.quietCores) || Date.now() - t0 > o.quietWaitSec * 1000) break;
   }
   return { waitedMs: Date.now() - t0, foreignCores: +foreign.toFixed(2) };
+}
+
+// ── the router's Redis ──────────────────────────────────────────────────────────────────
+
+/** One RESP command on the matrix's own redis-server; its reply line, or an error. */
+async function redisCall(redis: BenchRedis, command: string, expect: RegExp): Promise<string> {
+  const reply = await redisCommand(redis.port, command, 5000);
+  if (!expect.test(reply)) throw new Error(`redis-server on port ${redis.port}: ${command} answered "${reply}"`);
+  return reply;
+}
+
+function redisVersion(pid: number): string {
+  try {
+    return /v=(\S+)/.exec(execFileSync(`/proc/${pid}/exe`, ['--version'], { encoding: 'utf8' }))?.[1] ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
 }
 
 // ── the matrix ────────────────────────────────────────────────────────────────────────────
@@ -219,6 +267,9 @@ export interface CellSummary {
   p999Ms: Spread;
   serverCpuUsPerRt: Spread;
   serverCores: Spread;
+  /** The matrix's redis-server over the same window (servers that keep state there; else n = 0). */
+  redisCpuUsPerRt: Spread;
+  redisCores: Spread;
   generatorCores: Spread;
   generatorCpuUsPerRt: Spread;
   foreignCores: Spread;
@@ -251,6 +302,11 @@ export interface MatrixReport {
   git: { commit: string; dirty: boolean; changedDuringRun: boolean } | null;
   options: MatrixOptions;
   servers: Record<string, { describe: string; threads: number; config?: unknown }>;
+  /**
+   * The router's redis-server (--router-state=redis), null otherwise: version, and per
+   * repetition its keys at the end (before the servers stop; flushed before the next).
+   */
+  redis: { version: string; port: number; perRep: { rep: number; keys: number }[] } | null;
   preflight: Record<string, unknown>;
   runs: RunRecord[];
   cells: CellSummary[];
@@ -259,7 +315,7 @@ export interface MatrixReport {
 }
 
 /** HEAD, whether the tree is dirty, and a fingerprint of the product sources (bench/ excluded). */
-function gitInfo(): { commit: string; dirty: boolean; fingerprint: string } | null {
+export function gitInfo(): { commit: string; dirty: boolean; fingerprint: string } | null {
   try {
     const git = (...args: string[]) => execFileSync('git', args, { cwd: root, encoding: 'utf8', maxBuffer: 64 << 20 });
     const commit = git('rev-parse', 'HEAD').trim();
@@ -271,7 +327,7 @@ function gitInfo(): { commit: string; dirty: boolean; fingerprint: string } | nu
   }
 }
 
-function packageVersion(name: string): string {
+export function packageVersion(name: string): string {
   try {
     return (execFileSync(process.execPath, ['-p', `require(${JSON.stringify(name + '/package.json')}).version`], { cwd: root, encoding: 'utf8' })).trim();
   } catch {
@@ -297,6 +353,8 @@ export function summarize(runs: RunRecord[], baselines: readonly string[] = RATI
       p999Ms: f((x) => x.window.latencyUs.p999 / 1000),
       serverCpuUsPerRt: f((x) => x.server?.cpuUsPerRoundTrip),
       serverCores: f((x) => x.server?.cores),
+      redisCpuUsPerRt: f((x) => x.side?.redis?.cpuUsPerRoundTrip),
+      redisCores: f((x) => x.side?.redis?.cores),
       generatorCores: f((x) => x.generator.cores),
       generatorCpuUsPerRt: f((x) => x.generator.cpuUsPerRoundTrip),
       foreignCores: f((x) => x.machine.foreignCores),
@@ -335,13 +393,19 @@ export function markdown(rep: MatrixReport): string {
   const o = rep.options;
   const lines: string[] = [];
   lines.push(`N = ${o.chargers} chargers (OCPP ${o.version}, ${o.client} client), ${o.reps} repetitions × ${o.duration} s after ${o.warmup} s warm-up; median (min–max).`);
+  const withRedis = rep.cells.some((c) => c.redisCpuUsPerRt.n > 0);
+  if (rep.options.servers.includes('router')) {
+    lines.push('', withRedis
+      ? `Router state in Redis (one throwaway redis-server ${rep.redis?.version ?? ''} for the run, flushed between repetitions), analytics to the local spool. **server CPU µs/rt is the router process alone** (all its threads); the redis-server's CPU over the same window is reported separately (redis µs/rt, redis cores), so the full cost of a round trip is their sum. Ratios compare the router process alone.`
+      : 'Router state in process (--router-state=memory), analytics to the local spool.');
+  }
   lines.push('');
-  lines.push('| action | in flight | server | round trips/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/rt | server cores | generator cores | other load (cores) | errors |');
-  lines.push('|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  lines.push(`| action | in flight | server | round trips/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/rt |${withRedis ? ' redis µs/rt | redis cores |' : ''} server cores | generator cores | other load (cores) | errors |`);
+  lines.push(`|---|---:|---|---:|---:|---:|---:|---:|${withRedis ? '---:|---:|' : ''}---:|---:|---:|---:|`);
   const order = (c: CellSummary) => [o.actions.indexOf(c.action), o.inflight.indexOf(c.inflight), o.servers.indexOf(c.server)];
   const sorted = [...rep.cells].sort((a, b) => { const x = order(a), y = order(b); return x[0]! - y[0]! || x[1]! - y[1]! || x[2]! - y[2]!; });
   for (const c of sorted) {
-    lines.push(`| ${c.action} | ${c.inflight} | ${c.server}${c.generatorBound ? ' ᵍ' : ''} | ${fmtSpread(c.rps)} | ${fmtSpread(c.p50Ms, 2)} | ${fmtSpread(c.p99Ms, 2)} | ${fmtSpread(c.p999Ms, 1)} | ${fmtSpread(c.serverCpuUsPerRt, 1)} | ${fmtSpread(c.serverCores, 2)} | ${fmtSpread(c.generatorCores, 2)} | ${fmtSpread(c.foreignCores, 2)} | ${c.errors ? `${c.errors} (${Object.entries(c.errorKinds).map(([k, v]) => `${v} ${k}`).join(', ')})` : 0} |`);
+    lines.push(`| ${c.action} | ${c.inflight} | ${c.server}${c.generatorBound ? ' ᵍ' : ''} | ${fmtSpread(c.rps)} | ${fmtSpread(c.p50Ms, 2)} | ${fmtSpread(c.p99Ms, 2)} | ${fmtSpread(c.p999Ms, 1)} | ${fmtSpread(c.serverCpuUsPerRt, 1)} |${withRedis ? ` ${fmtSpread(c.redisCpuUsPerRt, 1)} | ${fmtSpread(c.redisCores, 2)} |` : ''} ${fmtSpread(c.serverCores, 2)} | ${fmtSpread(c.generatorCores, 2)} | ${fmtSpread(c.foreignCores, 2)} | ${c.errors ? `${c.errors} (${Object.entries(c.errorKinds).map(([k, v]) => `${v} ${k}`).join(', ')})` : 0} |`);
   }
   if (rep.cells.some((c) => c.generatorBound)) lines.push('', 'ᵍ the load generator had ≥ 0.9 of a core busy in at least one repetition: that figure is (close to) the generator\'s ceiling, not the server\'s.');
   if (rep.ratios.length) {
@@ -376,14 +440,22 @@ export async function runMatrix(o: MatrixOptions, log: (s: string) => void = (s)
   const cells = o.actions.flatMap((action) => o.inflight.map((inflight) => ({ action, inflight })));
   const total = o.reps * cells.length * o.servers.length;
   let n = 0;
+  // One redis-server for the whole matrix, only when a server of it keeps its state there.
+  const redis: BenchRedis | null = o.servers.some((s) => SERVERS[s]!.usesRedis?.(o)) ? await startRedis() : null;
+  const redisInfo: MatrixReport['redis'] = redis && { version: redisVersion(redis.pid), port: redis.port, perRep: [] };
+  if (redis) log(`redis-server ${redisInfo!.version} on port ${redis.port} (pid ${redis.pid}) for the router's state`);
+  try {
   for (let rep = 1; rep <= o.reps; rep++) {
     const servers: ServerHandle[] = [];
+    // Every repetition starts from an empty Redis (the router seeds what it needs at start).
+    if (redis) await redisCall(redis, 'FLUSHALL', /^\+OK/);
     try {
       for (const name of o.servers) {
         const def = SERVERS[name]!;
-        const h = await startServer(name, join(root, def.script), def.args(o), { nodeArgs: def.nodeArgs?.(o), cwd: root });
+        const h = await startServer(name, join(root, def.script), def.args(o, { redisUrl: redis?.url ?? null }), { nodeArgs: def.nodeArgs?.(o), cwd: root });
         servers.push(h);
-        serverInfo[name] ??= { describe: def.describe, threads: h.threads, config: h.info.config };
+        const state = def.usesRedis ? (def.usesRedis(o) ? '; state in the matrix\'s redis-server (its CPU reported apart)' : '; state in process') : '';
+        serverInfo[name] ??= { describe: def.describe + state, threads: h.threads, config: h.info.config };
         const p = await preflight(h.port, o.version, o.actions);
         pre[`${name}#${rep}`] = p;
         if (!p.ok) throw new Error(`pre-flight failed for ${name}: ${JSON.stringify({ problems: p.problems, answers: p.answers })}`);
@@ -392,22 +464,27 @@ export async function runMatrix(o: MatrixOptions, log: (s: string) => void = (s)
         // Rotate the server order per repetition so slow drift (thermal, neighbours) spreads evenly.
         const order = servers.map((_, i) => servers[(i + rep - 1) % servers.length]!);
         for (const h of order) {
-          const s = await settle(servers, o);
+          const s = await settle([...servers.map((x) => x.pid), ...(redis ? [redis.pid] : [])], o);
+          const sidePids = redis && SERVERS[h.kind]!.usesRedis?.(o) ? { redis: redis.pid } : undefined;
           const result = await runLoadgen({
-            port: h.port, serverPid: h.pid, version: o.version, action, chargers: o.chargers, inflight,
+            port: h.port, serverPid: h.pid, sidePids, version: o.version, action, chargers: o.chargers, inflight,
             warmupSec: o.warmup, durationSec: o.duration, client: o.client, idPrefix: `b${rep}-${h.kind}-${action}-${inflight}-${Date.now().toString(36)}`,
           });
           runs.push({ rep, server: h.kind, action, inflight, settle: s, result });
           n++;
           const w = result.window;
-          log(`[${n}/${total}] rep ${rep} ${h.kind.padEnd(8)} ${action.padEnd(18)} k=${inflight}  ${String(w.rps).padStart(7)} rt/s  p50 ${(w.latencyUs.p50 / 1000).toFixed(2)} ms  p99 ${(w.latencyUs.p99 / 1000).toFixed(2)} ms  server ${result.server?.cpuUsPerRoundTrip ?? '?'} µs/rt (${result.server?.cores ?? '?'} cores)  gen ${result.generator.cores} cores  other ${result.machine.foreignCores} cores  errors ${result.errors.total + result.connect.failed}`);
+          log(`[${n}/${total}] rep ${rep} ${h.kind.padEnd(8)} ${action.padEnd(18)} k=${inflight}  ${String(w.rps).padStart(7)} rt/s  p50 ${(w.latencyUs.p50 / 1000).toFixed(2)} ms  p99 ${(w.latencyUs.p99 / 1000).toFixed(2)} ms  server ${result.server?.cpuUsPerRoundTrip ?? '?'} µs/rt (${result.server?.cores ?? '?'} cores)${result.side?.redis ? `  redis ${result.side.redis.cpuUsPerRoundTrip} µs/rt (${result.side.redis.cores} cores)` : ''}  gen ${result.generator.cores} cores  other ${result.machine.foreignCores} cores  errors ${result.errors.total + result.connect.failed}`);
           if (result.connect.failed || result.errors.total) log(`    ${[...result.connect.failures, ...result.errors.samples].join('\n    ')}`);
           if (h.exited && (await Promise.race([h.exited.then(() => true), sleep(0).then(() => false)]))) throw new Error(`${h.kind} exited during the run; stderr:\n${h.stderr.join('\n')}`);
         }
       }
+      if (redis) redisInfo!.perRep.push({ rep, keys: Number((await redisCall(redis, 'DBSIZE', /^:\d+$/)).slice(1)) });
     } finally {
       for (const h of servers) await h.stop();
     }
+  }
+  } finally {
+    await redis?.stop();
   }
   const { cells: cellSummaries, ratios } = summarize(runs);
   const report: MatrixReport = {
@@ -419,6 +496,7 @@ export async function runMatrix(o: MatrixOptions, log: (s: string) => void = (s)
     git: gitStart && { commit: gitStart.commit, dirty: gitStart.dirty, changedDuringRun: gitInfo()?.fingerprint !== gitStart.fingerprint },
     options: o,
     servers: serverInfo,
+    redis: redisInfo,
     preflight: pre,
     runs,
     cells: cellSummaries,

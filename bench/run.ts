@@ -6,14 +6,15 @@
  * 1. Generator ceiling: the bare uWS responder driven by each client (raw, ws), Heartbeat,
  *    8 in flight. What the load generator can do at most on this machine; a server figure
  *    near it measures the generator, not the server.
- * 2. e2e-throughput, the standard matrix: {bare uWS, ws-json, ocpp-rpc, router} ×
- *    {Heartbeat, MeterValues} × {1, 8} in flight, 200 chargers, 3 × 5 s, every server of a
- *    cell measured in the same repetition (order rotated per repetition). Options given on
- *    the command line override it.
+ * 2. e2e-throughput, the standard matrix (DEFAULT_MATRIX): {bare uWS, ws-json, ocpp-rpc,
+ *    router with its state in a throwaway redis-server} × {Heartbeat, StatusNotification,
+ *    MeterValues, Authorize} × {1, 8} in flight, 1,000 chargers, 3 × (3 s after 1 s warm-up),
+ *    every server of a cell measured in the same repetition (order rotated per repetition).
+ *    Options given on the command line override it.
  *
  * Writes bench/results/latest.json (everything, every run) and bench/results/latest.md (the
  * tables), prints the tables. Bounded: the whole run is killed after 14 minutes; it takes
- * about 7 on a 2-core machine.
+ * about 11 on a quiet 2-core machine.
  *
  * Owns: which matrices make the standard run. Must not: measure (e2e-throughput.ts does).
  */

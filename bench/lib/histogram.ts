@@ -38,6 +38,16 @@ export interface HistogramSummary {
   max: number;
 }
 
+/** A histogram as plain data (sparse buckets), to send between processes and merge there. */
+export interface HistogramData {
+  /** [bucket index, count] for every non-empty bucket. */
+  buckets: [number, number][];
+  count: number;
+  sum: number;
+  min: number;
+  max: number;
+}
+
 export class Histogram {
   private counts = new Float64Array(BUCKETS);
   count = 0;
@@ -70,6 +80,22 @@ export class Histogram {
     this.sum += other.sum;
     this.minV = Math.min(this.minV, other.minV);
     this.maxV = Math.max(this.maxV, other.maxV);
+  }
+
+  toData(): HistogramData {
+    const buckets: [number, number][] = [];
+    for (let i = 0; i < BUCKETS; i++) if (this.counts[i]) buckets.push([i, this.counts[i]!]);
+    return { buckets, count: this.count, sum: this.sum, min: this.count ? this.minV : 0, max: this.maxV };
+  }
+
+  /** Adds a histogram recorded elsewhere (another process) as if its values were recorded here. */
+  mergeData(d: HistogramData): void {
+    if (d.count === 0) return;
+    for (const [i, n] of d.buckets) if (i >= 0 && i < BUCKETS) this.counts[i]! += n;
+    this.count += d.count;
+    this.sum += d.sum;
+    this.minV = Math.min(this.minV, d.min);
+    this.maxV = Math.max(this.maxV, d.max);
   }
 
   /** Value at quantile q (0..1): the midpoint of the bucket holding it, clamped to [min, max]. */

@@ -30,7 +30,7 @@ import { performance } from 'node:perf_hooks';
 import { cpus, loadavg } from 'node:os';
 import WebSocket from 'ws';
 import { Histogram, type HistogramSummary } from './histogram.js';
-import { machineCpuMs, processCpuMs, threadCpuMs, threadDelta } from './proc.js';
+import { cpuFigures, resultChildMain, startCpuWindow } from './proc.js';
 import { actionPayload, bootPayload, ID_WIDTH, SUBPROTOCOL, type BenchAction, type BenchVersion } from './ocpp-payloads.js';
 
 export type ClientKind = 'raw' | 'ws';
@@ -39,6 +39,8 @@ export interface LoadOptions {
   port: number;
   /** Server process to account CPU to (omit to skip server CPU). */
   serverPid?: number;
+  /** Services the server uses (e.g. `{ redis: pid }`): CPU measured over the same window, reported apart. */
+  sidePids?: Record<string, number>;
   version: BenchVersion;
   action: BenchAction;
   chargers: number;
@@ -81,6 +83,8 @@ export interface LoadResult {
     cores: number;
     threads: { name: string; ms: number; threads: number }[];
   };
+  /** Per entry of `sidePids`, over the same window (not part of `server`). */
+  side?: Record<string, { cpuMs: number; cpuUsPerRoundTrip: number; cores: number }>;
   generator: { cpuMs: number; cpuUsPerRoundTrip: number; cores: number; eventLoopUtilization: number };
   /**
    * The machine in the window: cores it has, cores busy in total, and cores busy with
@@ -183,20 +187,10 @@ abstract class Charger {
   /** A text frame from the server; payload is bytes [s, s+len) of b. */
   onFrame(b: Uint8Array, s: number, len: number, now: number): void {
     const run = this.run;
-    // Expected: [3,"dddddddddd",...] or [4,"dddddddddd",...]
+    const seq = replySeq(b, s, len);
+    if (seq < 0) return run.error('unparsed', frameText(b, s, len));
     const kind = b[s + 1];
-    if (len < ID_WIDTH + 6 || b[s] !== 0x5b || (kind !== 0x33 && kind !== 0x34) || b[s + 2] !== 0x2c || b[s + 3] !== 0x22 || b[s + 4 + ID_WIDTH] !== 0x22) {
-      run.error('unparsed', Buffer.from(b.buffer, b.byteOffset + s, len).toString());
-      return;
-    }
-    let seq = 0;
-    for (let k = s + 4; k < s + 4 + ID_WIDTH; k++) seq = seq * 10 + (b[k]! - 0x30);
-    if (this.phase === 'boot') {
-      if (seq !== 0) return;
-      if (kind === 0x33) this.bootDone();
-      else this.bootFail(new Error(`BootNotification answered with ${Buffer.from(b.buffer, b.byteOffset + s, len).toString()}`));
-      return;
-    }
+    if (this.phase === 'boot') return settleBoot(seq, kind, b, s, len, this.bootDone, this.bootFail);
     const slot = seq & this.ringMask;
     if (this.pend[slot] !== seq) {
       run.error('late');
@@ -204,7 +198,7 @@ abstract class Charger {
     }
     this.pend[slot] = -1;
     this.outstanding--;
-    if (kind === 0x34) run.error('callError', Buffer.from(b.buffer, b.byteOffset + s, len).toString());
+    if (kind === 0x34) run.error('callError', frameText(b, s, len));
     else run.complete(now, this.t0[slot]!);
     if (run.running) this.toSend++;
   }
@@ -232,6 +226,92 @@ abstract class Charger {
   }
 }
 
+// ── shared by every raw client of the bench (open-loop-gen.ts, fanout-gen.ts) ─────────────
+
+/** Bytes [s, s+len) of b as text (error samples). */
+export function frameText(b: Uint8Array, s: number, len: number): string {
+  return Buffer.from(b.buffer, b.byteOffset + s, len).toString();
+}
+
+/**
+ * The sequence number of a reply frame `[3,"<ID_WIDTH digits>",…]` (CALLRESULT) or `[4,…]`
+ * (CALLERROR) in bytes [s, s+len) of b, or -1 when the frame is not one. Its kind is b[s+1]
+ * (0x33 or 0x34).
+ */
+export function replySeq(b: Uint8Array, s: number, len: number): number {
+  const kind = b[s + 1];
+  if (len < ID_WIDTH + 6 || b[s] !== 0x5b || (kind !== 0x33 && kind !== 0x34) || b[s + 2] !== 0x2c || b[s + 3] !== 0x22 || b[s + 4 + ID_WIDTH] !== 0x22) return -1;
+  let seq = 0;
+  for (let k = s + 4; k < s + 4 + ID_WIDTH; k++) seq = seq * 10 + (b[k]! - 0x30);
+  return seq;
+}
+
+/** In the boot phase: the reply with id 0 settles the BootNotification (others are ignored). */
+export function settleBoot(seq: number, kind: number | undefined, b: Uint8Array, s: number, len: number, done: () => void, fail: (err: Error) => void): void {
+  if (seq !== 0) return;
+  if (kind === 0x33) done();
+  else fail(new Error(`BootNotification answered with ${frameText(b, s, len)}`));
+}
+
+/** The BootNotification CALL every simulated charger sends first (message id: ID_WIDTH zeros). */
+export function bootCallText(version: BenchVersion): string {
+  return JSON.stringify([2, '0'.repeat(ID_WIDTH), 'BootNotification', bootPayload(version, 0)]);
+}
+
+/** Closes a raw client socket: a close frame (1000), then destroy after 1 s at the latest. */
+export function closeRaw(sock: Socket | undefined, mask: Uint8Array): void {
+  if (!sock || sock.destroyed) return;
+  const p = Buffer.alloc(2);
+  p.writeUInt16BE(1000, 0);
+  sock.end(maskedFrame(p, 0x8, mask));
+  setTimeout(() => sock.destroy(), 1000).unref();
+}
+
+/** What connectAll needs of a simulated charger. */
+export interface Connectable {
+  readonly cpId: string;
+  /** Settles with the BootNotification's answer (rejects on CALLERROR or close). */
+  readonly booted: Promise<void>;
+  open(port: number): Promise<void>;
+  startBoot(): void;
+  close(): void;
+}
+
+export interface ConnectSummary { ms: number; connected: number; failed: number; failures: string[] }
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * Connects and boots `chargers`, at most `concurrency` at a time, each bounded (10 s handshake
+ * in rawConnect, 10 s for the BootNotification's answer). A charger that fails is closed.
+ * Returns the booted ones, in boot order, and a summary (the first 5 failures' messages).
+ */
+export async function connectAll<C extends Connectable>(chargers: readonly C[], port: number, concurrency: number): Promise<{ ok: C[]; connect: ConnectSummary }> {
+  const t0 = performance.now();
+  const failures: string[] = [];
+  const ok: C[] = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < chargers.length) {
+      const c = chargers[next++]!;
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        await c.open(port);
+        c.startBoot();
+        await Promise.race([c.booted, new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${c.cpId}: BootNotification unanswered`)), 10_000); })]);
+        ok.push(c);
+      } catch (err) {
+        if (failures.length < 5) failures.push((err as Error).message);
+        c.close();
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, chargers.length) }, worker));
+  return { ok, connect: { ms: Math.round(performance.now() - t0), connected: ok.length, failed: chargers.length - ok.length, failures } };
+}
+
 // ── raw RFC 6455 client ───────────────────────────────────────────────────────────────────
 
 function frameHeader(len: number, opcode: number, mask: Uint8Array): Buffer {
@@ -249,7 +329,7 @@ function frameHeader(len: number, opcode: number, mask: Uint8Array): Buffer {
 }
 
 /** A complete masked client frame for `text`. */
-function maskedFrame(text: string | Buffer, opcode: number, mask: Uint8Array): Buffer {
+export function maskedFrame(text: string | Buffer, opcode: number, mask: Uint8Array): Buffer {
   const p = typeof text === 'string' ? Buffer.from(text) : text;
   if (p.length >= 65536) throw new Error('frame too large for the bench client');
   const h = frameHeader(p.length, opcode, mask);
@@ -257,6 +337,99 @@ function maskedFrame(text: string | Buffer, opcode: number, mask: Uint8Array): B
   h.copy(out, 0);
   for (let i = 0; i < p.length; i++) out[h.length + i] = p[i]! ^ mask[i & 3]!;
   return out;
+}
+
+/**
+ * Opens a raw RFC 6455 client connection to ws://127.0.0.1:<port>/ocpp/<cpId> offering the
+ * version's subprotocol. `sock` is there at once (so a caller can close it while the handshake
+ * is pending); `ready` settles with the handshake (checked: 101, Sec-WebSocket-Accept, the
+ * subprotocol). After it, every chunk goes to `onData` (bytes that came with the 101 too);
+ * `onClosed` hears of errors and the socket's close. Shared by every raw client of the bench.
+ */
+export function rawConnect(port: number, cpId: string, version: BenchVersion, onData: (chunk: Buffer) => void, onClosed: (detail: string) => void): { sock: Socket; ready: Promise<void> } {
+  const key = randomBytes(16).toString('base64');
+  const expectAccept = createHash('sha1').update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
+  const sock = connect({ host: '127.0.0.1', port, noDelay: true });
+  const ready = new Promise<void>((resolve, reject) => {
+    let head = '';
+    const timer = setTimeout(() => { sock.destroy(); reject(new Error(`${cpId}: handshake timeout`)); }, 10_000);
+    const onHandshake = (chunk: Buffer) => {
+      head += chunk.toString('latin1');
+      const end = head.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      sock.off('data', onHandshake);
+      clearTimeout(timer);
+      const lines = head.slice(0, end).split('\r\n');
+      const headers = new Map(lines.slice(1).map((l) => [l.slice(0, l.indexOf(':')).trim().toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
+      if (!/^HTTP\/1\.1 101/.test(lines[0]!)) { sock.destroy(); return reject(new Error(`${cpId}: ${lines[0]}`)); }
+      if (headers.get('sec-websocket-accept') !== expectAccept) { sock.destroy(); return reject(new Error(`${cpId}: bad Sec-WebSocket-Accept`)); }
+      if (headers.get('sec-websocket-protocol') !== SUBPROTOCOL[version]) { sock.destroy(); return reject(new Error(`${cpId}: server chose subprotocol "${headers.get('sec-websocket-protocol')}"`)); }
+      sock.on('data', onData);
+      const leftover = Buffer.from(head.slice(end + 4), 'latin1');
+      if (leftover.length) onData(leftover);
+      resolve();
+    };
+    sock.on('data', onHandshake);
+    sock.on('error', (err) => { clearTimeout(timer); reject(err); onClosed(err.message); });
+    sock.once('close', () => onClosed('socket closed'));
+    sock.write(
+      `GET /ocpp/${encodeURIComponent(cpId)} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ${SUBPROTOCOL[version]}\r\n\r\n`,
+    );
+  });
+  return { sock, ready };
+}
+
+/** Where a raw client's server frames go. */
+export interface ServerFrameSink {
+  /** A complete text or binary frame; its payload is bytes [s, s+len) of b. */
+  onFrame(b: Uint8Array, s: number, len: number, now: number): void;
+  /** A frame this client does not handle (masked, fragmented). */
+  unparsed(sample: string): void;
+  /** The server sent a close frame (the socket is destroyed after this). */
+  onClosed(detail: string): void;
+}
+
+/**
+ * Parses the server frames in `b` (the unconsumed rest of the previous read followed by this
+ * chunk): data frames to `sink.onFrame`, pings answered with a pong, a close frame ends the
+ * socket. Returns the offset of the first byte not consumed (an incomplete frame; b.length
+ * when none), or -1 when the socket was ended.
+ */
+export function readServerFrames(b: Buffer, now: number, sock: Socket, mask: Uint8Array, sink: ServerFrameSink): number {
+  let i = 0;
+  while (b.length - i >= 2) {
+    const b0 = b[i]!;
+    const b1 = b[i + 1]!;
+    let len = b1 & 0x7f;
+    let h = 2;
+    if (len === 126) {
+      if (b.length - i < 4) break;
+      len = b.readUInt16BE(i + 2);
+      h = 4;
+    } else if (len === 127) {
+      if (b.length - i < 10) break;
+      len = Number(b.readBigUInt64BE(i + 2));
+      h = 10;
+    }
+    if (b1 & 0x80) { sink.unparsed('masked frame from server'); sock.destroy(); return -1; }
+    if (b.length - i < h + len) break;
+    const op = b0 & 0x0f;
+    const s = i + h;
+    if (op === 0x1 || op === 0x2) {
+      if (!(b0 & 0x80)) sink.unparsed('fragmented frame');
+      else sink.onFrame(b, s, len, now);
+    } else if (op === 0x9) {
+      sock.write(maskedFrame(b.subarray(s, s + len), 0xa, mask));
+    } else if (op === 0x8) {
+      const code = len >= 2 ? b.readUInt16BE(s) : 1005;
+      sink.onClosed(`close frame ${code} ${b.subarray(s + 2, s + len).toString()}`);
+      sock.destroy();
+      return -1;
+    }
+    i = s + len;
+  }
+  return i;
 }
 
 class RawCharger extends Charger {
@@ -277,42 +450,13 @@ class RawCharger extends Charger {
     this.template = maskedFrame(this.callText, 0x1, this.mask);
     this.payloadOffset = this.template.length - Buffer.byteLength(this.callText);
     this.idOffset = this.payloadOffset + 4; // [2,"
-    return new Promise((resolve, reject) => {
-      const key = randomBytes(16).toString('base64');
-      const expectAccept = createHash('sha1').update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
-      const sock = connect({ host: '127.0.0.1', port, noDelay: true });
-      this.sock = sock;
-      let head = '';
-      const timer = setTimeout(() => { sock.destroy(); reject(new Error(`${this.cpId}: handshake timeout`)); }, 10_000);
-      const onHandshake = (chunk: Buffer) => {
-        head += chunk.toString('latin1');
-        const end = head.indexOf('\r\n\r\n');
-        if (end < 0) return;
-        sock.off('data', onHandshake);
-        clearTimeout(timer);
-        const lines = head.slice(0, end).split('\r\n');
-        const headers = new Map(lines.slice(1).map((l) => [l.slice(0, l.indexOf(':')).trim().toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
-        if (!/^HTTP\/1\.1 101/.test(lines[0]!)) { sock.destroy(); return reject(new Error(`${this.cpId}: ${lines[0]}`)); }
-        if (headers.get('sec-websocket-accept') !== expectAccept) { sock.destroy(); return reject(new Error(`${this.cpId}: bad Sec-WebSocket-Accept`)); }
-        if (headers.get('sec-websocket-protocol') !== SUBPROTOCOL[version]) { sock.destroy(); return reject(new Error(`${this.cpId}: server chose subprotocol "${headers.get('sec-websocket-protocol')}"`)); }
-        sock.on('data', (d: Buffer) => this.onData(d));
-        const leftover = Buffer.from(head.slice(end + 4), 'latin1');
-        if (leftover.length) this.onData(leftover);
-        resolve();
-      };
-      sock.on('data', onHandshake);
-      sock.on('error', (err) => { clearTimeout(timer); reject(err); this.onClosed(err.message); });
-      sock.once('close', () => this.onClosed('socket closed'));
-      sock.write(
-        `GET /ocpp/${encodeURIComponent(this.cpId)} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-        `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ${SUBPROTOCOL[version]}\r\n\r\n`,
-      );
-    });
+    const c = rawConnect(port, this.cpId, version, (d) => this.onData(d), (detail) => this.onClosed(detail));
+    this.sock = c.sock;
+    return c.ready;
   }
 
   protected writeBoot(): void {
-    const text = JSON.stringify([2, '0'.repeat(ID_WIDTH), 'BootNotification', bootPayload(this.run.opts.version, 0)]);
-    this.sock.write(maskedFrame(text, 0x1, this.mask));
+    this.sock.write(maskedFrame(bootCallText(this.run.opts.version), 0x1, this.mask));
   }
 
   protected writeCalls(n: number): void {
@@ -337,52 +481,21 @@ class RawCharger extends Charger {
   }
 
   private onData(chunk: Buffer): void {
-    let b = this.rest ? Buffer.concat([this.rest, chunk]) : chunk;
+    const b = this.rest ? Buffer.concat([this.rest, chunk]) : chunk;
     this.rest = null;
-    let i = 0;
-    const now = performance.now();
-    while (b.length - i >= 2) {
-      const b0 = b[i]!;
-      const b1 = b[i + 1]!;
-      let len = b1 & 0x7f;
-      let h = 2;
-      if (len === 126) {
-        if (b.length - i < 4) break;
-        len = b.readUInt16BE(i + 2);
-        h = 4;
-      } else if (len === 127) {
-        if (b.length - i < 10) break;
-        len = Number(b.readBigUInt64BE(i + 2));
-        h = 10;
-      }
-      if (b1 & 0x80) { this.run.error('unparsed', 'masked frame from server'); this.sock.destroy(); return; }
-      if (b.length - i < h + len) break;
-      const op = b0 & 0x0f;
-      const s = i + h;
-      if (op === 0x1 || op === 0x2) {
-        if (!(b0 & 0x80)) this.run.error('unparsed', 'fragmented frame');
-        else this.onFrame(b, s, len, now);
-      } else if (op === 0x9) {
-        this.sock.write(maskedFrame(b.subarray(s, s + len), 0xa, this.mask));
-      } else if (op === 0x8) {
-        const code = len >= 2 ? b.readUInt16BE(s) : 1005;
-        this.onClosed(`close frame ${code} ${b.subarray(s + 2, s + len).toString()}`);
-        this.sock.destroy();
-        return;
-      }
-      i = s + len;
-    }
+    const i = readServerFrames(b, performance.now(), this.sock, this.mask, this);
+    if (i < 0) return;
     if (i < b.length) this.rest = Buffer.from(b.subarray(i));
     this.flush();
   }
 
+  unparsed(sample: string): void {
+    this.run.error('unparsed', sample);
+  }
+
   close(): void {
     this.closedOnPurpose = true;
-    if (this.sock.destroyed) return;
-    const p = Buffer.alloc(2);
-    p.writeUInt16BE(1000, 0);
-    this.sock.end(maskedFrame(p, 0x8, this.mask));
-    setTimeout(() => this.sock.destroy(), 1000).unref();
+    closeRaw(this.sock, this.mask);
   }
 }
 
@@ -419,7 +532,7 @@ class WsCharger extends Charger {
   }
 
   protected writeBoot(): void {
-    this.ws.send(JSON.stringify([2, '0'.repeat(ID_WIDTH), 'BootNotification', bootPayload(this.run.opts.version, 0)]));
+    this.ws.send(bootCallText(this.run.opts.version));
   }
 
   protected writeCalls(n: number): void {
@@ -440,8 +553,6 @@ class WsCharger extends Charger {
 
 // ── the run ───────────────────────────────────────────────────────────────────────────────
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
 export async function runLoad(input: Partial<LoadOptions> & Pick<LoadOptions, 'port' | 'action'>): Promise<LoadResult> {
   const opts: LoadOptions = { ...DEFAULT_LOAD, ...input };
   const run = new Run(opts);
@@ -453,27 +564,7 @@ export async function runLoad(input: Partial<LoadOptions> & Pick<LoadOptions, 'p
   }
 
   // Connect + boot, bounded concurrency.
-  const t0 = performance.now();
-  const failures: string[] = [];
-  const ok: Charger[] = [];
-  let next = 0;
-  const worker = async () => {
-    while (next < chargers.length) {
-      const c = chargers[next++]!;
-      try {
-        await c.open(opts.port);
-        c.startBoot();
-        await Promise.race([c.booted, sleep(10_000).then(() => { throw new Error(`${c.cpId}: BootNotification unanswered`); })]);
-        ok.push(c);
-      } catch (err) {
-        if (failures.length < 5) failures.push((err as Error).message);
-        c.close();
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(opts.connectConcurrency, chargers.length) }, worker));
-  const failedCount = chargers.length - ok.length;
-  const connect = { ms: Math.round(performance.now() - t0), connected: ok.length, failed: failedCount, failures };
+  const { ok, connect } = await connectAll(chargers, opts.port, opts.connectConcurrency);
   run.errors.closed = 0; // closes of chargers that failed to connect are reported under connect
   run.errors.total = 0;
   run.errors.samples = [];
@@ -484,20 +575,14 @@ export async function runLoad(input: Partial<LoadOptions> & Pick<LoadOptions, 'p
   for (const c of ok) c.startLoad();
   await sleep(opts.warmupSec * 1000);
 
-  const srv0 = opts.serverPid ? { cpu: processCpuMs(opts.serverPid), threads: threadCpuMs(opts.serverPid) } : undefined;
-  const cli0 = process.cpuUsage();
-  const m0 = machineCpuMs();
-  const elu0 = performance.eventLoopUtilization();
+  const endWindow = startCpuWindow(opts.serverPid, opts.sidePids);
   run.hist.reset();
   run.windowStart = performance.now();
   run.measuring = true;
   await sleep(opts.durationSec * 1000);
   run.measuring = false;
-  const windowMs = performance.now() - run.windowStart;
-  const srv1 = opts.serverPid ? { cpu: processCpuMs(opts.serverPid), threads: threadCpuMs(opts.serverPid) } : undefined;
-  const cli = process.cpuUsage(cli0);
-  const m1 = machineCpuMs();
-  const elu = performance.eventLoopUtilization(elu0);
+  const w = endWindow();
+  const windowMs = w.windowMs;
   run.running = false;
 
   // Drain what is still in flight (bounded), then close.
@@ -512,26 +597,30 @@ export async function runLoad(input: Partial<LoadOptions> & Pick<LoadOptions, 'p
   const rt = run.roundTrips;
   const seconds = windowMs / 1000;
   const perSecond = Array.from({ length: Math.floor(seconds + 0.01) }, (_, i) => run.perSecond[i] ?? 0);
-  const cliMs = (cli.user + cli.system) / 1000;
+  const cli = cpuFigures(w.generatorMs, rt, windowMs);
   const result: LoadResult = {
     options: opts,
     connect,
     window: { seconds: +seconds.toFixed(3), roundTrips: rt, rps: Math.round(rt / seconds), perSecond, latencyUs: run.hist.summary() },
     errors: run.errors,
-    generator: { cpuMs: Math.round(cliMs), cpuUsPerRoundTrip: rt ? +(cliMs * 1000 / rt).toFixed(2) : 0, cores: +(cliMs / windowMs).toFixed(3), eventLoopUtilization: +elu.utilization.toFixed(3) },
+    generator: { cpuMs: Math.round(cli.cpuMs), cpuUsPerRoundTrip: cli.usPerUnit, cores: cli.cores, eventLoopUtilization: +w.eventLoopUtilization.toFixed(3) },
     drain: { ms: Math.round(performance.now() - d0), leftInFlight: left },
-    machine: { cores: cpus().length, busyCores: +((m1.busy - m0.busy) / windowMs).toFixed(3), foreignCores: 0, loadavg: loadavg().map((x) => +x.toFixed(2)) },
+    machine: { cores: cpus().length, busyCores: +(w.machineBusyMs / windowMs).toFixed(3), foreignCores: 0, loadavg: loadavg().map((x) => +x.toFixed(2)) },
   };
-  if (srv0 && srv1) {
-    const ms = srv1.cpu - srv0.cpu;
-    result.server = {
-      cpuMs: ms,
-      cpuUsPerRoundTrip: rt ? +(ms * 1000 / rt).toFixed(2) : 0,
-      cores: +(ms / windowMs).toFixed(3),
-      threads: threadDelta(opts.serverPid!, srv0.threads, srv1.threads),
-    };
+  if (w.server) {
+    const f = cpuFigures(w.server.cpuMs, rt, windowMs);
+    result.server = { cpuMs: f.cpuMs, cpuUsPerRoundTrip: f.usPerUnit, cores: f.cores, threads: w.server.threads };
   }
-  result.machine.foreignCores = +Math.max(0, (m1.busy - m0.busy - cliMs - (result.server?.cpuMs ?? 0)) / windowMs).toFixed(3);
+  let sideMs = 0;
+  if (Object.keys(w.side).length) {
+    result.side = {};
+    for (const [name, ms] of Object.entries(w.side)) {
+      sideMs += ms;
+      const f = cpuFigures(ms, rt, windowMs);
+      result.side[name] = { cpuMs: f.cpuMs, cpuUsPerRoundTrip: f.usPerUnit, cores: f.cores };
+    }
+  }
+  result.machine.foreignCores = +Math.max(0, (w.machineBusyMs - w.generatorMs - (result.server?.cpuMs ?? 0) - sideMs) / windowMs).toFixed(3);
   return result;
 }
 
@@ -539,11 +628,5 @@ export async function runLoad(input: Partial<LoadOptions> & Pick<LoadOptions, 'p
 if (import.meta.url === `file://${process.argv[1]}`) {
   const input = JSON.parse(process.argv[2] ?? '{}') as Partial<LoadOptions> & Pick<LoadOptions, 'port' | 'action'>;
   const o = { ...DEFAULT_LOAD, ...input };
-  // Hard bound on the whole process, whatever happens.
-  const budgetMs = 90_000 + (o.warmupSec + o.durationSec) * 1000 + o.drainMs;
-  setTimeout(() => { process.stderr.write(`loadgen: exceeded its ${budgetMs} ms budget\n`); process.exit(3); }, budgetMs).unref();
-  const result = await runLoad(input);
-  process.stdout.write('RESULT ' + JSON.stringify(result) + '\n');
-  // Give close frames a moment to leave, then exit without waiting for anyone.
-  setTimeout(() => process.exit(0), 200);
+  await resultChildMain('loadgen', 90_000 + (o.warmupSec + o.durationSec) * 1000 + o.drainMs, () => runLoad(input));
 }

@@ -8,8 +8,15 @@
  */
 
 export type BenchVersion = '1.6' | '2.0.1';
-export type BenchAction = 'Heartbeat' | 'StatusNotification' | 'MeterValues';
-export const BENCH_ACTIONS: readonly BenchAction[] = ['Heartbeat', 'StatusNotification', 'MeterValues'];
+export type BenchAction = 'Heartbeat' | 'StatusNotification' | 'MeterValues' | 'Authorize';
+export const BENCH_ACTIONS: readonly BenchAction[] = ['Heartbeat', 'StatusNotification', 'MeterValues', 'Authorize'];
+
+/**
+ * The id token every simulated charger presents in Authorize (an RFID card UID; fits 1.6's
+ * 20-character idTag). The router's bench fixture plugin (bench/fixtures/authorize-plugin.ts)
+ * is seeded with it as a known token; any other token is answered Invalid.
+ */
+export const BENCH_ID_TOKEN = 'BENCH04A1B2C3D4E5F6';
 
 export const SUBPROTOCOL: Record<BenchVersion, string> = { '1.6': 'ocpp1.6', '2.0.1': 'ocpp2.0.1' };
 
@@ -69,6 +76,8 @@ export function actionPayload(version: BenchVersion, action: BenchAction, timest
         : { timestamp, connectorStatus: 'Occupied', evseId: 1, connectorId: 1 };
     case 'MeterValues':
       return version === '1.6' ? meterValues16(timestamp) : meterValues201(timestamp);
+    case 'Authorize':
+      return version === '1.6' ? { idTag: BENCH_ID_TOKEN } : { idToken: { idToken: BENCH_ID_TOKEN, type: 'ISO14443' } };
   }
 }
 

@@ -11,7 +11,7 @@
 import { createRequire } from 'node:module';
 import WebSocket from 'ws';
 import { createValidator } from 'ocpp-rpc';
-import { actionPayload, bootPayload, SUBPROTOCOL, type BenchAction, type BenchVersion } from './ocpp-payloads.js';
+import { actionPayload, bootPayload, BENCH_ACTIONS, SUBPROTOCOL, type BenchAction, type BenchVersion } from './ocpp-payloads.js';
 
 export interface PreflightResult {
   ok: boolean;
@@ -96,7 +96,7 @@ export async function preflight(port: number, version: BenchVersion, actions: re
 
 // CLI: node --import tsx bench/lib/preflight.ts <port> [1.6|2.0.1]
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const r = await preflight(Number(process.argv[2]), (process.argv[3] ?? '1.6') as BenchVersion, ['Heartbeat', 'StatusNotification', 'MeterValues']);
+  const r = await preflight(Number(process.argv[2]), (process.argv[3] ?? '1.6') as BenchVersion, BENCH_ACTIONS);
   console.log(JSON.stringify(r, null, 2));
   process.exit(r.ok ? 0 : 1);
 }

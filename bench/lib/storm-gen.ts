@@ -1,101 +1,86 @@
 /**
- * Connect-storm and hold generator: N chargers connect as fast as a bounded number of
- * pending handshakes allows, each sends one BootNotification as soon as it is open; then all
- * of them stay idle for holdSec while we check every second that none was dropped and sample
- * the server's RSS. Meant to run in its own process, apart from the server (bench/storm.ts).
+ * Connect-storm generator, one process of several (bench/storm.ts forks them and drives them
+ * over the IPC channel): this process's share of the fleet connects as fast as its bound on
+ * pending handshakes allows, each charger sends one BootNotification as soon as it is open;
+ * then they stay idle while the coordinator asks every second how many are still open; then
+ * all are closed. Meant to run apart from the server under test.
  *
- *   node --import tsx bench/lib/storm-gen.ts '<StormOptions JSON>'   → one line: RESULT {json}
+ *   fork('bench/lib/storm-gen.ts', ['<GenConfig JSON>'], { execArgv: ['--import', 'tsx'] })
  *
- * Phases: warm-up storm of a few chargers, closed (the server's code paths loaded, so the
- * idle RSS is not "before the first connection ever") ─► idle RSS ─► storm (connect + boot,
- * ≤ `concurrency` handshakes pending) ─► hold (1 s ticks: open connections, drops, RSS) ─►
- * close all (bounded) ─► RESULT.
+ * Protocol (parent ─► child ─► parent, one reply per request):
+ *   {op:'storm', n, prefix, startAt}  ─► {op:'storm', phase: GenPhase}   a storm of n chargers,
+ *                                        started at epoch ms startAt (all generators together)
+ *   {op:'tick', holding}              ─► {op:'tick', open, drops}       hold check
+ *   {op:'close'}                      ─► {op:'closed', ms}              close every charger (bounded)
+ *   {op:'exit'}                       ─► exits
+ *   On start: {op:'ready', pid}. The channel closing (parent gone) ends the process.
+ *
+ * Source addresses: charger i binds its socket to localAddresses[i % k] (net.connect
+ * `localAddress`; Linux routes all of 127/8 to lo), so one generator can go past one
+ * address's ephemeral port range, and generators never compete for the same ports.
+ *
+ * Its own ceiling: the phase reports this process's CPU and event-loop delay over the storm;
+ * a generator near one core busy is the bottleneck, not the server.
  *
  * Client: net.Socket with hand-written RFC 6455 framing, like the raw client of loadgen.ts;
  * it answers server pings with pongs and nothing else while idle. Server CALLs (none
- * expected) are counted, not answered.
+ * expected) are counted, not answered. Timestamps are epoch ms (performance.timeOrigin +
+ * now()), comparable across the generators of one host.
  *
- * RSS: VmRSS of /proc/<serverPid>/status: the whole process, every thread (the router's
- * worker threads live in the same process).
- *
- * Owns: the simulated fleet of one storm. Must not: start servers.
+ * Owns: the simulated chargers of one process. Must not: start servers, read the server's
+ * /proc, or aggregate across generators (storm.ts does).
  */
 import { connect, type Socket } from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { performance } from 'node:perf_hooks';
-import { Histogram, type HistogramSummary } from './histogram.js';
-import { processCpuMs } from './proc.js';
-import { bootPayload, SUBPROTOCOL } from './ocpp-payloads.js';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { Histogram, type HistogramData } from './histogram.js';
+import { bootPayload, SUBPROTOCOL, type BenchVersion } from './ocpp-payloads.js';
 
-export interface StormOptions {
+export type StormVersion = BenchVersion | 'mixed';
+
+export interface GenConfig {
   port: number;
-  serverPid: number;
-  chargers: number;
-  /** Most handshakes pending at once (TCP connect + HTTP upgrade not yet answered). */
+  /** Source addresses, e.g. ['127.0.0.2', '127.0.0.3']; [] = let the kernel pick (127.0.0.1). */
+  localAddresses: string[];
+  /** Most handshakes pending at once in this process (TCP connect + HTTP upgrade not yet answered). */
   concurrency: number;
-  holdSec: number;
-  /** Chargers of the warm-up storm before the idle RSS is taken (0: none). */
-  warmupChargers: number;
+  /** OCPP version of the chargers; 'mixed' alternates 1.6 and 2.0.1. */
+  version: StormVersion;
   handshakeTimeoutMs: number;
   bootTimeoutMs: number;
-  idPrefix: string;
+  /** Hard limit on this process's life; it exits with code 3 after it. */
+  budgetMs: number;
 }
 
-export const DEFAULT_STORM: Omit<StormOptions, 'port' | 'serverPid'> = {
-  chargers: 2000, concurrency: 256, holdSec: 20, warmupChargers: 50, handshakeTimeoutMs: 10_000, bootTimeoutMs: 10_000, idPrefix: `storm-${process.pid}`,
-};
-
-export interface StormPhase {
+export interface GenPhase {
   /** Chargers attempted / open (101 received) / booted (BootNotification CALLRESULT). */
   attempted: number;
   connected: number;
   booted: number;
-  /** From the first connect() to the last 101, and to the last boot CALLRESULT. */
-  connectAllMs: number;
-  bootAllMs: number;
-  connectsPerSec: number;
-  bootsPerSec: number;
-  handshakeUs: HistogramSummary;
-  bootUs: HistogramSummary;
-  /** By kind: refused / error (socket error before 101), http (not 101), handshake-timeout, boot-timeout, callerror, closed. */
+  /** Epoch ms: the first connect(), the last 101, the last boot CALLRESULT. */
+  tStart: number;
+  tLastOpen: number;
+  tLastBoot: number;
+  handshakeUs: HistogramData;
+  bootUs: HistogramData;
+  /** By kind: refused, error:<code> (socket error before 101), http-<status>, handshake-timeout, boot-timeout, callerror, closed, unparsed. */
   failures: Record<string, number>;
   failureSamples: string[];
   bootStatus: Record<string, number>;
-  serverCpuMs: number;
-  /** The generator's own CPU in the storm (it shares the 2 cores). */
-  generatorCpuMs: number;
+  /** This process's CPU over the storm (user + system, ms) and the storm's wall time here. */
+  cpuMs: number;
+  /** Of cpuMs, in the kernel (sockets; on loopback also much of the server's TCP receive work). */
+  sysMs: number;
+  wallMs: number;
+  /** Event-loop delay over the storm, ms: how late this process ran its callbacks. */
+  loopDelayMs: { p50: number; p99: number; max: number };
 }
 
-export interface StormResult {
-  options: StormOptions;
-  warmup: { booted: number; failures: number };
-  rssKB: { idle: number; holdStart: number; holdEnd: number; afterClose: number; perSecond: number[] };
-  storm: StormPhase;
-  hold: {
-    seconds: number;
-    /** Open connections at each 1 s tick. */
-    openPerSecond: number[];
-    drops: number;
-    dropSamples: string[];
-    pingsReceived: number;
-    serverCalls: number;
-    serverCpuMs: number;
-  };
-  /**
-   * rssKB: (RSS at the start of the hold − idle RSS) ÷ booted; includes what the storm left
-   * for the GC. rssKBEnd: the same at the end of the hold (after the hold's GCs).
-   */
-  perConnection: { rssKB: number; rssKBEnd: number; rssDriftMB: number };
-  generator: { cpuMs: number };
-}
+export type ToGen = { op: 'storm'; n: number; prefix: string; startAt: number } | { op: 'tick'; holding: boolean } | { op: 'close' } | { op: 'exit' };
+export type FromGen = { op: 'ready'; pid: number } | { op: 'storm'; phase: GenPhase } | { op: 'tick'; open: number; drops: number; dropSamples: string[]; pings: number; serverCalls: number } | { op: 'closed'; ms: number };
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-export function rssKB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) : NaN;
-}
+const epoch = () => performance.timeOrigin + performance.now();
 
 function maskedFrame(payload: Buffer, opcode: number): Buffer {
   if (payload.length >= 65536) throw new Error('frame too large');
@@ -140,16 +125,17 @@ class StormCharger {
   tOpen = 0;
   tBooted = 0;
 
-  constructor(readonly fleet: Fleet, readonly cpId: string, readonly o: StormOptions,
+  constructor(readonly fleet: Fleet, readonly cpId: string, readonly o: GenConfig, readonly version: BenchVersion, readonly localAddress: string | undefined,
     /** Called once: the handshake is over (either way). */ private readonly onHandshakeSettled: () => void,
     /** Called once: booted, or failed at any step. */ private readonly onSettled: (ok: boolean) => void) {}
 
   start(): void {
-    this.t0 = performance.now();
+    this.t0 = epoch();
     const key = randomBytes(16).toString('base64');
     const accept = createHash('sha1').update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
-    const sock = connect({ host: '127.0.0.1', port: this.o.port, noDelay: true });
+    const sock = connect({ host: '127.0.0.1', port: this.o.port, noDelay: true, ...(this.localAddress ? { localAddress: this.localAddress } : {}) });
     this.sock = sock;
+    const subprotocol = SUBPROTOCOL[this.version];
     let head = '';
     this.timer = setTimeout(() => this.failNow('handshake-timeout', `${this.cpId}: no 101 within ${this.o.handshakeTimeoutMs} ms`), this.o.handshakeTimeoutMs);
     const onHead = (chunk: Buffer) => {
@@ -160,27 +146,30 @@ class StormCharger {
       clearTimeout(this.timer);
       const lines = head.slice(0, end).split('\r\n');
       const hdr = new Map(lines.slice(1).map((l) => [l.slice(0, l.indexOf(':')).trim().toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
-      if (!/^HTTP\/1\.1 101/.test(lines[0]!)) return this.failNow('http', `${this.cpId}: ${lines[0]}`);
-      if (hdr.get('sec-websocket-accept') !== accept) return this.failNow('http', `${this.cpId}: bad Sec-WebSocket-Accept`);
-      if (hdr.get('sec-websocket-protocol') !== SUBPROTOCOL['1.6']) return this.failNow('http', `${this.cpId}: subprotocol "${hdr.get('sec-websocket-protocol')}"`);
-      const now = performance.now();
+      const status = /^HTTP\/1\.1 (\d{3})/.exec(lines[0]!)?.[1] ?? 'bad';
+      // The body (the router's reason, e.g. "Overloaded" or "Registry unavailable") if it came with the head.
+      const body = head.slice(end + 4, end + 84).replace(/\s+/g, ' ').trim();
+      if (status !== '101') return this.failNow(`http-${status}`, `${this.cpId}: ${lines[0]}${hdr.get('retry-after') ? ` (retry-after ${hdr.get('retry-after')})` : ''}${body ? `: ${body}` : ''}`);
+      if (hdr.get('sec-websocket-accept') !== accept) return this.failNow('http-bad-accept', `${this.cpId}: bad Sec-WebSocket-Accept`);
+      if (hdr.get('sec-websocket-protocol') !== subprotocol) return this.failNow('http-subprotocol', `${this.cpId}: subprotocol "${hdr.get('sec-websocket-protocol')}"`);
+      const now = epoch();
       this.tOpen = now;
       this.fleet.handshake.record((now - this.t0) * 1000);
       this.state = 'boot';
       this.onHandshakeSettled();
       sock.on('data', (d: Buffer) => this.onData(d));
-      this.tBoot = performance.now();
+      this.tBoot = epoch();
       this.timer = setTimeout(() => this.failNow('boot-timeout', `${this.cpId}: BootNotification unanswered for ${this.o.bootTimeoutMs} ms`), this.o.bootTimeoutMs);
-      sock.write(maskedFrame(Buffer.from(JSON.stringify([2, 'boot', 'BootNotification', bootPayload('1.6', 0)])), 0x1));
+      sock.write(maskedFrame(Buffer.from(JSON.stringify([2, 'boot', 'BootNotification', bootPayload(this.version, 0)])), 0x1));
       const leftover = Buffer.from(head.slice(end + 4), 'latin1');
       if (leftover.length) this.onData(leftover);
     };
     sock.on('data', onHead);
-    sock.on('error', (err: NodeJS.ErrnoException) => this.lost(err.code === 'ECONNREFUSED' ? 'refused' : 'error', `${this.cpId}: ${err.code ?? ''} ${err.message}`));
+    sock.on('error', (err: NodeJS.ErrnoException) => this.lost(err.code === 'ECONNREFUSED' ? 'refused' : `error:${err.code ?? 'unknown'}`, `${this.cpId}: ${err.code ?? ''} ${err.message}`));
     sock.once('close', () => this.lost('closed', `${this.cpId}: socket closed`));
     sock.write(
       `GET /ocpp/${encodeURIComponent(this.cpId)} HTTP/1.1\r\nHost: 127.0.0.1:${this.o.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-      `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ${SUBPROTOCOL['1.6']}\r\n\r\n`,
+      `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ${subprotocol}\r\n\r\n`,
     );
   }
 
@@ -243,7 +232,7 @@ class StormCharger {
     if (msg[0] === 4) return this.failNow('callerror', `${this.cpId}: ${text}`);
     if (msg[0] !== 3) return this.failNow('unparsed', `${this.cpId}: ${text}`);
     clearTimeout(this.timer);
-    const now = performance.now();
+    const now = epoch();
     this.tBooted = now;
     this.fleet.boot.record((now - this.tBoot) * 1000);
     const status = String((msg[2] as { status?: unknown } | undefined)?.status);
@@ -256,7 +245,7 @@ class StormCharger {
   close(): Promise<void> {
     this.closing = true;
     clearTimeout(this.timer);
-    if (this.sock.destroyed) return Promise.resolve();
+    if (!this.sock || this.sock.destroyed) return Promise.resolve();
     return new Promise((resolve) => {
       const t = setTimeout(() => { this.sock.destroy(); resolve(); }, 2000);
       this.sock.once('close', () => { clearTimeout(t); resolve(); });
@@ -268,22 +257,26 @@ class StormCharger {
 }
 
 /** One storm: n chargers, at most `concurrency` handshakes pending. Bounded by the timeouts. */
-async function storm(o: StormOptions, n: number, prefix: string): Promise<{ fleet: Fleet; chargers: StormCharger[]; phase: StormPhase }> {
-  const fleet = new Fleet();
+async function storm(o: GenConfig, fleet: Fleet, n: number, prefix: string, all: StormCharger[]): Promise<GenPhase> {
   const chargers: StormCharger[] = [];
-  const cpu0 = processCpuMs(o.serverPid);
   const gen0 = process.cpuUsage();
+  const loop = monitorEventLoopDelay({ resolution: 10 });
+  loop.enable();
   let next = 0;
   let pending = 0;
   let settled = 0;
   let done!: () => void;
-  const all = new Promise<void>((r) => { done = r; });
-  const t0 = performance.now();
+  const finished = new Promise<void>((r) => { done = r; });
+  const t0 = epoch();
   const pump = () => {
     while (pending < o.concurrency && next < n) {
       pending++;
-      const c = new StormCharger(fleet, `${prefix}-${next++}`, o, () => { pending--; pump(); }, () => { if (++settled === n) done(); });
+      const i = next++;
+      const version: BenchVersion = o.version === 'mixed' ? (i % 2 ? '2.0.1' : '1.6') : o.version;
+      const addr = o.localAddresses.length ? o.localAddresses[i % o.localAddresses.length] : undefined;
+      const c = new StormCharger(fleet, `${prefix}-${i}`, o, version, addr, () => { pending--; setImmediate(pump); }, () => { if (++settled === n) done(); });
       chargers.push(c);
+      all.push(c);
       c.start();
     }
   };
@@ -291,87 +284,52 @@ async function storm(o: StormOptions, n: number, prefix: string): Promise<{ flee
   if (n === 0) done();
   // Each charger settles within handshake + boot timeouts of its start; this bounds the rest.
   const budget = (Math.ceil(n / o.concurrency) + 1) * (o.handshakeTimeoutMs + o.bootTimeoutMs);
-  await Promise.race([all, sleep(budget)]);
-  const opened = chargers.filter((c) => c.tOpen > 0);
-  const booted = chargers.filter((c) => c.state === 'open');
-  const lastOpen = Math.max(t0, ...opened.map((c) => c.tOpen));
-  const lastBoot = Math.max(t0, ...booted.map((c) => c.tBooted));
-  const connectAllMs = lastOpen - t0;
-  const bootAllMs = lastBoot - t0;
-  const phase: StormPhase = {
-    attempted: n,
-    connected: opened.length,
-    booted: booted.length,
-    connectAllMs: Math.round(connectAllMs),
-    bootAllMs: Math.round(bootAllMs),
-    connectsPerSec: connectAllMs > 0 ? Math.round(opened.length / (connectAllMs / 1000)) : 0,
-    bootsPerSec: bootAllMs > 0 ? Math.round(booted.length / (bootAllMs / 1000)) : 0,
-    handshakeUs: fleet.handshake.summary(),
-    bootUs: fleet.boot.summary(),
-    failures: fleet.failures,
-    failureSamples: fleet.failureSamples,
-    bootStatus: fleet.bootStatus,
-    serverCpuMs: processCpuMs(o.serverPid) - cpu0,
-    generatorCpuMs: 0,
-  };
-  const g = process.cpuUsage(gen0);
-  phase.generatorCpuMs = Math.round((g.user + g.system) / 1000);
-  return { fleet, chargers, phase };
-}
-
-export async function runStorm(input: Partial<StormOptions> & Pick<StormOptions, 'port' | 'serverPid'>): Promise<StormResult> {
-  const o: StormOptions = { ...DEFAULT_STORM, ...input };
-  const cpuGen0 = process.cpuUsage();
-
-  // Warm-up: load the server's connect/boot code paths, then let it settle.
-  const w = await storm(o, o.warmupChargers, `${o.idPrefix}-w`);
-  await Promise.all(w.chargers.map((c) => c.close()));
-  await sleep(2000);
-  const idle = rssKB(o.serverPid);
-
-  const s = await storm(o, o.chargers, o.idPrefix);
-  const fleet = s.fleet;
-
-  // Hold: every second, how many are still open, and the server's RSS.
-  fleet.holding = true;
-  const holdStart = rssKB(o.serverPid);
-  const cpuHold0 = processCpuMs(o.serverPid);
-  const rssPerSecond: number[] = [];
-  const openPerSecond: number[] = [];
-  const tHold = performance.now();
-  for (let sec = 1; sec <= o.holdSec; sec++) {
-    await sleep(Math.max(0, tHold + sec * 1000 - performance.now()));
-    openPerSecond.push(s.chargers.reduce((k, c) => k + (c.state === 'open' ? 1 : 0), 0));
-    rssPerSecond.push(rssKB(o.serverPid));
+  await Promise.race([finished, sleep(budget)]);
+  loop.disable();
+  let connected = 0, booted = 0, tLastOpen = t0, tLastBoot = t0;
+  for (const c of chargers) {
+    if (c.tOpen > 0) { connected++; if (c.tOpen > tLastOpen) tLastOpen = c.tOpen; }
+    if (c.state === 'open') { booted++; if (c.tBooted > tLastBoot) tLastBoot = c.tBooted; }
   }
-  const holdEnd = rssKB(o.serverPid);
-  const holdCpu = processCpuMs(o.serverPid) - cpuHold0;
-  const holdSeconds = (performance.now() - tHold) / 1000;
-  fleet.holding = false;
-
-  await Promise.all(s.chargers.map((c) => c.close()));
-  await sleep(1000);
-  const afterClose = rssKB(o.serverPid);
-  const gen = process.cpuUsage(cpuGen0);
-  const n = s.phase.booted || 1;
+  const g = process.cpuUsage(gen0);
+  const ms = (v: number) => +(v / 1e6).toFixed(2);
   return {
-    options: o,
-    warmup: { booted: w.phase.booted, failures: w.phase.attempted - w.phase.booted },
-    rssKB: { idle, holdStart, holdEnd, afterClose, perSecond: rssPerSecond },
-    storm: s.phase,
-    hold: { seconds: +holdSeconds.toFixed(2), openPerSecond, drops: fleet.drops, dropSamples: fleet.dropSamples, pingsReceived: fleet.pings, serverCalls: fleet.serverCalls, serverCpuMs: holdCpu },
-    perConnection: { rssKB: +((holdStart - idle) / n).toFixed(1), rssKBEnd: +((holdEnd - idle) / n).toFixed(1), rssDriftMB: +((holdEnd - holdStart) / 1024).toFixed(1) },
-    generator: { cpuMs: Math.round((gen.user + gen.system) / 1000) },
+    attempted: n, connected, booted, tStart: t0, tLastOpen, tLastBoot,
+    handshakeUs: fleet.handshake.toData(), bootUs: fleet.boot.toData(),
+    failures: { ...fleet.failures }, failureSamples: [...fleet.failureSamples], bootStatus: { ...fleet.bootStatus },
+    cpuMs: Math.round((g.user + g.system) / 1000), sysMs: Math.round(g.system / 1000), wallMs: Math.round(epoch() - t0),
+    loopDelayMs: { p50: ms(loop.percentile(50)), p99: ms(loop.percentile(99)), max: ms(loop.max) },
   };
 }
 
-// CLI: one storm, result on stdout as `RESULT {json}`.
-if (import.meta.url === `file://${process.argv[1]}`) {
-  const input = JSON.parse(process.argv[2] ?? '{}') as Partial<StormOptions> & Pick<StormOptions, 'port' | 'serverPid'>;
-  const o = { ...DEFAULT_STORM, ...input };
-  const budgetMs = 60_000 + o.holdSec * 1000 + (Math.ceil(o.chargers / o.concurrency) + 2) * (o.handshakeTimeoutMs + o.bootTimeoutMs);
-  setTimeout(() => { process.stderr.write(`storm-gen: exceeded its ${budgetMs} ms budget\n`); process.exit(3); }, budgetMs).unref();
-  const result = await runStorm(input);
-  process.stdout.write('RESULT ' + JSON.stringify(result) + '\n');
-  setTimeout(() => process.exit(0), 200);
+// Child process: driven by storm.ts over the IPC channel.
+if (import.meta.url === `file://${process.argv[1]}` && process.send) {
+  const o = JSON.parse(process.argv[2] ?? '{}') as GenConfig;
+  setTimeout(() => { process.stderr.write(`storm-gen ${process.pid}: exceeded its ${o.budgetMs} ms budget\n`); process.exit(3); }, o.budgetMs).unref();
+  process.on('disconnect', () => process.exit(2));
+  const send = (m: FromGen) => process.send!(m);
+  const chargers: StormCharger[] = [];
+  let fleet = new Fleet();
+  process.on('message', (m: ToGen) => {
+    if (m.op === 'storm') {
+      // A fresh fleet per storm: the warm-up's failures and histograms are its own.
+      fleet = new Fleet();
+      const f = fleet;
+      void (async () => {
+        await sleep(Math.max(0, m.startAt - Date.now()));
+        send({ op: 'storm', phase: await storm(o, f, m.n, m.prefix, chargers) });
+      })();
+    } else if (m.op === 'tick') {
+      fleet.holding = m.holding;
+      let open = 0;
+      for (const c of chargers) if (c.state === 'open' && !c.closing) open++;
+      send({ op: 'tick', open, drops: fleet.drops, dropSamples: fleet.dropSamples, pings: fleet.pings, serverCalls: fleet.serverCalls });
+    } else if (m.op === 'close') {
+      const t0 = Date.now();
+      void Promise.all(chargers.splice(0).map((c) => c.close())).then(() => send({ op: 'closed', ms: Date.now() - t0 }));
+    } else if (m.op === 'exit') {
+      process.exit(0);
+    }
+  });
+  send({ op: 'ready', pid: process.pid });
 }

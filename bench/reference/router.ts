@@ -6,6 +6,11 @@
  *
  * Prints one JSON line on stdout once listening: {"ready":true,"port":N,"pid":P,"threads":T}.
  * Local data (API key store, analytics spool) goes to a fresh temp dir, removed on exit.
+ * State: in process unless the config sets `redis.url` (the matrix passes its throwaway
+ * redis-server's URL under --router-state=redis). Analytics: the local spool (no ClickHouse).
+ * Plugins: `core`, then the bench fixture bench/fixtures/authorize-plugin.ts (Authorize with
+ * one state read per message; the product has no auth plugin yet), seeded with the token
+ * the generator sends (BENCH_ID_TOKEN). A `plugins` key in the config replaces both.
  * SIGTERM / SIGINT / stdin closing: close the router, remove the temp dir, exit.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -13,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRouter, mergeConfig } from '../../core/index.js';
 import { stopWithParent } from '../lib/proc.js';
+import { BENCH_ID_TOKEN } from '../lib/ocpp-payloads.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ocr-bench-router-'));
 const user = JSON.parse(process.argv[2] ?? '{}') as Record<string, unknown>;
@@ -21,6 +27,7 @@ const base: Record<string, unknown> = {
   log: { level: 'silent' },
   dataDir: dir,
   analytics: { spoolDir: join(dir, 'spool') },
+  plugins: [{ name: 'core' }, { name: './bench/fixtures/authorize-plugin.ts', options: { knownTokens: [BENCH_ID_TOKEN] } }],
 };
 
 const router = await createRouter(mergeConfig(base, user), { onGeneratedApiKey: () => undefined });
