@@ -9,7 +9,7 @@ import { buildConfig, readConfigFile } from '../core/options.js';
 import { ApiKeyStore } from '../core/api/api-keys.js';
 import { superviseProcesses } from '../core/cluster/processes.js';
 import { createLogger } from '../core/log.js';
-import { hostname } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 
 const HELP = `ocpp-router — OCPP 1.6 / 2.0.1 / 2.1 router and central system
 
@@ -101,6 +101,8 @@ async function main(): Promise<number> {
       args: process.argv.slice(2).filter((a, i, all) => !/^(-P|--processes)(=|$)/.test(a) && !/^(-P|--processes)$/.test(all[i - 1] ?? '')),
       execArgv: process.execArgv,
       nodeIdBase: base,
+      // pool.threads 0 means one worker per core for the host, not per process.
+      threadsPerProcess: cfg.pool.threads === 0 ? Math.max(1, Math.floor(availableParallelism() / cfg.processes)) : undefined,
       log: createLogger(cfg.log, { role: 'supervisor' }),
     });
   }

@@ -93,6 +93,7 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
 
   const connections = new ConnectionRegistry();
   const threads = config.pool.threads || availableParallelism();
+  metrics.threads.set(threads);
   let gateway: Gateway;
   let commands: CommandApi;
   const dispatcher = new Dispatcher(

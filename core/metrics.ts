@@ -22,6 +22,7 @@ export function createMetrics() {
     outbox: new Counter({ name: 'ocr_outbox_total', help: 'Socket send results other than sent', labelNames: ['result'], registers: [registry] }),
     commands: new Counter({ name: 'ocr_commands_total', help: 'CSMS-initiated CALLs by action and outcome', labelNames: ['action', 'outcome'], registers: [registry] }),
     queueDepth: new Gauge({ name: 'ocr_pool_pending_frames', help: 'Frames waiting for a free batch slot (load is shed at pool.maxPendingFrames)', registers: [registry] }),
+    threads: new Gauge({ name: 'ocr_pool_threads', help: 'Worker threads of this router process', registers: [registry] }),
     inFlight: new Gauge({ name: 'ocr_pool_batches_in_flight', help: 'Batches being processed by workers', registers: [registry] }),
     backlog: new Gauge({ name: 'ocr_lane_backlog_frames', help: 'Frames waiting behind their charger\'s in-flight frames', registers: [registry] }),
     batchSize: new Histogram({ name: 'ocr_batch_items', help: 'Items per batch', buckets: [1, 4, 16, 64, 256, 1024, 4096], registers: [registry] }),

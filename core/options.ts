@@ -68,7 +68,7 @@ export interface RouterConfig {
     /** Charger models validated leniently (from BootNotification). @default [] */ models: { vendor: string; model: string }[];
   };
   pool: {
-    /** Worker threads. 0 = one per core. @default 0 */ threads: number;
+    /** Worker threads. 0 = one per core (with `processes` N: cores ÷ N per process, at least 1). @default 0 */ threads: number;
     /** Items per batch before it is sent at once. @default 512 */ batchSize: number;
     /** Batches in flight per worker. @default 4 */ concurrentTasksPerWorker: number;
     /**

@@ -22,6 +22,12 @@ export interface SuperviseOptions {
   execArgv: string[];
   /** Node ids become `<nodeIdBase>-p<i>`. */
   nodeIdBase: string;
+  /**
+   * Worker threads of each process when the configuration leaves `pool.threads` at 0 ("one
+   * per core"): N processes with one worker per core each would run N × cores workers
+   * (~43 MB each, bench/storm.ts) competing for the same cores. @default unset (the config decides)
+   */
+  threadsPerProcess?: number;
   log: { info(o: object, m?: string): void; warn(o: object, m?: string): void; error(o: object, m?: string): void };
   /** Grace period for children at shutdown before SIGKILL. @default 15000 */
   stopTimeoutMs?: number;
@@ -36,7 +42,10 @@ export function superviseProcesses(opts: SuperviseOptions): Promise<number> {
     const startedAt = Date.now();
     const child = fork(opts.script, opts.args, {
       execArgv: opts.execArgv,
-      env: { ...process.env, OCR_PROCESSES: '1', OCR_PROCESS_INDEX: String(i), OCR_NODE_ID: `${opts.nodeIdBase}-p${i}` },
+      env: {
+        ...process.env, OCR_PROCESSES: '1', OCR_PROCESS_INDEX: String(i), OCR_NODE_ID: `${opts.nodeIdBase}-p${i}`,
+        ...(opts.threadsPerProcess ? { OCR_POOL_THREADS: String(opts.threadsPerProcess) } : {}),
+      },
       stdio: 'inherit',
     });
     children.set(i, child);

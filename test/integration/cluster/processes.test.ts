@@ -6,7 +6,7 @@ import t from 'tap';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TestCharger } from '../../helpers/charger.js';
 import { uniqueName, useRedis } from '../../helpers/services.js';
@@ -57,6 +57,8 @@ t.test('two router processes share a port, state and commands', async (t) => {
   let ok = 0;
   for (let i = 0; i < chargers.length; i++) if ((await api('POST', `/api/v1/chargers/MP-${i}/calls/Reset`, { type: 'Soft' })).body?.result?.status === 'Accepted') ok++;
   t.equal(ok, chargers.length, 'every charger reached from any process');
+  const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`, { headers: { authorization: `Bearer ${key}` } })).text();
+  t.match(metrics, new RegExp(`\\nocr_pool_threads ${Math.max(1, Math.floor(availableParallelism() / 2))}\\n`), 'pool.threads 0: the host cores are shared by the processes');
 
   child.kill('SIGTERM');
   t.equal(await exited, 0, 'supervisor and processes stop cleanly');
