@@ -106,23 +106,33 @@ async function main(): Promise<number> {
       log: createLogger(cfg.log, { role: 'supervisor' }),
     });
   }
-  // Imported here, not at the top: a supervisor of --processes never runs a router, and core
-  // with its dependencies is ~20 MB of its RSS (bench/storm.ts, 100k chargers).
-  const { createRouter } = await import('../core/index.js');
-  const router = await createRouter(input, { instance: Number(process.env.OCR_PROCESS_INDEX ?? 0) });
+  // A process of --processes whose supervisor died (SIGKILL, OOM) stops too, also while it
+  // is still starting: left running it would keep the port (SO_REUSEPORT) beside the
+  // processes of a restarted supervisor.
+  const supervised = process.send !== undefined && process.env.OCR_PROCESS_INDEX !== undefined;
+  if (supervised && !process.connected) return 0;
+  let router: Awaited<ReturnType<typeof import('../core/index.js')['createRouter']>> | undefined;
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
+    if (!router) process.exit(0); // still starting: nothing to drain
     router.log.info({ signal }, 'shutting down');
     await router.close();
     process.exit(0);
   };
+  if (supervised) process.once('disconnect', () => void stop('supervisor gone'));
+  // Imported here, not at the top: a supervisor of --processes never runs a router, and core
+  // with its dependencies is ~20 MB of its RSS (bench/storm.ts, 100k chargers).
+  const { createRouter } = await import('../core/index.js');
+  router = await createRouter(input, { instance: Number(process.env.OCR_PROCESS_INDEX ?? 0) });
+  if (stopping) {
+    // The supervisor went away while this process was starting.
+    await router.close();
+    process.exit(0);
+  }
   process.once('SIGINT', () => void stop('SIGINT'));
   process.once('SIGTERM', () => void stop('SIGTERM'));
-  // A process of --processes whose supervisor died (SIGKILL, OOM) stops too: left running it
-  // would keep the port (SO_REUSEPORT) beside the processes of a restarted supervisor.
-  if (process.send && process.env.OCR_PROCESS_INDEX !== undefined) process.once('disconnect', () => void stop('supervisor gone'));
   return -1;
 }
 

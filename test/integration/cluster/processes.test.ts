@@ -4,7 +4,7 @@
  */
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -64,26 +64,50 @@ t.test('two router processes share a port, state and commands', async (t) => {
   t.equal(await exited, 0, 'supervisor and processes stop cleanly');
 });
 
-t.test('when the supervisor is killed, its router processes stop and free the port', async (t) => {
-  const url = await useRedis(t);
-  const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'ocr-procs-'));
-  const child = spawn(process.execPath, ['bin/ocpp-router.js', '--processes', '2', '--port', String(port)], {
-    env: { ...process.env, OCR_REDIS_URL: url, OCR_REDIS_KEY_PREFIX: `${uniqueName('mpk')}:`, OCR_DATA_DIR: dir, OCR_ANALYTICS_SPOOL_DIR: join(dir, 'spool'), OCR_LOG_LEVEL: 'warn', OCR_SERVER_HOST: '127.0.0.1', OCR_NODE_ID: 'mpk' },
-    stdio: ['ignore', 'ignore', 'ignore'],
-  });
-  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL'); });
-  const up = async () => { try { return (await fetch(`http://127.0.0.1:${port}/health`)).ok; } catch { return false; } };
-  for (let i = 0; i < 150 && !(await up()); i++) await new Promise((r) => setTimeout(r, 100));
-  t.ok(await up(), 'router processes serve');
-  child.kill('SIGKILL');
-  let gone = false;
-  for (let i = 0; i < 150 && !gone; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    gone = !(await up());
+/** Pids of processes whose environment holds `marker` (Linux /proc). */
+function pidsWith(marker: string): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (readFileSync(`/proc/${d}/environ`, 'latin1').includes(marker)) out.push(Number(d));
+    } catch { /* gone meanwhile */ }
   }
-  t.ok(gone, 'no process holds the port any more');
-});
+  return out;
+}
+
+for (const when of ['serving', 'starting'] as const) {
+  t.test(`when the supervisor is killed (processes ${when}), its router processes stop and free the port`, async (t) => {
+    const url = await useRedis(t);
+    const port = await freePort();
+    const dir = mkdtempSync(join(tmpdir(), 'ocr-procs-'));
+    const prefix = `${uniqueName('mpk')}:`;
+    const child = spawn(process.execPath, ['bin/ocpp-router.js', '--processes', '2', '--port', String(port)], {
+      env: { ...process.env, OCR_REDIS_URL: url, OCR_REDIS_KEY_PREFIX: prefix, OCR_DATA_DIR: dir, OCR_ANALYTICS_SPOOL_DIR: join(dir, 'spool'), OCR_LOG_LEVEL: 'warn', OCR_SERVER_HOST: '127.0.0.1', OCR_NODE_ID: 'mpk' },
+      stdio: ['ignore', 'ignore', 'ignore'],
+    });
+    t.teardown(() => {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      for (const pid of pidsWith(prefix)) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+    });
+    const up = async () => { try { return (await fetch(`http://127.0.0.1:${port}/health`)).ok; } catch { return false; } };
+    if (when === 'serving') {
+      for (let i = 0; i < 150 && !(await up()); i++) await new Promise((r) => setTimeout(r, 100));
+      t.ok(await up(), 'router processes serve');
+    } else {
+      for (let i = 0; i < 100 && pidsWith(prefix).length < 3; i++) await new Promise((r) => setTimeout(r, 20));
+      t.equal(pidsWith(prefix).length, 3, 'supervisor and both processes started');
+    }
+    child.kill('SIGKILL');
+    let left = pidsWith(prefix);
+    for (let i = 0; i < 150 && left.length > 0; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      left = pidsWith(prefix);
+    }
+    t.same(left, [], 'every router process exited');
+    t.notOk(await up(), 'no process holds the port');
+  });
+}
 
 t.test('processes > 1 without Redis is a start-up error naming the key', async (t) => {
   const out = spawn(process.execPath, ['bin/ocpp-router.js', '--processes', '2'], { env: { ...process.env, OCR_REDIS_URL: '' }, stdio: ['ignore', 'ignore', 'pipe'] });
