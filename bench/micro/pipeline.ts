@@ -4,11 +4,13 @@
  * writing the local spool, driven in-process. What is left of a round trip's CPU once the
  * transport and the thread hop are taken away; e2e-throughput measures the whole.
  *
- *   node --import tsx bench/micro/pipeline.ts [--action=MeterValues] [--version=1.6] [--frames=100000] [--rounds=4]
+ *   node --import tsx bench/micro/pipeline.ts [--action=MeterValues] [--version=1.6] [--frames=100000] [--rounds=4] [--state=memory|redis]
  *   node --cpu-prof --cpu-prof-dir=/tmp/prof --import tsx bench/micro/pipeline.ts   # where the time goes
  *
  * Each round runs `frames` frames, 100 chargers' frames at a time (like a batch's lanes);
- * prints wall and CPU µs per frame. The first round includes warm-up (JIT).
+ * prints wall and CPU µs per frame. The first round includes warm-up (JIT). `--state=redis`:
+ * state in a throwaway redis-server through the store a worker uses (ioredis, journaling
+ * wrapper); its CPU is not in the figure.
  *
  * Owns: nothing the product uses. Must not: stand in for an end-to-end figure.
  */
@@ -24,22 +26,33 @@ import { StoreChargerRegistry } from '../../core/state/registry.js';
 import { scopeStore } from '../../core/state/scoped-store.js';
 import { createAnalyticsSink } from '../../core/analytics/clickhouse-sink.js';
 import type { Logger } from '../../core/plugin-api.js';
+import { RedisStateStore } from '../../core/state/redis-store.js';
+import { JournalingStore } from '../../core/state/journaling-store.js';
+import type { StateStore } from '../../core/state/store.js';
+import { startRedis } from '../lib/redis-server.js';
 import { actionPayload, BENCH_ACTIONS, type BenchAction, type BenchVersion } from '../lib/ocpp-payloads.js';
 import core from '../../plugins/core/index.js';
 
-const opts = { action: 'MeterValues' as BenchAction, version: '1.6' as BenchVersion, frames: 100_000, rounds: 4 };
+const opts = { action: 'MeterValues' as BenchAction, version: '1.6' as BenchVersion, frames: 100_000, rounds: 4, state: 'memory' as 'memory' | 'redis' };
 for (const a of process.argv.slice(2)) {
-  const m = /^--(action|version|frames|rounds)=(.+)$/.exec(a);
+  const m = /^--(action|version|frames|rounds|state)=(.+)$/.exec(a);
   if (!m) throw new Error(`unknown argument ${a}`);
   if (m[1] === 'action') {
     if (!BENCH_ACTIONS.includes(m[2] as BenchAction)) throw new Error(`--action must be one of ${BENCH_ACTIONS.join(', ')}`);
     opts.action = m[2] as BenchAction;
   } else if (m[1] === 'version') opts.version = m[2] as BenchVersion;
+  else if (m[1] === 'state') {
+    if (m[2] !== 'memory' && m[2] !== 'redis') throw new Error('--state must be memory or redis');
+    opts.state = m[2];
+  }
   else opts[m[1] as 'frames' | 'rounds'] = Math.max(1, Math.min(Number(m[2]) || 1, m[1] === 'frames' ? 1_000_000 : 20));
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'ocr-micro-'));
-const store = new MemoryStateStore();
+const redis = opts.state === 'redis' ? await startRedis() : undefined;
+const store: StateStore = redis
+  ? new JournalingStore(new RedisStateStore({ url: redis.url, commandTimeoutMs: 2000 }), async () => { throw new Error('journal not expected'); }, { has: () => false, mark: () => undefined })
+  : new MemoryStateStore();
 const registry = new StoreChargerRegistry(store);
 const sink = createAnalyticsSink({ spoolDir: join(dir, 'spool'), nodeId: 'micro' });
 await sink.start();
@@ -68,4 +81,6 @@ for (let round = 0; round < opts.rounds; round++) {
   process.stdout.write(`round ${round}: ${wall.toFixed(2)} µs/frame wall, ${((c.user + c.system) / opts.frames).toFixed(2)} µs/frame CPU${errors ? `, ${errors} errors` : ''}\n`);
 }
 await sink.close();
+await store.close();
+await redis?.stop();
 rmSync(dir, { recursive: true, force: true });
