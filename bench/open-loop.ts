@@ -12,6 +12,7 @@
  *        [--reps=3] [--duration=5] [--warmup=2] [--drain=5] [--threads=0] [--version=1.6]
  *        [--router-config='{json}'] [--quiet-cores=0.3] [--quiet-wait=5] [--out=bench/results/open-loop-latest.json]
  *   e.g. the knee:  --rates=2000,10000,20000 --actions=Heartbeat,MeterValues
+ *   BENCH_PROFILE=1: the router runs with --cpu-prof (profiles in bench/results/profiles)
  *
  * Outputs per (action, rate, server), median (min–max) over the repetitions: p50 / p99 / p99.9 /
  * max latency, the router's p99 minus the bare responder's (same repetition), achieved send
