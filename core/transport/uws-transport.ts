@@ -34,8 +34,9 @@ const decoder = new TextDecoder();
  * Why not `message.slice(0)`: that allocates an ArrayBuffer (a malloc'd backing store, and
  * external memory that makes V8 collect more often) per frame; on the MeterValues profile
  * at 1,000 chargers × 8 in flight the message handler was 15% of the socket thread. A slab
- * stays alive while a view of it does (frames waiting in a lane), so memory is bounded by
- * the pending frames, rounded up to slabs. Frames over a slab's eighth get their own buffer.
+ * stays alive while a view of it does (a frame waiting in a lane). Slabs are filled one after
+ * the other, so what waiting frames keep alive is at most the bytes received since the oldest
+ * of them arrived, plus one slab. Frames over a slab's eighth get their own buffer.
  */
 const SLAB_BYTES = 256 * 1024;
 let slab = new Uint8Array(SLAB_BYTES);
