@@ -83,3 +83,39 @@ export function actionPayload(version: BenchVersion, action: BenchAction, timest
 
 /** Width of the message ids the generator uses: fixed, so frames can be patched in place. */
 export const ID_WIDTH = 10;
+
+// ── the fleet mix (bench/fleet-mix.ts) ────────────────────────────────────────────────────
+
+/**
+ * Connector statuses the fleet mix walks through, named as in 1.6. A session without a
+ * transaction (the router has no transaction plugin yet): Preparing → Charging → Finishing →
+ * Available; a fault: Faulted (with an errorCode) → Available.
+ */
+export type FleetStatus = 'Available' | 'Preparing' | 'Charging' | 'Finishing' | 'Faulted';
+export const FLEET_STATUSES: readonly FleetStatus[] = ['Available', 'Preparing', 'Charging', 'Finishing', 'Faulted'];
+/** 1.6 errorCodes a faulted charger reports (one picked per fault). */
+export const FLEET_ERROR_CODES: readonly string[] = ['GroundFailure', 'OverCurrentFailure', 'HighTemperature', 'PowerMeterFailure'];
+
+/**
+ * StatusNotification of connector 1 with `status`, or null when the version has no such
+ * notification. 1.6: the status itself (errorCode NoError unless given). 2.0.1 knows only
+ * connector states: Preparing → Occupied (the cable is in), Charging and Finishing → null (in
+ * 2.0.1 they are TransactionEvents, not sent here), Available, Faulted (no errorCode field).
+ */
+export function statusNotificationPayload(version: BenchVersion, status: FleetStatus, timestamp: string, errorCode = 'NoError'): Record<string, unknown> | null {
+  if (version === '1.6') return { connectorId: 1, errorCode: status === 'Faulted' ? errorCode : 'NoError', status, timestamp };
+  const connectorStatus = status === 'Preparing' ? 'Occupied' : status === 'Available' || status === 'Faulted' ? status : null;
+  return connectorStatus && { timestamp, connectorStatus, evseId: 1, connectorId: 1 };
+}
+
+/**
+ * The MeterValues of a session without a transaction: the same ten sampled values as
+ * actionPayload's, without 1.6's optional transactionId (no StartTransaction gave one).
+ */
+export function sessionMeterValuesPayload(version: BenchVersion, timestamp: string): Record<string, unknown> {
+  if (version === '1.6') {
+    const { transactionId: _, ...rest } = meterValues16(timestamp);
+    return rest;
+  }
+  return meterValues201(timestamp);
+}

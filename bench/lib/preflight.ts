@@ -52,7 +52,11 @@ function checkAnswer(version: BenchVersion, action: string, mid: string, text: s
   return null;
 }
 
-export async function preflight(port: number, version: BenchVersion, actions: readonly BenchAction[], timeoutMs = 5000): Promise<PreflightResult> {
+/**
+ * `extraCalls`: further CALLs (action, payload) checked the same way after the actions, e.g. the
+ * fleet mix's StatusNotifications of every status; answers keyed `<action>#x<i>`.
+ */
+export async function preflight(port: number, version: BenchVersion, actions: readonly BenchAction[], timeoutMs = 5000, extraCalls: readonly (readonly [string, unknown])[] = []): Promise<PreflightResult> {
   const id = `preflight-${process.pid}-${Date.now()}`;
   const ws = new WebSocket(`ws://127.0.0.1:${port}/ocpp/${id}`, SUBPROTOCOL[version], { perMessageDeflate: false });
   const answers: Record<string, string> = {};
@@ -65,8 +69,7 @@ export async function preflight(port: number, version: BenchVersion, actions: re
       ws.once('close', (code, reason) => reject(new Error(`closed ${code} ${String(reason)}`)));
     });
     if (ws.protocol !== SUBPROTOCOL[version]) throw new Error(`server chose subprotocol "${ws.protocol}"`);
-    const call = (action: string, payload: unknown) => new Promise<string>((resolve, reject) => {
-      const mid = `pf-${action}`;
+    const call = (action: string, payload: unknown, mid: string) => new Promise<string>((resolve, reject) => {
       const onMsg = (data: WebSocket.RawData) => {
         const text = String(data);
         if (!text.includes(`"${mid}"`)) return;
@@ -78,10 +81,14 @@ export async function preflight(port: number, version: BenchVersion, actions: re
       ws.send(JSON.stringify([2, mid, action, payload]));
     });
     const ts = new Date().toISOString();
-    for (const [action, payload] of [['BootNotification', bootPayload(version, 0)], ...actions.map((a) => [a, actionPayload(version, a, ts)])] as [string, unknown][]) {
-      const text = await call(action, payload);
-      answers[action] = text.length > 300 ? text.slice(0, 300) + '…' : text;
-      const problem = checkAnswer(version, action, `pf-${action}`, text);
+    const calls = [
+      ...([['BootNotification', bootPayload(version, 0)], ...actions.map((a) => [a, actionPayload(version, a, ts)])] as [string, unknown][]).map(([a, p]) => [a, p, `pf-${a}`, a]),
+      ...extraCalls.map(([a, p], i) => [a, p, `pf-x${i}-${a}`, `${a}#x${i}`]),
+    ] as [string, unknown, string, string][];
+    for (const [action, payload, mid, key] of calls) {
+      const text = await call(action, payload, mid);
+      answers[key] = text.length > 300 ? text.slice(0, 300) + '…' : text;
+      const problem = checkAnswer(version, action, mid, text);
       if (problem) problems.push(problem);
     }
   } catch (err) {
