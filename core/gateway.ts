@@ -43,6 +43,8 @@ export class Gateway {
   private readonly prefix: string;
   /** Versions whose Heartbeat the socket thread answers itself (see heartbeat()). */
   private fastHeartbeat = new Set<OcppVersion>();
+  /** Per version, actions whose CALLRESULTs a plugin observes (see start()). */
+  private callResultHooks = new Map<OcppVersion, Set<string>>();
   private lastSeenTimer: NodeJS.Timeout | null = null;
   private currentTimeMs = 0;
   private currentTime = '';
@@ -68,8 +70,9 @@ export class Gateway {
    * Enables the socket-thread Heartbeat for these versions (the workers report where the core
    * plugin's handler is Heartbeat's only participant) and starts the periodic lastSeenAt flush.
    */
-  start(fastHeartbeat: OcppVersion[]): void {
+  start(fastHeartbeat: OcppVersion[], callResultHooks: Partial<Record<OcppVersion, string[]>> = {}): void {
     this.fastHeartbeat = new Set(fastHeartbeat);
+    this.callResultHooks = new Map(Object.entries(callResultHooks).map(([v, a]) => [v as OcppVersion, new Set(a)]));
     this.lastSeenTimer = setInterval(() => void this.flushLastSeen(), this.cfg.server.lastSeenFlushSec * 1000);
     this.lastSeenTimer.unref();
   }
@@ -237,8 +240,11 @@ export class Gateway {
       if (pending) {
         // Settled here, so a caller never waits for a worker slot (which a handler awaiting
         // this very answer might hold); workers only run the observer hooks.
-        this.commands.settleFrame(conn, pending, bytes);
-        this.dispatcher.reply(conn, bytes, pending);
+        const ok = this.commands.settleFrame(conn, pending, bytes);
+        // Workers record CALLERRORs and run onCallResult / onCallError hooks; a valid
+        // CALLRESULT that no plugin observes needs neither (fan-out bench: it was parsed and
+        // validated a second time in a worker for nothing).
+        if (!ok || this.callResultHooks.get(conn.version)?.has(pending.action)) this.dispatcher.reply(conn, bytes, pending);
       }
       return;
     }

@@ -10,6 +10,7 @@ import { availableParallelism } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { buildConfig, type RouterConfig } from './options.js';
 import { createLogger, type PinoLogger } from './log.js';
+import type { OcppVersion } from './protocol/dialect.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { ConnectionRegistry } from './registry/connection-registry.js';
 import { Dispatcher } from './dispatch/pool.js';
@@ -156,7 +157,10 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
     const pings = await dispatcher.start();
     // Every worker loads the same plugins, so their answers agree; take the strictest.
     const fast = pings.reduce((acc, p) => acc.filter((v) => p.socketThreadHeartbeat.includes(v)), pings[0]?.socketThreadHeartbeat ?? []);
-    gateway.start(fast);
+    // Union over workers (they agree; a hook anywhere must see its answers).
+    const observed: Partial<Record<OcppVersion, string[]>> = {};
+    for (const p of pings) for (const [v, actions] of Object.entries(p.callResultHooks)) observed[v as OcppVersion] = [...new Set([...(observed[v as OcppVersion] ?? []), ...actions])];
+    gateway.start(fast, observed);
     log.info({ threads, plugins: pings[0]?.plugins, socketThreadHeartbeat: fast }, 'workers ready');
   } catch (err) {
     await dispatcher.pool.destroy().catch(() => undefined);

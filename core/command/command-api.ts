@@ -114,15 +114,17 @@ export class CommandApi {
    * The charger's CALLRESULT / CALLERROR for `p`: parsed and validated against the response
    * schema here, on the socket thread, and the caller settled at once. Answers are rare (one
    * per CSMS CALL), so the cost does not matter, and no caller ever waits for a worker.
+   * Returns true when the call succeeded (a CALLRESULT valid against the response schema).
    */
-  settleFrame(conn: Connection, p: PendingCall, bytes: Uint8Array): void {
+  settleFrame(conn: Connection, p: PendingCall, bytes: Uint8Array): boolean {
     const f = parseFrame(decoder.decode(bytes), conn.version);
     let error: { code: string; description: string; details: Record<string, unknown> } | undefined;
     if (f.type === CALLRESULT) {
       const check = validatorFor(conn.version).validate(p.action, 'response', f.payload, conn.lenient);
       if (check.ok) {
         this.metrics.commands.inc({ action: p.action, outcome: 'ok' });
-        return p.resolve(f.payload);
+        p.resolve(f.payload);
+        return true;
       }
       error = { code: 'InvalidResponse', description: `Charger answered ${p.action} with an invalid payload: ${check.error.description}`, details: { schemaError: check.error.code, ...check.error.details } };
     } else if (f.type === CALLERROR) {
@@ -137,6 +139,7 @@ export class CommandApi {
     err.statusCode = 502;
     err.callError = error;
     p.reject(err);
+    return false;
   }
 
   /** The connection closed: every pending and queued CALL fails now, not at its timeout. */

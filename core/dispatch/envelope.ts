@@ -49,4 +49,9 @@ export interface PingResult {
    * handler, no hook): the socket thread may answer it itself (gateway.ts).
    */
   socketThreadHeartbeat: OcppVersion[];
+  /**
+   * Per version, the actions some plugin observes with an `onCallResult` hook. A charger's
+   * valid CALLRESULT to any other CSMS CALL needs no worker at all (gateway.ts).
+   */
+  callResultHooks: Partial<Record<OcppVersion, string[]>>;
 }

@@ -103,6 +103,7 @@ const socketThreadHeartbeat = OCPP_VERSIONS.filter((v) => {
   const e = table.byAction[v].get('Heartbeat');
   return e?.handler?.plugin === 'core' && e.onCall.length === 0 && e.onResult.length === 0 && e.after.length === 0;
 });
+const callResultHooks = Object.fromEntries(OCPP_VERSIONS.map((v) => [v, [...table.onCallResult[v].keys()]]));
 const pipeline = new Pipeline(table, new ContextFactory(services), log, config.pool.hookTimeoutMs, sink, nodeId);
 
 async function runItem(meta: ItemMeta, batch: DecodedBatch, out: unknown[], i: number): Promise<void> {
@@ -134,7 +135,7 @@ async function runItem(meta: ItemMeta, batch: DecodedBatch, out: unknown[], i: n
 
 export default async function task(input: ArrayBuffer | PingTask): Promise<ArrayBuffer | PingResult | unknown> {
   if (!(input instanceof ArrayBuffer)) {
-    if (input.op === 'ping') return { threadId, plugins: table.plugins, socketThreadHeartbeat } satisfies PingResult;
+    if (input.op === 'ping') return { threadId, plugins: table.plugins, socketThreadHeartbeat, callResultHooks } satisfies PingResult;
     throw new Error('unknown task');
   }
   const batch = readBatch(input);

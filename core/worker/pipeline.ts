@@ -226,8 +226,10 @@ export class Pipeline {
   }
 
   /**
-   * A charger's answer to a CSMS-initiated CALL: validate it against the response schema,
-   * run onCallResult / onCallError hooks, and hand the outcome back for the waiting caller.
+   * A charger's answer to a CSMS-initiated CALL, for its observers: validated against the
+   * response schema, a call_errors row for a CALLERROR, onCallResult / onCallError hooks.
+   * The waiting caller was already settled on the socket thread (CommandApi.settleFrame);
+   * valid CALLRESULTs that no plugin observes do not come here at all (gateway.ts).
    */
   async runReply(conn: ConnMeta, action: string, request: Record<string, unknown>, text: string): Promise<ReplyResult> {
     const v = conn.version;

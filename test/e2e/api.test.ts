@@ -170,3 +170,33 @@ t.test('requireAuth refuses chargers without a password', async (t) => {
   const r = await startRouter(t, { security: { requireAuth: true } });
   await t.rejects(TestCharger.connect(r.url('NOPW')), { message: 'HTTP 401' });
 });
+
+t.test('onCallResult / onCallError hooks see the chargers\' answers; unobserved results stay on the socket thread', async (t) => {
+  const r = await startRouter(t, { plugins: [{ name: 'core' }, { name: './test/fixtures/plugins/reply-observer.ts' }] });
+  const c = await TestCharger.connect(r.url('OBS-1'), {
+    onCall: (action) => (action === 'Reset' ? { status: 'Accepted' } : action === 'ChangeConfiguration' ? ['NotSupported', 'no such key'] : { status: 'Unlocked' }),
+  });
+  t.teardown(() => c.close());
+  const store = r.router.registry.store;
+  const until = async (key: string) => {
+    for (let i = 0; i < 100; i++) {
+      const v = await store.get(key);
+      if (v) return JSON.parse(v) as Record<string, unknown>;
+      await new Promise((res) => setTimeout(res, 20));
+    }
+    return undefined;
+  };
+  const batches = async () => Number(/\nocr_batch_items_count (\d+)/.exec(String((await r.api('GET', '/metrics')).body))?.[1] ?? NaN);
+
+  t.equal((await r.api('POST', '/api/v1/chargers/OBS-1/calls/Reset', { type: 'Hard' })).status, 200);
+  t.same(await until('ocr:{OBS-1}:reply-observer:result'), { action: 'Reset', request: { type: 'Hard' }, result: { status: 'Accepted' } }, 'onCallResult saw the observed action');
+  t.equal((await r.api('POST', '/api/v1/chargers/OBS-1/calls/ChangeConfiguration', { key: 'k', value: 'v' })).status, 502);
+  t.same(await until('ocr:{OBS-1}:reply-observer:error'), { action: 'ChangeConfiguration', code: 'NotSupported' }, 'onCallError saw the CALLERROR');
+
+  // A result nobody observes (UnlockConnector here) is settled on the socket thread alone.
+  const before = await batches();
+  t.ok(before > 0, `${before} batches so far`);
+  t.equal((await r.api('POST', '/api/v1/chargers/OBS-1/calls/UnlockConnector', { connectorId: 1 })).status, 200);
+  await new Promise((res) => setTimeout(res, 50));
+  t.equal(await batches(), before, 'no batch went to a worker for it');
+});
