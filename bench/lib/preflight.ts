@@ -70,14 +70,16 @@ export async function preflight(port: number, version: BenchVersion, actions: re
     });
     if (ws.protocol !== SUBPROTOCOL[version]) throw new Error(`server chose subprotocol "${ws.protocol}"`);
     const call = (action: string, payload: unknown, mid: string) => new Promise<string>((resolve, reject) => {
+      const onClose = (code: number, reason: Buffer) => reject(new Error(`closed ${code} ${String(reason)}`));
       const onMsg = (data: WebSocket.RawData) => {
         const text = String(data);
         if (!text.includes(`"${mid}"`)) return;
         ws.off('message', onMsg);
+        ws.off('close', onClose);
         resolve(text);
       };
       ws.on('message', onMsg);
-      ws.once('close', (code, reason) => reject(new Error(`closed ${code} ${String(reason)}`)));
+      ws.once('close', onClose);
       ws.send(JSON.stringify([2, mid, action, payload]));
     });
     const ts = new Date().toISOString();
