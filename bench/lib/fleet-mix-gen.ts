@@ -36,13 +36,12 @@
  * Owns: the fleet's schedule and what is measured in the window. Must not: start servers,
  * wait for a reply before sending, send transaction messages.
  */
-import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { cpus, loadavg } from 'node:os';
-import type { Socket } from 'node:net';
 import { Histogram, type HistogramSummary } from './histogram.js';
 import { cpuFigures, resultChildMain, startCpuWindow } from './proc.js';
-import { bootCallText, closeRaw, connectAll, frameText, maskedFrame, rawConnect, readServerFrames, replySeq, settleBoot, type ServerFrameSink } from './loadgen.js';
+import { connectAll, frameText, maskedFrame } from './loadgen.js';
+import { OpenLoopCharger, WindowRun } from './open-loop-client.js';
 import {
   FLEET_ERROR_CODES, ID_WIDTH, sessionMeterValuesPayload, statusNotificationPayload, type BenchVersion, type FleetStatus,
 } from './ocpp-payloads.js';
@@ -169,86 +168,33 @@ class Stats {
   replies = 0;
 }
 
-class Run {
+class Run extends WindowRun<FleetMixOptions> {
   readonly all = new Stats();
   readonly perAction = FLEET_ACTIONS.map(() => new Stats());
   readonly perKind = new Array<number>(KINDS.length).fill(0);
-  wStart = Infinity;
-  wEnd = Infinity;
-  unsent = 0;
   sessions = 0;
   faults = 0;
-  sentPerSecond: number[] = [];
-  repliesPerSecond: number[] = [];
-  readonly errors = { callError: 0, unparsed: 0, closed: 0, late: 0, total: 0, samples: [] as string[] };
-
-  constructor(readonly opts: FleetMixOptions) {}
-
-  error(kind: 'callError' | 'unparsed' | 'closed' | 'late', sample?: string): void {
-    this.errors[kind]++;
-    if (kind !== 'late') this.errors.total++;
-    if (sample !== undefined && this.errors.samples.length < 5) this.errors.samples.push(`${kind}: ${sample.slice(0, 400)}`);
-  }
-
-  inWindow(t: number): boolean {
-    return t >= this.wStart && t < this.wEnd;
-  }
-
-  bump(perSecond: number[], now: number): boolean {
-    if (!this.inWindow(now)) return false;
-    const s = Math.floor((now - this.wStart) / 1000);
-    perSecond[s] = (perSecond[s] ?? 0) + 1;
-    return true;
-  }
 }
 
 type State = 'idle' | 'preparing' | 'charging' | 'finishing' | 'faulted';
 /** What a scheduled event of a charger does. */
 const Ev = { Heartbeat: 0, Check: 1, Plugin: 2, Meter: 3, Stop: 4, Unplug: 5, Recover: 6 } as const;
 
-class FleetCharger implements ServerFrameSink {
-  private sock!: Socket;
-  private readonly mask = randomBytes(4);
+class FleetCharger extends OpenLoopCharger<Run> {
   private readonly templates: (Buffer | null)[];
   private readonly idOffsets: number[];
-  private rest: Buffer | null = null;
-  private seq = 0;
-  private readonly ringMask: number;
-  private readonly intended: Float64Array;
-  private readonly pend: Float64Array;
   private readonly kindOf: Uint8Array;
-  outstanding = 0;
-  phase: 'connect' | 'boot' | 'run' | 'closed' = 'connect';
-  closedOnPurpose = false;
-  booted: Promise<void>;
-  private bootDone!: () => void;
-  private bootFail!: (err: Error) => void;
   /** CALLs due but not written: intended time and kind. */
   private dueT: number[] = [];
   private dueK: number[] = [];
   state: State = 'idle';
   chargeEnd = 0;
 
-  constructor(readonly run: Run, readonly cpId: string, texts: (string | null)[], ringSize: number) {
+  constructor(run: Run, cpId: string, texts: (string | null)[], ringSize: number) {
+    super(run, cpId, ringSize);
     this.templates = texts.map((t) => (t === null ? null : maskedFrame(t, 0x1, this.mask)));
     this.idOffsets = texts.map((t, i) => (t ? this.templates[i]!.length - Buffer.byteLength(t) + 4 : 0));
-    this.ringMask = ringSize - 1;
-    this.intended = new Float64Array(ringSize);
-    this.pend = new Float64Array(ringSize).fill(-1);
     this.kindOf = new Uint8Array(ringSize);
-    this.booted = new Promise((resolve, reject) => { this.bootDone = resolve; this.bootFail = reject; });
-    this.booted.catch(() => undefined);
-  }
-
-  open(port: number): Promise<void> {
-    const c = rawConnect(port, this.cpId, this.run.opts.version, (d) => this.onData(d), (detail) => this.onClosed(detail));
-    this.sock = c.sock;
-    return c.ready;
-  }
-
-  startBoot(): void {
-    this.phase = 'boot';
-    this.sock.write(maskedFrame(bootCallText(this.run.opts.version), 0x1, this.mask));
   }
 
   /** A CALL of kind `k` is due at `t` (skipped when the version has no such message). */
@@ -275,7 +221,6 @@ class FleetCharger implements ServerFrameSink {
     let total = 0;
     for (let f = 0; f < n; f++) total += this.templates[this.dueK[f]!]!.length;
     const out = Buffer.allocUnsafe(total);
-    const m = this.mask;
     let base = 0;
     for (let f = 0; f < n; f++) {
       const at = this.dueT[f]!;
@@ -283,13 +228,8 @@ class FleetCharger implements ServerFrameSink {
       const t = this.templates[k]!;
       const a = KINDS[k]!.action;
       t.copy(out, base);
-      let seq = ++this.seq;
-      const slot = seq & this.ringMask;
-      if (this.pend[slot]! >= 0) this.outstanding--;
-      this.pend[slot] = seq;
-      this.intended[slot] = at;
+      const { seq, slot } = this.nextSlot(at);
       this.kindOf[slot] = k;
-      this.outstanding++;
       if (run.inWindow(at)) {
         const lag = (now - at) * 1000;
         run.all.scheduled++; run.all.sendLag.record(lag);
@@ -298,40 +238,18 @@ class FleetCharger implements ServerFrameSink {
         run.perKind[k]!++;
       }
       if (run.bump(run.sentPerSecond, now)) { run.all.sent++; run.perAction[a]!.sent++; }
-      const off = base + this.idOffsets[k]!;
-      for (let d = ID_WIDTH - 1; d >= 0; d--) {
-        const digit = seq % 10;
-        seq = (seq - digit) / 10;
-        out[off + d] = (0x30 + digit) ^ m[(4 + d) & 3]!;
-      }
+      this.writeId(out, base + this.idOffsets[k]!, seq);
       base += t.length;
     }
     this.dueT.length = 0; this.dueK.length = 0;
     this.sock.write(out);
   }
 
-  private onData(chunk: Buffer): void {
-    const b = this.rest ? Buffer.concat([this.rest, chunk]) : chunk;
-    this.rest = null;
-    const i = readServerFrames(b, performance.now(), this.sock, this.mask, this);
-    if (i < 0) return;
-    if (i < b.length) this.rest = Buffer.from(b.subarray(i));
-  }
-
-  onFrame(b: Uint8Array, s: number, len: number, now: number): void {
+  protected onReply(slot: number, at: number, callError: boolean, now: number, b: Uint8Array, s: number, len: number): void {
     const run = this.run;
-    const seq = replySeq(b, s, len);
-    if (seq < 0) return run.error('unparsed', frameText(b, s, len));
-    const kind = b[s + 1];
-    if (this.phase === 'boot') return settleBoot(seq, kind, b, s, len, this.bootDone, this.bootFail);
-    const slot = seq & this.ringMask;
-    if (this.pend[slot] !== seq) return run.error('late');
-    this.pend[slot] = -1;
-    this.outstanding--;
     const st = run.perAction[KINDS[this.kindOf[slot]!]!.action]!;
     if (run.bump(run.repliesPerSecond, now)) { run.all.replies++; st.replies++; }
-    const at = this.intended[slot]!;
-    if (kind === 0x34) {
+    if (callError) {
       run.error('callError', frameText(b, s, len));
       if (run.inWindow(at)) { run.all.callError++; st.callError++; }
     } else if (run.inWindow(at)) {
@@ -352,29 +270,6 @@ class FleetCharger implements ServerFrameSink {
     }
     this.run.all.missing += n;
     return n;
-  }
-
-  missingInWindow(): number {
-    let n = 0;
-    for (let i = 0; i <= this.ringMask; i++) if (this.pend[i]! >= 0 && this.run.inWindow(this.intended[i]!)) n++;
-    return n;
-  }
-
-  unparsed(sample: string): void {
-    this.run.error('unparsed', sample);
-  }
-
-  onClosed(detail: string): void {
-    if (this.phase === 'closed') return;
-    const was = this.phase;
-    this.phase = 'closed';
-    if (!this.closedOnPurpose) this.run.error('closed', `${this.cpId} (${was}): ${detail}`);
-    this.bootFail(new Error(`closed: ${detail}`));
-  }
-
-  close(): void {
-    this.closedOnPurpose = true;
-    closeRaw(this.sock, this.mask);
   }
 }
 

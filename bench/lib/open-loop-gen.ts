@@ -33,13 +33,12 @@
  * Owns: the schedule and what is measured in the window. Must not: start servers, wait for a
  * reply before sending.
  */
-import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { cpus, loadavg } from 'node:os';
-import type { Socket } from 'node:net';
 import { Histogram, type HistogramSummary } from './histogram.js';
 import { cpuFigures, resultChildMain, startCpuWindow } from './proc.js';
-import { bootCallText, closeRaw, connectAll, frameText, maskedFrame, rawConnect, readServerFrames, replySeq, settleBoot, type ServerFrameSink } from './loadgen.js';
+import { connectAll, frameText, maskedFrame } from './loadgen.js';
+import { OpenLoopCharger, WindowRun } from './open-loop-client.js';
 import { actionPayload, ID_WIDTH, type BenchAction, type BenchVersion } from './ocpp-payloads.js';
 
 export interface OpenLoopOptions {
@@ -104,79 +103,24 @@ export interface OpenLoopResult {
 
 // ── the run ───────────────────────────────────────────────────────────────────────────────
 
-class Run {
+class Run extends WindowRun<OpenLoopOptions> {
   readonly latency = new Histogram();
   readonly sendLag = new Histogram();
-  /** Window bounds on the performance.now() clock (intended time for CALLs, wall time for rates). */
-  wStart = Infinity;
-  wEnd = Infinity;
   scheduled = 0;
   answered = 0;
-  /** The window's CALLs that were due on a charger already closed (never written). */
-  unsent = 0;
-  sentPerSecond: number[] = [];
-  repliesPerSecond: number[] = [];
-  readonly errors = { callError: 0, unparsed: 0, closed: 0, late: 0, total: 0, samples: [] as string[] };
-
-  constructor(readonly opts: OpenLoopOptions) {}
-
-  error(kind: 'callError' | 'unparsed' | 'closed' | 'late', sample?: string): void {
-    this.errors[kind]++;
-    if (kind !== 'late') this.errors.total++;
-    if (sample !== undefined && this.errors.samples.length < 5) this.errors.samples.push(`${kind}: ${sample.slice(0, 400)}`);
-  }
-
-  inWindow(t: number): boolean {
-    return t >= this.wStart && t < this.wEnd;
-  }
-
-  bump(perSecond: number[], now: number): void {
-    if (!this.inWindow(now)) return;
-    const s = Math.floor((now - this.wStart) / 1000);
-    perSecond[s] = (perSecond[s] ?? 0) + 1;
-  }
 }
 
-/** One simulated charger: a raw socket, a pre-built masked CALL, a ring of outstanding CALLs. */
-class OpenCharger implements ServerFrameSink {
-  private sock!: Socket;
-  private readonly mask = randomBytes(4);
+/** One simulated charger: a pre-built masked CALL, sent whenever the schedule says. */
+class OpenCharger extends OpenLoopCharger<Run> {
   private readonly template: Buffer;
   private readonly idOffset: number;
-  private rest: Buffer | null = null;
-  private seq = 0;
-  private readonly ringMask: number;
-  /** Intended send time and sequence number per slot (-1: free). */
-  private readonly intended: Float64Array;
-  private readonly pend: Float64Array;
-  outstanding = 0;
-  phase: 'connect' | 'boot' | 'run' | 'closed' = 'connect';
-  closedOnPurpose = false;
-  booted: Promise<void>;
-  private bootDone!: () => void;
-  private bootFail!: (err: Error) => void;
   /** CALLs due but not yet written (their intended times), flushed by the scheduler. */
   private due: number[] = [];
 
-  constructor(readonly run: Run, readonly cpId: string, callText: string, ringSize: number) {
+  constructor(run: Run, cpId: string, callText: string, ringSize: number) {
+    super(run, cpId, ringSize);
     this.template = maskedFrame(callText, 0x1, this.mask);
     this.idOffset = this.template.length - Buffer.byteLength(callText) + 4; // [2,"
-    this.ringMask = ringSize - 1;
-    this.intended = new Float64Array(ringSize);
-    this.pend = new Float64Array(ringSize).fill(-1);
-    this.booted = new Promise((resolve, reject) => { this.bootDone = resolve; this.bootFail = reject; });
-    this.booted.catch(() => undefined);
-  }
-
-  open(port: number): Promise<void> {
-    const c = rawConnect(port, this.cpId, this.run.opts.version, (d) => this.onData(d), (detail) => this.onClosed(detail));
-    this.sock = c.sock;
-    return c.ready;
-  }
-
-  startBoot(): void {
-    this.phase = 'boot';
-    this.sock.write(maskedFrame(bootCallText(this.run.opts.version), 0x1, this.mask));
   }
 
   /** A CALL of this charger is due (intended time `t`); written by flush(). */
@@ -199,85 +143,30 @@ class OpenCharger implements ServerFrameSink {
     const t = this.template;
     const L = t.length;
     const out = Buffer.allocUnsafe(L * n);
-    const m = this.mask;
     for (let f = 0; f < n; f++) {
       const at = this.due[f]!;
       const base = f * L;
       t.copy(out, base);
-      let seq = ++this.seq;
-      const slot = seq & this.ringMask;
-      // The ring is sized for every CALL of the run; a wrap would mean a reply never came.
-      if (this.pend[slot]! >= 0) this.outstanding--;
-      this.pend[slot] = seq;
-      this.intended[slot] = at;
-      this.outstanding++;
+      const { seq } = this.nextSlot(at);
       if (run.inWindow(at)) {
         run.scheduled++;
         run.sendLag.record((now - at) * 1000);
       }
       run.bump(run.sentPerSecond, now);
-      for (let k = ID_WIDTH - 1; k >= 0; k--) {
-        const d = seq % 10;
-        seq = (seq - d) / 10;
-        out[base + this.idOffset + k] = (0x30 + d) ^ m[(4 + k) & 3]!;
-      }
+      this.writeId(out, base + this.idOffset, seq);
     }
     this.due.length = 0;
     this.sock.write(out);
   }
 
-  private onData(chunk: Buffer): void {
-    const b = this.rest ? Buffer.concat([this.rest, chunk]) : chunk;
-    this.rest = null;
-    const i = readServerFrames(b, performance.now(), this.sock, this.mask, this);
-    if (i < 0) return;
-    if (i < b.length) this.rest = Buffer.from(b.subarray(i));
-  }
-
-  onFrame(b: Uint8Array, s: number, len: number, now: number): void {
+  protected onReply(_slot: number, at: number, callError: boolean, now: number, b: Uint8Array, s: number, len: number): void {
     const run = this.run;
-    const seq = replySeq(b, s, len);
-    if (seq < 0) return run.error('unparsed', frameText(b, s, len));
-    const kind = b[s + 1];
-    if (this.phase === 'boot') return settleBoot(seq, kind, b, s, len, this.bootDone, this.bootFail);
-    const slot = seq & this.ringMask;
-    if (this.pend[slot] !== seq) {
-      run.error('late');
-      return;
-    }
-    this.pend[slot] = -1;
-    this.outstanding--;
     run.bump(run.repliesPerSecond, now);
-    const at = this.intended[slot]!;
-    if (kind === 0x34) run.error('callError', frameText(b, s, len));
+    if (callError) run.error('callError', frameText(b, s, len));
     else if (run.inWindow(at)) {
       run.latency.record((now - at) * 1000);
       run.answered++;
     }
-  }
-
-  /** Outstanding CALLs whose intended time fell in the window. */
-  missingInWindow(): number {
-    let n = 0;
-    for (let i = 0; i <= this.ringMask; i++) if (this.pend[i]! >= 0 && this.run.inWindow(this.intended[i]!)) n++;
-    return n;
-  }
-
-  unparsed(sample: string): void {
-    this.run.error('unparsed', sample);
-  }
-
-  onClosed(detail: string): void {
-    if (this.phase === 'closed') return;
-    const was = this.phase;
-    this.phase = 'closed';
-    if (!this.closedOnPurpose) this.run.error('closed', `${this.cpId} (${was}): ${detail}`);
-    this.bootFail(new Error(`closed: ${detail}`));
-  }
-
-  close(): void {
-    this.closedOnPurpose = true;
-    closeRaw(this.sock, this.mask);
   }
 }
 
