@@ -4,7 +4,9 @@
  * Node, no dependency needed for three subcommands).
  */
 import { parseArgs } from 'node:util';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { projectRoot } from '../core/paths.js';
 import { buildConfig, readConfigFile } from '../core/options.js';
 import { ApiKeyStore } from '../core/api/api-keys.js';
 import { superviseProcesses } from '../core/cluster/processes.js';
@@ -35,11 +37,9 @@ Chargers connect at ws://HOST:PORT/ocpp/<chargePointId> (default port 9000).
 async function loadInput(file: string | undefined): Promise<Record<string, unknown>> {
   const path = file ?? process.env.OCR_CONFIG;
   if (path) return readConfigFile(path);
-  try {
-    return JSON.parse(readFileSync(new URL('../config/default.json', import.meta.url), 'utf8')) as Record<string, unknown>;
-  } catch {
-    return {};
-  }
+  // The shipped defaults: absent means built-in defaults; present but broken is a startup error.
+  const shipped = join(projectRoot, 'config', 'default.json');
+  return existsSync(shipped) ? readConfigFile(shipped) : {};
 }
 
 async function main(): Promise<number> {
@@ -59,7 +59,7 @@ async function main(): Promise<number> {
     return 0;
   }
   if (values.version) {
-    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+    const pkg = JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8')) as { version: string };
     process.stdout.write(`${pkg.version}\n`);
     return 0;
   }

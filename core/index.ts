@@ -32,6 +32,7 @@ import { CommandRoute } from './cluster/route.js';
 import { JournalingStore } from './state/journaling-store.js';
 import { Gauge } from 'prom-client';
 import { join } from 'node:path';
+import { compiled } from './paths.js';
 
 export interface Router {
   readonly config: RouterConfig;
@@ -202,7 +203,7 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
     apiPort = await apiTransport.listen();
   }
   listening = true;
-  log.info({ port, apiPort, path: config.server.path, state: store.kind, analytics: config.clickhouse.url ? 'clickhouse' : 'spool' }, 'router listening');
+  log.info({ port, apiPort, path: config.server.path, state: store.kind, analytics: config.clickhouse.url ? 'clickhouse' : 'spool', code: compiled ? 'compiled' : 'typescript' }, 'router listening');
 
   let closing: Promise<void> | null = null;
   return {

@@ -16,6 +16,7 @@ import { extname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Ajv } from 'ajv';
 import { errors } from './errors.js';
+import { importModule } from './paths.js';
 import type { PluginSpec } from './worker/plugin-loader.js';
 
 
@@ -252,7 +253,7 @@ export async function readConfigFile(file: string): Promise<Record<string, unkno
   const path = resolve(file);
   try {
     if (extname(path) === '.json') return JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
-    const mod = (await import(pathToFileURL(path).href)) as { default?: Record<string, unknown> };
+    const mod = (await importModule(pathToFileURL(path).href)) as { default?: Record<string, unknown> };
     return mod.default ?? {};
   } catch (err) {
     throw new errors.OCR_ERR_CONFIG_FILE(path, (err as Error).message, { cause: err });

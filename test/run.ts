@@ -41,7 +41,7 @@ function bin(name: string): { cmd: string; pre: string[] } {
 }
 
 function run(name: string, args: string[]): Promise<{ ok: boolean; output: string }> {
-  const { cmd, pre } = bin(name);
+  const { cmd, pre } = name === 'node' ? { cmd: process.execPath, pre: [] } : bin(name);
   return new Promise((resolve) => {
     const child = spawn(cmd, [...pre, ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
@@ -53,6 +53,8 @@ function run(name: string, args: string[]): Promise<{ ok: boolean; output: strin
 }
 
 const typecheck = () => run('tsc', ['--noEmit', '-p', 'tsconfig.json']);
+/** dist/ (compiled JS, what the CLI runs), built once here so that tests starting the CLI do not all wait for it. */
+const buildDist = () => run('node', ['bin/build.mjs', '--if-stale']);
 /**
  * tap applies the plugin list of .taprc (which drops its ts-node based TypeScript plugin in
  * favour of tsx) only after `tap build`; a fresh `npm ci` still has the default build, so every
@@ -128,10 +130,17 @@ async function main(): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    const [tc, build, redis, ch] = await Promise.all([typecheck(), tapBuild(), startRedis().then(ok, ko), startClickHouse().then(ok, ko)]);
+    const [tc, build, dist, redis, ch] = await Promise.all([typecheck(), tapBuild(), buildDist(), startRedis().then(ok, ko), startClickHouse().then(ok, ko)]);
     if (!build.ok) {
       failed++;
       console.log(`# tap build FAILED:\n${build.output}`);
+    }
+    if (dist.ok) {
+      passed++;
+      console.log('# build of dist/ (node bin/build.mjs --if-stale): ok');
+    } else {
+      failed++;
+      console.log(`# build of dist/ (node bin/build.mjs --if-stale) FAILED:\n${dist.output}`);
     }
     if (tc.output.trim()) process.stdout.write(tc.output.endsWith('\n') ? tc.output : tc.output + '\n');
     if (tc.ok) {

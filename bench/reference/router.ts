@@ -8,6 +8,7 @@
  * Local data (API key store, analytics spool) goes to a fresh temp dir, removed on exit.
  * State: in process unless the config sets `redis.url` (the matrix passes its throwaway
  * redis-server's URL under --router-state=redis). Analytics: the local spool (no ClickHouse).
+ * Code: compiled (dist/, built first when stale), as the CLI runs it.
  * Plugins: `core`, then the bench fixture bench/fixtures/authorize-plugin.ts (Authorize with
  * one state read per message; the product has no auth plugin yet), seeded with the token
  * the generator sends (BENCH_ID_TOKEN). A `plugins` key in the config replaces both.
@@ -16,9 +17,14 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createRouter, mergeConfig } from '../../core/index.js';
 import { stopWithParent } from '../lib/proc.js';
 import { BENCH_ID_TOKEN } from '../lib/ocpp-payloads.js';
+
+// The router as it ships: compiled JavaScript in dist/ (bin/build.mjs), as the CLI runs it;
+// the TypeScript sources only when dist/ cannot be built.
+const { ensureBuilt } = (await import(join(import.meta.dirname, '../../bin/build.mjs'))) as { ensureBuilt(report?: (why: string) => void): boolean };
+const code = ensureBuilt((why) => process.stderr.write(`bench router: running the TypeScript sources: ${why}\n`)) ? '../../dist/core/index.js' : '../../core/index.js';
+const { createRouter, mergeConfig } = (await import(code)) as typeof import('../../core/index.js');
 
 const dir = mkdtempSync(join(tmpdir(), 'ocr-bench-router-'));
 const user = JSON.parse(process.argv[2] ?? '{}') as Record<string, unknown>;

@@ -28,6 +28,7 @@ import type { Connection, PendingCall } from '../registry/connection-registry.js
 import { CallError } from '../protocol/call-error.js';
 import { serializeCallError } from '../protocol/frame.js';
 import { isKnownAction } from '../protocol/schemas.js';
+import { compiled } from '../paths.js';
 import type { Metrics } from '../metrics.js';
 import type { PinoLogger } from '../log.js';
 import type { WorkerData } from '../worker/entry.js';
@@ -91,7 +92,9 @@ export interface DispatchHooks {
   journalPending(cpId: string): boolean;
 }
 
-const entryUrl = new URL('../worker/worker.mjs', import.meta.url);
+// Compiled code starts workers on the compiled entry; the sources under tsx need worker.mjs to
+// register tsx inside each worker thread (Node 20's --import hooks do not reach them).
+const entryUrl = new URL(compiled ? '../worker/entry.js' : '../worker/worker.mjs', import.meta.url);
 
 interface FrameMetric {
   messages: { inc(n?: number): void };

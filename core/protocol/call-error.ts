@@ -55,8 +55,16 @@ export function isCallErrorCode(code: unknown): code is CallErrorCode {
   return typeof code === 'string' && SEMANTIC.has(code);
 }
 
+/**
+ * Brand shared by every copy of this module: a TypeScript plugin loaded by compiled core (dist/)
+ * imports core's sources, so two CallError classes exist in one thread; `instanceof` and
+ * isCallError() must accept either.
+ */
+const kCallError = Symbol.for('ocpp-router.CallError');
+
 export class CallError extends Error {
   override readonly name = 'CallError';
+  readonly [kCallError] = true;
   readonly code: CallErrorCode;
   readonly description: string;
   readonly details: Record<string, unknown>;
@@ -66,6 +74,11 @@ export class CallError extends Error {
     this.code = code;
     this.description = description;
     this.details = details;
+  }
+
+  static override [Symbol.hasInstance](v: unknown): boolean {
+    if (this !== CallError) return Function.prototype[Symbol.hasInstance].call(this, v);
+    return typeof v === 'object' && v !== null && (v as Record<symbol, unknown>)[kCallError] === true;
   }
 }
 

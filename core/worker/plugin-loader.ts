@@ -20,6 +20,7 @@ import semver from 'semver';
 import { errors } from '../errors.js';
 import { OCPP_VERSIONS, type OcppVersion } from '../protocol/dialect.js';
 import { loadSchemas } from '../protocol/schemas.js';
+import { codeExt, codeRoot, importModule, projectRoot } from '../paths.js';
 import {
   CORE_VERSION, HOOK_NAMES, isPluginDefinition,
   type AfterHook, type CallReplyHook, type ConnectionHook, type Handler, type HookName, type HookOptions,
@@ -61,13 +62,12 @@ export interface HookTable {
 
 type SetupApiBase = Omit<SetupApi, 'name' | 'handle' | 'hook' | 'onClose' | 'log'> & { log: SetupApi['log'] };
 
-const projectRoot = resolve(new URL('../..', import.meta.url).pathname);
 
 /** Resolves a plugin spec to an import URL: `core` → plugins/core, paths as given, else npm. */
 export async function importPlugin(name: string): Promise<PluginDefinition<unknown>> {
   let mod: { default?: unknown };
   try {
-    mod = await import(await resolvePlugin(name));
+    mod = (await importModule(await resolvePlugin(name))) as { default?: unknown };
   } catch (err) {
     throw new errors.OCR_ERR_PLUGIN_NOT_FOUND(name, (err as Error).message, { cause: err });
   }
@@ -76,12 +76,17 @@ export async function importPlugin(name: string): Promise<PluginDefinition<unkno
   return def;
 }
 
-/** A path (relative to the project root) as given; a bare kebab name under plugins/ first, else an npm package. */
+/**
+ * A path (relative to the project root) as given; a bare kebab name under plugins/ first (the
+ * compiled one when running compiled, else its TypeScript source), else an npm package.
+ */
 async function resolvePlugin(name: string): Promise<string> {
   if (name.startsWith('.') || isAbsolute(name)) return pathToFileURL(resolve(projectRoot, name)).href;
   if (/^[a-z0-9-]+$/.test(name)) {
-    const local = resolve(projectRoot, 'plugins', name, 'index.ts');
-    if (await access(local).then(() => true, () => false)) return pathToFileURL(local).href;
+    const exists = (p: string) => access(p).then(() => true, () => false);
+    for (const local of [resolve(codeRoot, 'plugins', name, `index${codeExt}`), resolve(projectRoot, 'plugins', name, 'index.ts')]) {
+      if (await exists(local)) return pathToFileURL(local).href;
+    }
   }
   return pathToFileURL(createRequire(resolve(projectRoot, 'package.json')).resolve(name)).href;
 }
