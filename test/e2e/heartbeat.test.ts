@@ -58,3 +58,30 @@ t.test('a plugin hooking Heartbeat turns the fast path off for that version', as
   await c201.call('Heartbeat', {});
   t.equal(await batchCount(r), before, '2.0.1 (not hooked) still answered on the socket thread');
 });
+
+t.test('lastSeenAt of many chargers is flushed in bounded chunks, every one written', async (t) => {
+  const r = await startRouter(t, { server: { lastSeenFlushSec: 1 } });
+  const registry = r.router.registry;
+  const update = registry.update.bind(registry);
+  let inFlight = 0;
+  let maxInFlight = 0;
+  const written = new Set<string>();
+  registry.update = async (cpId, fields) => {
+    maxInFlight = Math.max(maxInFlight, ++inFlight);
+    try {
+      await update(cpId, fields);
+      if (fields.lastSeenAt) written.add(cpId);
+    } finally {
+      inFlight--;
+    }
+  };
+  const n = 600;
+  const chargers: TestCharger[] = [];
+  for (let i = 0; i < n; i += 100) chargers.push(...await Promise.all(Array.from({ length: 100 }, (_, j) => TestCharger.connect(r.url(`LS-${i + j}`)))));
+  t.teardown(() => Promise.all(chargers.map((c) => c.close())));
+  const end = Date.now() + 10_000;
+  while (Date.now() < end && written.size < n) await new Promise((res) => setTimeout(res, 100));
+  t.equal(written.size, n, 'every connected charger got its lastSeenAt');
+  t.ok(maxInFlight <= 256, `at most 256 registry writes in flight (saw ${maxInFlight})`);
+  t.ok(Date.parse((await registry.get('LS-599'))!.lastSeenAt!) > Date.now() - 15_000, 'the stored value is recent');
+});
