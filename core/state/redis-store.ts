@@ -151,6 +151,9 @@ interface ReadyWaiter {
   timer: NodeJS.Timeout;
 }
 
+const noop = (): void => undefined;
+const RESOLVED: Promise<void> = Promise.resolve();
+
 function wrap(err: unknown): never {
   if (isReplyError(err)) throw err;
   const message = err instanceof Error ? err.message : String(err);
@@ -309,9 +312,13 @@ export class RedisStateStore implements StateStore {
     return this.#run(() => this.client.hgetall(key));
   }
 
-  async hset(key: string, fields: Record<string, string>): Promise<void> {
-    if (Object.keys(fields).length === 0) return;
-    await this.#run(() => this.client.hset(key, fields));
+  hset(key: string, fields: Record<string, string>): Promise<void> {
+    for (const _ in fields) {
+      // Connected (the usual case): straight to ioredis, one promise, no closure.
+      if (this.client.status === 'ready' && !this.#closed) return this.client.hset(key, fields).then(noop, wrap);
+      return this.#run(() => this.client.hset(key, fields)).then(noop);
+    }
+    return RESOLVED;
   }
 
   async hdel(key: string, ...fields: string[]): Promise<number> {

@@ -49,8 +49,8 @@ export class StoreChargerRegistry implements ChargerRegistry {
     return this.store.indexCount(chargerIndexKey());
   }
 
-  async setStatus(cpId: string, key: string, status: ConnectorStatus): Promise<void> {
-    await this.store.hset(connectorStatusKey(cpId), { [key]: JSON.stringify(status) });
+  setStatus(cpId: string, key: string, status: ConnectorStatus): Promise<void> {
+    return this.store.hset(connectorStatusKey(cpId), { [key]: JSON.stringify(status) });
   }
 
   async statuses(cpId: string): Promise<Record<string, ConnectorStatus>> {
