@@ -140,7 +140,8 @@ export async function startRouterProcesses(o: RouterProcessesOptions): Promise<R
     for (;;) {
       if (!alive()) { await stop(); throw new Error(`router supervisor exited before ready:\n${output.join('\n')}`); }
       if (Date.now() - t0 > timeout) { await stop(); throw new Error(`router processes not all listening within ${timeout} ms:\n${output.join('\n')}`); }
-      const kids = processTree(pgid).slice(1);
+      // With --processes 1 the CLI runs one router itself, without a supervisor.
+      const kids = o.processes === 1 ? [pgid] : processTree(pgid).slice(1);
       const inodes = listenInodes(port);
       const listening = kids.filter((p) => holdsSocket(p, inodes));
       if (listening.length >= o.processes) { routerPids = listening; break; }
