@@ -30,34 +30,34 @@ export class JournalingStore implements StateStore {
   ) {}
 
   /**
-   * A write: live unless the charger's group is journaling, then to the journal; a live write
-   * that finds Redis away goes to the journal too. Per method rather than one generic helper
-   * taking a closure and an argument array, so the usual case (Redis up) allocates neither:
-   * this wrapper is on every state write of the hot path (bench/micro/pipeline.ts --state=redis).
+   * A write `m(...a)` (key first): live unless the charger's group is journaling, then to the
+   * journal; a live write that finds Redis away goes to the journal too. The live call is the
+   * journal's own replay form (`store[m].apply(store, a)`, journal.ts), so the argument array
+   * is built once (it is the journal entry's too) and there is no async frame: this wrapper is
+   * on every state write of the hot path.
    */
-  private journaled<T>(g: string, m: JournalMethod, a: unknown[], neutral: T): Promise<T> {
-    return this.append([{ g, m, a }]).then(() => neutral);
+  private write<T>(m: JournalMethod, a: unknown[], neutral: T): Promise<T> {
+    const g = groupOf(a[0] as string);
+    if (this.pending.has(g)) return this.journaled(g, m, a, neutral);
+    return ((this.inner[m] as (...args: unknown[]) => Promise<T>).apply(this.inner, a)).catch((err: unknown) => {
+      if (!unavailable(err)) throw err;
+      this.pending.mark(g);
+      return this.journaled(g, m, a, neutral);
+    });
   }
 
-  private fallback<T>(err: unknown, g: string, m: JournalMethod, a: unknown[], neutral: T): Promise<T> {
-    if (!unavailable(err)) throw err;
-    this.pending.mark(g);
-    return this.journaled(g, m, a, neutral);
+  private journaled<T>(g: string, m: JournalMethod, a: unknown[], neutral: T): Promise<T> {
+    return this.append([{ g, m, a }]).then(() => neutral);
   }
 
   get(key: string) { return this.inner.get(key); }
   set(key: string, value: string, opts?: SetOptions): Promise<boolean> {
     if (opts?.ifAbsent) return this.inner.set(key, value, opts);
-    const g = groupOf(key);
-    if (this.pending.has(g)) return this.journaled(g, 'set', [key, value, opts], true);
-    return this.inner.set(key, value, opts).catch((err) => this.fallback(err, g, 'set', [key, value, opts], true));
+    return this.write('set', [key, value, opts], true);
   }
   async del(...keys: string[]): Promise<number> {
     let n = 0;
-    for (const k of keys) {
-      const g = groupOf(k);
-      n += await (this.pending.has(g) ? this.journaled(g, 'del', [k], 0) : this.inner.del(k).catch((err) => this.fallback(err, g, 'del', [k], 0)));
-    }
+    for (const k of keys) n += await this.write('del', [k], 0);
     return n;
   }
   incr(key: string, by?: number) { return this.inner.incr(key, by); }
@@ -65,27 +65,19 @@ export class JournalingStore implements StateStore {
   hget(key: string, field: string) { return this.inner.hget(key, field); }
   hgetall(key: string) { return this.inner.hgetall(key); }
   hset(key: string, fields: Record<string, string>): Promise<void> {
-    const g = groupOf(key);
-    if (this.pending.has(g)) return this.journaled(g, 'hset', [key, fields], undefined);
-    return this.inner.hset(key, fields).catch((err) => this.fallback(err, g, 'hset', [key, fields], undefined));
+    return this.write('hset', [key, fields], undefined);
   }
   hdel(key: string, ...fields: string[]): Promise<number> {
-    const g = groupOf(key);
-    if (this.pending.has(g)) return this.journaled(g, 'hdel', [key, ...fields], 0);
-    return this.inner.hdel(key, ...fields).catch((err) => this.fallback(err, g, 'hdel', [key, ...fields], 0));
+    return this.write('hdel', [key, ...fields], 0);
   }
   casHash(key: string, field: string, expected: string | null, update: Record<string, string>, remove?: string[]) {
     return this.inner.casHash(key, field, expected, update, remove);
   }
   indexAdd(key: string, ...members: string[]): Promise<number> {
-    const g = groupOf(key);
-    if (this.pending.has(g)) return this.journaled(g, 'indexAdd', [key, ...members], 0);
-    return this.inner.indexAdd(key, ...members).catch((err) => this.fallback(err, g, 'indexAdd', [key, ...members], 0));
+    return this.write('indexAdd', [key, ...members], 0);
   }
   indexRemove(key: string, ...members: string[]): Promise<number> {
-    const g = groupOf(key);
-    if (this.pending.has(g)) return this.journaled(g, 'indexRemove', [key, ...members], 0);
-    return this.inner.indexRemove(key, ...members).catch((err) => this.fallback(err, g, 'indexRemove', [key, ...members], 0));
+    return this.write('indexRemove', [key, ...members], 0);
   }
   indexRange(key: string, opts?: IndexRangeOptions) { return this.inner.indexRange(key, opts); }
   indexCount(key: string) { return this.inner.indexCount(key); }

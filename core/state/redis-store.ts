@@ -153,6 +153,11 @@ interface ReadyWaiter {
 
 const noop = (): void => undefined;
 const RESOLVED: Promise<void> = Promise.resolve();
+/** Object.keys(o).length > 0 without allocating the array (hot path). */
+function hasKeys(o: object): boolean {
+  for (const _ in o) return true;
+  return false;
+}
 
 function wrap(err: unknown): never {
   if (isReplyError(err)) throw err;
@@ -313,12 +318,10 @@ export class RedisStateStore implements StateStore {
   }
 
   hset(key: string, fields: Record<string, string>): Promise<void> {
-    for (const _ in fields) {
-      // Connected (the usual case): straight to ioredis, one promise, no closure.
-      if (this.client.status === 'ready' && !this.#closed) return this.client.hset(key, fields).then(noop, wrap);
-      return this.#run(() => this.client.hset(key, fields)).then(noop);
-    }
-    return RESOLVED;
+    if (!hasKeys(fields)) return RESOLVED;
+    // Connected (the usual case): straight to ioredis, one promise, no closure.
+    if (this.client.status === 'ready' && !this.#closed) return this.client.hset(key, fields).then(noop, wrap);
+    return this.#run(() => this.client.hset(key, fields)).then(noop);
   }
 
   async hdel(key: string, ...fields: string[]): Promise<number> {
