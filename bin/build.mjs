@@ -105,9 +105,10 @@ function lock() {
 }
 
 /**
- * Compiles into a fresh directory and swaps it in. Returns undefined on success, else why not.
+ * Compiles into a fresh directory and swaps it in (under the lock: ensureBuilt). Returns
+ * undefined on success, else why not.
  */
-export function build() {
+function build() {
   const tsc = compilerPath();
   if (!tsc) return 'the TypeScript compiler is not installed (npm ci without --omit=dev installs it)';
   const started = Date.now();
@@ -135,21 +136,17 @@ export function build() {
 }
 
 /**
- * True when dist/ can be run: fresh already, or built now. False (with `reason`) when the
- * caller should run the TypeScript sources instead.
+ * True when dist/ can be run: fresh already (unless `force`), or built now. False (with the
+ * reason reported) when the caller should run the TypeScript sources instead.
  */
-export function ensureBuilt(report = () => {}) {
-  if (isFresh()) return true;
-  if (!compilerPath()) {
-    report('the TypeScript compiler is not installed');
-    return false;
-  }
+export function ensureBuilt(report = () => {}, { force = false } = {}) {
+  if (!force && isFresh()) return true;
   if (!lock()) {
     report(`could not take the build lock ${lockDir}`);
     return false;
   }
   try {
-    if (isFresh()) return true; // another process built it while we waited
+    if (!force && isFresh()) return true; // another process built it while we waited
     const why = build();
     if (why) report(why);
     return why === undefined;
@@ -163,19 +160,8 @@ export function ensureBuilt(report = () => {}) {
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   // `--if-stale`: build only when a source is newer than dist/ (test/run.ts), else always.
-  let why;
-  if (process.argv.includes('--if-stale')) {
-    if (!ensureBuilt((reason) => (why = reason))) why ??= 'not built';
-  } else if (lock()) {
-    try {
-      why = build();
-    } finally {
-      rmSync(lockDir, { recursive: true, force: true });
-    }
-  } else {
-    why = `could not take the build lock ${lockDir}`;
-  }
-  if (why) {
+  let why = 'not built';
+  if (!ensureBuilt((reason) => (why = reason), { force: !process.argv.includes('--if-stale') })) {
     process.stderr.write(`build: ${why}\n`);
     process.exit(1);
   }
