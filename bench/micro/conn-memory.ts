@@ -19,6 +19,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { getHeapSnapshot } from 'node:v8';
+import { importRouterCore } from '../lib/router-code.js';
 
 const opts = { chargers: 5000, snapshot: false, wait: 30 };
 for (const a of process.argv.slice(2)) {
@@ -31,9 +32,7 @@ for (const a of process.argv.slice(2)) {
 const gc = (globalThis as { gc?: () => void }).gc;
 if (!gc) throw new Error('run with node --expose-gc');
 
-const { ensureBuilt } = (await import(join(import.meta.dirname, '../../bin/build.mjs'))) as { ensureBuilt(report?: (why: string) => void): boolean };
-if (!ensureBuilt((why) => process.stderr.write(`conn-memory: ${why}\n`))) throw new Error('dist/ could not be built');
-const { createRouter } = (await import('../../dist/core/index.js' as string)) as typeof import('../../core/index.js');
+const { createRouter } = await importRouterCore('conn-memory', { required: true });
 
 const dir = mkdtempSync(join(tmpdir(), 'ocr-conn-mem-'));
 const router = await createRouter({
@@ -81,7 +80,6 @@ const ready = new Promise<{ booted: number; failed: number }>((resolve, reject) 
 });
 
 try {
-  // Warm-up: code paths loaded before the idle figure (a few chargers, then closed).
   const before = await settle();
   const heapBefore = opts.snapshot ? await heapByConstructor() : undefined;
   gen.send('go');

@@ -18,13 +18,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stopWithParent } from '../lib/proc.js';
+import { importRouterCore } from '../lib/router-code.js';
 import { BENCH_ID_TOKEN } from '../lib/ocpp-payloads.js';
 
-// The router as it ships: compiled JavaScript in dist/ (bin/build.mjs), as the CLI runs it;
-// the TypeScript sources only when dist/ cannot be built.
-const { ensureBuilt } = (await import(join(import.meta.dirname, '../../bin/build.mjs'))) as { ensureBuilt(report?: (why: string) => void): boolean };
-const code = ensureBuilt((why) => process.stderr.write(`bench router: running the TypeScript sources: ${why}\n`)) ? '../../dist/core/index.js' : '../../core/index.js';
-const { createRouter, mergeConfig } = (await import(code)) as typeof import('../../core/index.js');
+const { createRouter, mergeConfig } = await importRouterCore('bench router');
 
 const dir = mkdtempSync(join(tmpdir(), 'ocr-bench-router-'));
 const user = JSON.parse(process.argv[2] ?? '{}') as Record<string, unknown>;

@@ -5,16 +5,12 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TestCharger } from '../helpers/charger.js';
+import { freePort } from '../services/spawn.js';
 
 const bun = join(process.cwd(), 'node_modules', '.bin', 'bun');
-const freePort = () => new Promise<number>((resolve) => {
-  const s = createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => resolve(p)); });
-});
-
 t.test('runs on Bun', async (t) => {
   t.ok(existsSync(bun), 'bun is installed by npm ci (devDependency "bun")');
   const port = await freePort();

@@ -6,10 +6,10 @@
 import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TestCharger } from '../helpers/charger.js';
+import { freePort } from '../services/spawn.js';
 
 const root = join(import.meta.dirname, '..', '..');
 /**
@@ -17,10 +17,6 @@ const root = join(import.meta.dirname, '..', '..');
  * child's NODE_OPTIONS (and from there into the compiler, which they break), so `env -u`.
  */
 const nodeCmd = (args: string[]): [string, string[]] => ['env', ['-u', 'NODE_OPTIONS', process.execPath, ...args]];
-
-const freePort = () => new Promise<number>((resolve) => {
-  const s = createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => resolve(p)); });
-});
 
 /** Children of `pid` by their command line (from /proc). */
 function childrenOf(pid: number): string[] {

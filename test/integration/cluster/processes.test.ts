@@ -5,15 +5,11 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TestCharger } from '../../helpers/charger.js';
+import { freePort } from '../../services/spawn.js';
 import { uniqueName, useRedis } from '../../helpers/services.js';
-
-const freePort = () => new Promise<number>((resolve) => {
-  const s = createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => resolve(p)); });
-});
 
 t.test('two router processes share a port, state and commands', async (t) => {
   const url = await useRedis(t);
