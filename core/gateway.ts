@@ -276,7 +276,7 @@ export class Gateway {
       this.metrics.dropped.inc({ reason: 'callresulterror' });
       return;
     }
-    this.dispatcher.frame(conn, bytes, now, p && p.type !== 6 ? p.id : null);
+    this.dispatcher.frame(conn, bytes, now, p && p.type !== 6 ? p.id : null, p?.action ?? null);
   }
 
   /** Called by the dispatcher for every invalid frame: repeat offenders are disconnected. */

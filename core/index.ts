@@ -5,6 +5,7 @@
  *                        │                 │            ▲                   │ plugins, state,
  *   operator ──http──► HttpApi ──► CommandApi ──────────┘ ◄── replies ──────┘ analytics
  *                                                            ThreadRpc (state in-process, ctx.send)
+ *   small batches while the socket thread is not busy: run by its own BatchRuntime (inline)
  */
 import { availableParallelism } from 'node:os';
 import { randomBytes } from 'node:crypto';
@@ -33,6 +34,11 @@ import { JournalingStore } from './state/journaling-store.js';
 import { Gauge } from 'prom-client';
 import { join } from 'node:path';
 import { compiled } from './paths.js';
+import { BatchRuntime } from './worker/runtime.js';
+import type { WorkerServices } from './worker/context.js';
+import { threadSink, type ClickHouseSink } from './analytics/clickhouse-sink.js';
+import type { AnalyticsSink } from './analytics/sink.js';
+import { validateOutgoing } from './protocol/validate.js';
 
 export interface Router {
   readonly config: RouterConfig;
@@ -99,7 +105,7 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
   let gateway: Gateway;
   let commands: CommandApi;
   const dispatcher = new Dispatcher(
-    { threads, batchSize: config.pool.batchSize, concurrentTasksPerWorker: config.pool.concurrentTasksPerWorker, maxPendingFrames: config.pool.maxPendingFrames, backlogPerCharger: config.server.backlogPerCharger, workerData: { config, nodeId: config.nodeId, channel } },
+    { threads, batchSize: config.pool.batchSize, concurrentTasksPerWorker: config.pool.concurrentTasksPerWorker, maxPendingFrames: config.pool.maxPendingFrames, backlogPerCharger: config.server.backlogPerCharger, inline: config.pool.inline, workerData: { config, nodeId: config.nodeId, channel } },
     {
       identity: (c, vendor, model) => gateway.identity(c, vendor, model),
       journalPending: (cpId) => journal?.pending(cpId) ?? false,
@@ -111,15 +117,19 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
   commands = new CommandApi(connections, dispatcher, metrics, log, config.calls.timeoutMs, config.server.backlogPerCharger);
   gateway = new Gateway(config, connections, dispatcher, commands, registry, metrics, log);
 
-  // ctx.send() from plugins in workers: [cpId, connectionId, action, payload, timeoutMs, afterReply]
-  rpc.handle('cmd', async (method, args) => {
-    if (method !== 'send') throw new Error(`unknown cmd method ${method}`);
-    const [cpId, connectionId, action, payload, timeoutMs, afterReply] = args as [string, number, string, Record<string, unknown>, number | undefined, boolean];
+  // ctx.send() from plugins (validated by the caller's thread), on the connection the message came in on.
+  const pluginSend = async (cpId: string, connectionId: number, action: string, payload: Record<string, unknown>, timeoutMs: number | undefined, afterReply: boolean) => {
     // From an `after` hook: not before the reply to the message that caused it.
     if (afterReply) await dispatcher.afterLane(cpId);
     const conn = connections.get(cpId);
     if (!conn || conn.id !== connectionId) throw Object.assign(new Error(`Charge point "${cpId}" is not connected`), { code: 'OCR_ERR_CMD_NOT_CONNECTED' });
     return commands.call(cpId, action, payload, { timeoutMs, prevalidated: true });
+  };
+  // From workers: [cpId, connectionId, action, payload, timeoutMs, afterReply]
+  rpc.handle('cmd', async (method, args) => {
+    if (method !== 'send') throw new Error(`unknown cmd method ${method}`);
+    const [cpId, connectionId, action, payload, timeoutMs, afterReply] = args as [string, number, string, Record<string, unknown>, number | undefined, boolean];
+    return pluginSend(cpId, connectionId, action, payload, timeoutMs, afterReply);
   });
 
   // Several nodes (processes or hosts) share Redis: commands for a charger held by another node
@@ -154,17 +164,37 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
   };
   const api = new HttpApi(config, apiKeys, registry, connections, route, metrics, readiness, log);
 
+  // The socket thread's own runtime for inline batches (pool.ts): the `inline` plugins over this
+  // thread's store (the journaling one with Redis: the journal lives here), its own sink.
+  let inlineRuntime: BatchRuntime | null = null;
+  let inlineSink: ClickHouseSink | null = null;
   try {
     const pings = await dispatcher.start();
+    if (config.pool.inline.enabled) {
+      const inlineLog = log.child({ thread: 'socket' });
+      inlineSink = threadSink(config, config.nodeId, inlineLog);
+      await inlineSink.start();
+      const services: WorkerServices = {
+        store: registryStore, sink: inlineSink, registry, log: inlineLog, nodeId: config.nodeId,
+        async send(conn, action, payload, timeoutMs, afterReply) {
+          validateOutgoing(conn.version, action, payload);
+          return pluginSend(conn.cpId, conn.connectionId, action, payload, timeoutMs, afterReply === true);
+        },
+      };
+      inlineRuntime = await BatchRuntime.create({ config, services, journaled: null, inlineOnly: true });
+      // Every worker loads the same plugins, so their answers agree.
+      dispatcher.setInline(inlineRuntime, pings[0]!.inline);
+    }
     // Every worker loads the same plugins, so their answers agree; take the strictest.
     const fast = pings.reduce((acc, p) => acc.filter((v) => p.socketThreadHeartbeat.includes(v)), pings[0]?.socketThreadHeartbeat ?? []);
     // Union over workers (they agree; a hook anywhere must see its answers).
     const observed: Partial<Record<OcppVersion, string[]>> = {};
     for (const p of pings) for (const [v, actions] of Object.entries(p.callResultHooks)) observed[v as OcppVersion] = [...new Set([...(observed[v as OcppVersion] ?? []), ...actions])];
     gateway.start(fast, observed);
-    log.info({ threads, plugins: pings[0]?.plugins, socketThreadHeartbeat: fast }, 'workers ready');
+    log.info({ threads, plugins: pings[0]?.plugins, socketThreadHeartbeat: fast, inlinePlugins: inlineRuntime?.table.plugins.map((p) => p.name) ?? [] }, 'workers ready');
   } catch (err) {
     await dispatcher.pool.destroy().catch(() => undefined);
+    await inlineSink?.close().catch(() => undefined);
     rpc.close();
     await store.close().catch(() => undefined);
     throw err;
@@ -218,6 +248,9 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
         await dispatcher.quiesce(5000);
         for (const c of [...connections.values()]) c.socket.close(1001, 'Router shutting down');
         await dispatcher.close();
+        // Inline batches are done (dispatcher.close waited for them): close hooks, then the rows.
+        await inlineRuntime?.close();
+        await inlineSink?.close().catch((err: Error) => log.error({ err }, 'analytics flush at shutdown failed'));
         for (const t of transports) await t.close();
         await bus?.close();
         rpc.close();

@@ -25,6 +25,8 @@ export function createMetrics() {
     threads: new Gauge({ name: 'ocr_pool_threads', help: 'Worker threads of this router process', registers: [registry] }),
     inFlight: new Gauge({ name: 'ocr_pool_batches_in_flight', help: 'Batches being processed by workers', registers: [registry] }),
     backlog: new Gauge({ name: 'ocr_lane_backlog_frames', help: 'Frames waiting behind their charger\'s in-flight frames', registers: [registry] }),
+    batches: new Counter({ name: 'ocr_batches_total', help: 'Batches run, by thread: "worker", or "socket" (run inline on the socket thread: no thread hop)', labelNames: ['thread'], registers: [registry] }),
+    socketLoad: new Gauge({ name: 'ocr_socket_thread_load', help: 'Event loop utilization of the socket thread over the last interval (0-1); batches run inline only below pool.inline.maxLoad', registers: [registry] }),
     batchSize: new Histogram({ name: 'ocr_batch_items', help: 'Items per batch', buckets: [1, 4, 16, 64, 256, 1024, 4096], registers: [registry] }),
     batchSeconds: new Histogram({ name: 'ocr_batch_round_trip_seconds', help: 'Batch round trip, socket thread to worker and back', buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1], registers: [registry] }),
     handlerSeconds: new FrameHistogram({ name: 'ocr_handler_seconds', help: 'Pipeline time per frame in the worker', labelName: 'action', buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.25, 1], registry }),

@@ -28,4 +28,8 @@ t.test('errors name the key (and the env variable)', async (t) => {
   t.throws(() => buildConfig({}, { OCR_SECURITY_UNKNOWN_CHARGERS: 'maybe' }), { message: /security\.unknownChargers must be one of register, reject \(from OCR_SECURITY_UNKNOWN_CHARGERS\)/ });
   t.throws(() => buildConfig({ redis: { url: 'localhost:6379' } }, {}), { message: /redis\.url must match pattern/ });
   t.throws(() => buildConfig({ plugins: [{ options: {} }] }, {}), { message: /plugins\.0 must have required property 'name'/ });
+  t.throws(() => buildConfig({ pool: { inline: { maxLoad: 2 } } }, {}), { message: /pool\.inline\.maxLoad must be <= 1/ });
+  t.throws(() => buildConfig({}, { OCR_POOL_INLINE_MAX_BATCH: '0' }), { message: /pool\.inline\.maxBatch must be >= 1 \(from OCR_POOL_INLINE_MAX_BATCH\)/ });
+  t.equal(buildConfig({}, { OCR_POOL_INLINE_ENABLED: 'false' }).pool.inline.enabled, false, 'inline batches can be turned off from the environment');
+  t.same(buildConfig({}, {}).pool.inline, { enabled: true, maxBatch: 64, maxLoad: 0.5 }, 'defaults');
 });

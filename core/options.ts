@@ -78,6 +78,22 @@ export interface RouterConfig {
      */
     maxPendingFrames: number;
     /** Deadline of one hook or handler call. @default 10000 */ hookTimeoutMs: number;
+    /**
+     * Batches the socket thread runs itself instead of handing them to a worker: no thread hop,
+     * which at fleet rates is most of a message's CPU (bench/RESULTS.md). Only messages whose
+     * plugins all declare `inline: true` (the built-in ones do), only small batches, and only
+     * while the socket thread is not busy; everything else goes to the workers.
+     */
+    inline: {
+      /** @default true */ enabled: boolean;
+      /** Largest batch run inline; larger ones go to a worker. @default 64 */ maxBatch: number;
+      /**
+       * Socket thread event-loop utilization (0-1, over the last 50 ms) at or above which
+       * batches go to workers: the socket thread's own work (sockets, TLS, upgrades) comes
+       * first. @default 0.5
+       */
+      maxLoad: number;
+    };
   };
   calls: {
     /** Timeout of a CSMS-initiated CALL waiting for the charger. @default 30000 */ timeoutMs: number;
@@ -178,6 +194,14 @@ export const configSchema = {
         concurrentTasksPerWorker: int(1, 64, 4),
         maxPendingFrames: int(1, 1 << 24, 50000),
         hookTimeoutMs: int(1, 600000, 10000),
+        inline: {
+          type: 'object', additionalProperties: false, default: {},
+          properties: {
+            enabled: { type: 'boolean', default: true },
+            maxBatch: int(1, 65536, 64),
+            maxLoad: { type: 'number', minimum: 0, maximum: 1, default: 0.5 },
+          },
+        },
       },
     },
     calls: { type: 'object', additionalProperties: false, default: {}, properties: { timeoutMs: int(100, 600000, 30000) } },

@@ -5,8 +5,9 @@
  * Must not: import router internals into plugins' type surface beyond what is re-exported
  * here. Plugins never import from core/* other than this file.
  *
- * A plugin is set up once per worker thread. Its handlers and hooks run in the worker that
- * got the charger's frame; frames of one charger are handled strictly in order.
+ * A plugin is set up once per worker thread (and once on the socket thread when it declares
+ * `inline`). Its handlers and hooks run in the thread that got the charger's frame; frames of
+ * one charger are handled strictly in order.
  *
  *   frame ─► validate request ─► onCall* (sequential, may answer) ─► handler (one owner)
  *        ─► onResult* (sequential reduce) ─► validate response ─► reply
@@ -206,7 +207,7 @@ export interface SetupApi {
   /** Owns the action in several versions with one handler (payload typed as the union). */
   handle(versions: OcppVersion[], action: string, handler: Handler): void;
   hook<H extends HookName>(name: H, fn: HookMap[H] | ({ handler: HookMap[H] } & HookOptions)): void;
-  /** Registers cleanup to run at worker shutdown. */
+  /** Registers cleanup to run at shutdown of each thread that ran setup (workers, and the socket thread for `inline` plugins). */
   onClose(fn: () => unknown | Promise<unknown>): void;
 }
 
@@ -222,6 +223,20 @@ export interface PluginDefinition<Opts = Record<string, unknown>> {
   dependsOn?: string[];
   /** JSON schema of the options; validated (with defaults applied) at boot. */
   options?: Record<string, unknown>;
+  /**
+   * The plugin's handlers and hooks may also run on the socket thread. When the worker pool
+   * is not needed (the socket thread has spare time, a small batch), the router handles a
+   * message where it arrived, without the two thread hops: at fleet rates that is most of
+   * the CPU a message costs (bench/RESULTS.md, "inline"). A message runs there only when
+   * every plugin taking part in it (its handler and every hook on its action, and every
+   * `onError` hook) says `inline: true`; otherwise it goes to a worker as always.
+   *
+   * Declare it only when no handler or hook does long synchronous work (CPU-bound loops,
+   * synchronous I/O, large JSON): on the socket thread that would delay every charger's
+   * frames. Awaiting I/O (state, HTTP) is fine. `setup` then also runs once on the socket
+   * thread, so it must not assume it runs only in workers. @default false
+   */
+  inline?: boolean;
   setup(api: SetupApi, opts: Opts): void | Promise<void>;
 }
 

@@ -29,6 +29,7 @@
  * the default for a router started with nothing else installed; a later sink with
  * ClickHouse configured on the same spool directory replays what it wrote.
  */
+import type { RouterConfig } from '../options.js';
 import { createClient, ClickHouseLogLevel, type ClickHouseClient, type ClickHouseSettings } from '@clickhouse/client';
 import { pino } from 'pino';
 import type { AnalyticsRow, AnalyticsSink, AnalyticsTable, SinkStats } from './sink.js';
@@ -555,4 +556,17 @@ class EncodedRows {
  */
 export function createAnalyticsSink(options: ClickHouseSinkOptions = {}): ClickHouseSink {
   return new ClickHouseSink(options);
+}
+
+/** The sink of one router thread (each worker, and the socket thread for inline batches). */
+export function threadSink(config: RouterConfig, nodeId: string, log: ClickHouseSinkOptions['log']): ClickHouseSink {
+  return new ClickHouseSink({
+    clickhouse: config.clickhouse.url ? config.clickhouse : undefined,
+    spoolDir: config.analytics.spoolDir,
+    batchRows: config.analytics.batchRows,
+    flushIntervalMs: config.analytics.flushIntervalMs,
+    maxBufferRows: config.analytics.maxBufferRows,
+    nodeId,
+    log,
+  });
 }

@@ -7,6 +7,7 @@
  * (which socket, which pending call) beside the batch, so none of that crosses threads.
  */
 import type { OcppVersion } from '../protocol/dialect.js';
+import type { InlineSupport } from '../worker/plugin-loader.js';
 
 export const enum ItemKind {
   Frame = 0,
@@ -43,7 +44,7 @@ export type EventResultMeta = [Outcome];
 export interface PingTask { op: 'ping' }
 export interface PingResult {
   threadId: number;
-  plugins: { name: string; version: string }[];
+  plugins: { name: string; version: string; inline: boolean }[];
   /**
    * Versions in which Heartbeat has no participant but the core plugin's handler (no other
    * handler, no hook): the socket thread may answer it itself (gateway.ts).
@@ -54,4 +55,6 @@ export interface PingResult {
    * valid CALLRESULT to any other CSMS CALL needs no worker at all (gateway.ts).
    */
   callResultHooks: Partial<Record<OcppVersion, string[]>>;
+  /** What the socket thread may run itself, by the plugins' `inline` declarations (pool.ts). */
+  inline: InlineSupport;
 }

@@ -20,6 +20,16 @@
  * Saturation is counted in frames waiting, not batches: with N chargers and one request in
  * flight each, the router never holds more than N frames and never sheds load (bench/repro/
  * pool-saturated.ts found the earlier batch-count limit shedding at 200 chargers).
+ *
+ * Inline batches: a batch may instead run on this thread (setInline: a BatchRuntime with the
+ * `inline` plugins), with the same encoding, lanes and result path, when (1) every item is
+ * one the inline plugins handle completely (InlineSupport), (2) it holds at most
+ * `inline.maxBatch` items, and (3) this thread's event loop was less than `inline.maxLoad`
+ * busy over the last LOAD_SAMPLE_MS. A worker batch costs two thread wake-ups; on this
+ * machine (a VM, where waking a thread on another core is expensive) that made a message at
+ * 1,000 msg/s cost ≈ 8× what the bare transport spends on it (bench/RESULTS.md, "inline").
+ * Under load the socket thread is busy and batches are large, so work goes to the workers as
+ * before; (3) keeps the sockets' own work first.
  */
 import { Piscina } from 'piscina';
 import { BatchWriter, readBatch } from './codec.js';
@@ -32,7 +42,13 @@ import { compiled } from '../paths.js';
 import type { Metrics } from '../metrics.js';
 import type { PinoLogger } from '../log.js';
 import type { WorkerData } from '../worker/entry.js';
+import type { InlineSupport } from '../worker/plugin-loader.js';
+import type { OcppVersion } from '../protocol/dialect.js';
 import { randomBytes } from 'node:crypto';
+import { performance, type EventLoopUtilization } from 'node:perf_hooks';
+
+/** Interval of the socket thread's load sample (event loop utilization) for inline batches. */
+const LOAD_SAMPLE_MS = 50;
 
 /**
  * Lane states of one charger:
@@ -71,7 +87,14 @@ interface BacklogItem {
   bytes: Uint8Array | undefined;
   receivedAt: number;
   peekId: string | null;
+  /** Action of a CALL/SEND frame (from the peek), else null. */
+  action: string | null;
   extra: unknown;
+}
+
+/** The socket thread's own runtime for inline batches (core/worker/runtime.ts). */
+export interface InlineRunner {
+  runBatch(input: ArrayBuffer): Promise<ArrayBuffer>;
 }
 
 export interface DispatcherOptions {
@@ -81,6 +104,7 @@ export interface DispatcherOptions {
   maxPendingFrames: number;
   backlogPerCharger: number;
   workerData: WorkerData;
+  inline: { enabled: boolean; maxBatch: number; maxLoad: number };
 }
 
 export interface DispatchHooks {
@@ -114,6 +138,18 @@ export class Dispatcher {
   private inFlight = 0;
   private backlogFrames = 0;
   private readonly maxInFlight: number;
+  /** Set by setInline(); null: every batch goes to a worker. */
+  private inlineRunner: InlineRunner | null = null;
+  private inlineActions = new Map<OcppVersion, Set<string>>();
+  private inlineConnection = new Set<OcppVersion>();
+  private inlineReplies = new Set<OcppVersion>();
+  /** Whether every item of the batch being built may run inline. */
+  private batchInline = true;
+  private inlineInFlight = 0;
+  /** Socket thread load over the last sample (see LOAD_SAMPLE_MS). */
+  private load = 0;
+  private loadTimer: NodeJS.Timeout | null = null;
+  private lastElu: EventLoopUtilization | null = null;
 
   constructor(private readonly opts: DispatcherOptions, private readonly hooks: DispatchHooks, private readonly metrics: Metrics, private readonly log: PinoLogger) {
     this.maxInFlight = opts.threads * opts.concurrentTasksPerWorker;
@@ -140,13 +176,40 @@ export class Dispatcher {
     return Promise.all(pings);
   }
 
+  /**
+   * Lets this thread run batches itself (see the file header). `support` comes from the
+   * workers (they load every plugin); `runner` has the inline plugins set up on this thread.
+   */
+  setInline(runner: InlineRunner, support: InlineSupport): void {
+    if (!this.opts.inline.enabled) return;
+    this.inlineRunner = runner;
+    this.inlineActions = new Map(Object.entries(support.actions).map(([v, a]) => [v as OcppVersion, new Set(a)]));
+    this.inlineConnection = new Set(support.connection);
+    this.inlineReplies = new Set(support.replies);
+    this.lastElu = performance.eventLoopUtilization();
+    this.loadTimer = setInterval(() => {
+      const now = performance.eventLoopUtilization();
+      this.load = performance.eventLoopUtilization(now, this.lastElu!).utilization;
+      this.lastElu = now;
+      this.metrics.socketLoad.set(this.load);
+    }, LOAD_SAMPLE_MS);
+    this.loadTimer.unref();
+  }
+
+  /** Whether the inline plugins handle this item completely (InlineSupport). */
+  private inlineable(kind: ItemKind, version: OcppVersion, action: string | null): boolean {
+    if (kind === ItemKind.Frame) return action !== null && this.inlineActions.get(version)?.has(action) === true;
+    if (kind === ItemKind.Reply) return this.inlineReplies.has(version);
+    return this.inlineConnection.has(version);
+  }
+
   /** True when new work would only grow queues: shed load (503 upgrades, fast errors). */
   get saturated(): boolean {
     return this.writer.count >= this.opts.maxPendingFrames;
   }
 
   get stats() {
-    return { inFlight: this.inFlight, pendingFrames: this.writer.count, queued: this.pool.queueSize, backlog: this.backlogFrames, threads: this.pool.threads.length };
+    return { inFlight: this.inFlight, inlineInFlight: this.inlineInFlight, pendingFrames: this.writer.count, queued: this.pool.queueSize, backlog: this.backlogFrames, threads: this.pool.threads.length };
   }
 
   private meta(conn: Connection, kind: ItemKind, receivedAt: number, extra: unknown): ItemMeta {
@@ -176,8 +239,11 @@ export class Dispatcher {
     return new Promise((resolve) => l.waiters.push(resolve));
   }
 
-  /** A charger's frame (CALL, SEND, or anything unpeekable). Kept in the charger's order. */
-  frame(conn: Connection, bytes: Uint8Array, receivedAt: number, peekId: string | null): void {
+  /**
+   * A charger's frame (CALL, SEND, or anything unpeekable). Kept in the charger's order.
+   * `action`: the peeked action of a CALL or SEND, else null.
+   */
+  frame(conn: Connection, bytes: Uint8Array, receivedAt: number, peekId: string | null, action: string | null = null): void {
     if (this.saturated) {
       this.metrics.dropped.inc({ reason: 'pool_saturated' });
       return this.answerInternal(conn, peekId, 'OCR_ERR_POOL_SATURATED');
@@ -190,12 +256,12 @@ export class Dispatcher {
       this.metrics.dropped.inc({ reason: 'backlog_full' });
       return this.answerInternal(conn, peekId, 'OCR_ERR_LANE_BACKLOG_FULL');
     }
-    this.enqueue(existing ?? this.lane(conn.cpId), { conn, kind: ItemKind.Frame, bytes, receivedAt, peekId, extra: null });
+    this.enqueue(existing ?? this.lane(conn.cpId), { conn, kind: ItemKind.Frame, bytes, receivedAt, peekId, action, extra: null });
   }
 
   /** Connect / disconnect events run in the charger's lane: after/before its frames. */
   event(conn: Connection, kind: ItemKind.Connect | ItemKind.Disconnect, extra: unknown): void {
-    this.enqueue(this.lane(conn.cpId), { conn, kind, bytes: undefined, receivedAt: Date.now(), peekId: null, extra });
+    this.enqueue(this.lane(conn.cpId), { conn, kind, bytes: undefined, receivedAt: Date.now(), peekId: null, action: null, extra });
   }
 
   /**
@@ -207,6 +273,7 @@ export class Dispatcher {
   reply(conn: Connection, bytes: Uint8Array, pending: PendingCall): void {
     this.writer.add(this.meta(conn, ItemKind.Reply, Date.now(), { action: pending.action, request: pending.payload }), bytes);
     this.ctxs.push({ conn, kind: ItemKind.Reply, peekId: null });
+    if (this.batchInline && !this.inlineable(ItemKind.Reply, conn.version, null)) this.batchInline = false;
     this.scheduleFlush();
   }
 
@@ -222,6 +289,7 @@ export class Dispatcher {
   private addLane(l: LaneState, it: BacklogItem): void {
     this.writer.add(this.meta(it.conn, it.kind, it.receivedAt, it.extra), it.bytes);
     this.ctxs.push({ conn: it.conn, kind: it.kind, peekId: it.peekId });
+    if (this.batchInline && !this.inlineable(it.kind, it.conn.version, it.action)) this.batchInline = false;
     l.inBatch++;
     if (l.state === Lane.Idle) {
       l.state = Lane.InBatch;
@@ -231,6 +299,8 @@ export class Dispatcher {
   }
 
   private scheduleFlush(): void {
+    // A full batch goes now if a worker slot is free; a batch past inline.maxBatch would not run
+    // inline anyway, so it is not held back waiting for the loop turn to end either.
     if (this.writer.count >= this.opts.batchSize && this.inFlight < this.maxInFlight) return this.flush();
     if (this.flushScheduled) return;
     this.flushScheduled = true;
@@ -240,13 +310,21 @@ export class Dispatcher {
     });
   }
 
+  /** Whether the batch being built runs on this thread (file header: (1)-(3)). */
+  private runsInline(): boolean {
+    return this.inlineRunner !== null && this.batchInline && this.writer.count <= this.opts.inline.maxBatch
+      && this.load < this.opts.inline.maxLoad && this.inlineInFlight < this.maxInFlight;
+  }
+
   /** Sends the current batch if a slot is free (`force`: regardless, at shutdown). */
   flush(force = false): void {
     if (this.writer.count === 0) return;
-    if (this.inFlight >= this.maxInFlight && !force) return;
+    const inline = this.runsInline();
+    if (!inline && this.inFlight >= this.maxInFlight && !force) return;
     const writer = this.writer;
     const ctxs = this.ctxs;
     const keys = this.laneKeys;
+    this.batchInline = true;
     // Sized like the batch just sent: a batch of hundreds of frames then never doubles its
     // buffer (each doubling copies it; see codec.ts).
     this.writer = new BatchWriter(Math.max(16 * 1024, Math.ceil(writer.bytes * 1.25)));
@@ -257,19 +335,29 @@ export class Dispatcher {
       l.state = Lane.InFlight;
       l.inBatch = 0;
     }
-    this.inFlight++;
     this.metrics.batchSize.observe(ctxs.length);
-    this.metrics.inFlight.set(this.inFlight);
     const buf = writer.finish();
     const t0 = performance.now();
-    this.pool.run(buf, { transferList: [buf] as never }).then(
-      (out) => this.done(ctxs, keys, out as ArrayBuffer, t0),
-      (err) => this.failed(ctxs, keys, err as Error),
-    );
+    if (inline) {
+      this.inlineInFlight++;
+      this.metrics.batches.inc({ thread: 'socket' });
+      this.inlineRunner!.runBatch(buf).then(
+        (out) => this.done(ctxs, keys, out, t0, true),
+        (err) => this.failed(ctxs, keys, err as Error, true),
+      );
+    } else {
+      this.inFlight++;
+      this.metrics.batches.inc({ thread: 'worker' });
+      this.metrics.inFlight.set(this.inFlight);
+      this.pool.run(buf, { transferList: [buf] as never }).then(
+        (out) => this.done(ctxs, keys, out as ArrayBuffer, t0, false),
+        (err) => this.failed(ctxs, keys, err as Error, false),
+      );
+    }
     this.metrics.queueDepth.set(0);
   }
 
-  private done(ctxs: ItemCtx[], keys: string[], out: ArrayBuffer, t0: number): void {
+  private done(ctxs: ItemCtx[], keys: string[], out: ArrayBuffer, t0: number, inline: boolean): void {
     try {
       this.apply(ctxs, out, t0);
     } catch (err) {
@@ -277,7 +365,7 @@ export class Dispatcher {
       this.log.error({ err }, 'applying a batch result failed');
     } finally {
       this.release(keys);
-      this.settle();
+      this.settle(inline);
     }
   }
 
@@ -392,8 +480,9 @@ export class Dispatcher {
     }
   }
 
-  private settle(): void {
-    this.inFlight--;
+  private settle(inline: boolean): void {
+    if (inline) this.inlineInFlight--;
+    else this.inFlight--;
     this.metrics.inFlight.set(this.inFlight);
     this.metrics.backlog.set(this.backlogFrames);
     // A slot is free: what accumulated meanwhile goes out now, as one (larger) batch.
@@ -401,15 +490,18 @@ export class Dispatcher {
     this.metrics.queueDepth.set(this.writer.count);
   }
 
-  /** Worker crashed (or the pool refused): every item is answered, never dropped silently. */
-  private failed(ctxs: ItemCtx[], keys: string[], err: Error): void {
-    this.metrics.workerCrashes.inc();
-    this.log.error({ err, items: ctxs.length }, 'batch failed; answering every item with InternalError');
+  /**
+   * Worker crashed (or the pool refused; inline: a bug in the runtime): every item is answered,
+   * never dropped silently.
+   */
+  private failed(ctxs: ItemCtx[], keys: string[], err: Error, inline: boolean): void {
+    if (!inline) this.metrics.workerCrashes.inc();
+    this.log.error({ err, items: ctxs.length, thread: inline ? 'socket' : 'worker' }, 'batch failed; answering every item with InternalError');
     for (const ctx of ctxs) {
-      if (ctx.kind === ItemKind.Frame) this.answerInternal(ctx.conn, ctx.peekId, 'OCR_ERR_WORKER_CRASHED');
+      if (ctx.kind === ItemKind.Frame) this.answerInternal(ctx.conn, ctx.peekId, inline ? 'OCR_ERR_INLINE_BATCH' : 'OCR_ERR_WORKER_CRASHED');
     }
     this.release(keys);
-    this.settle();
+    this.settle(inline);
   }
 
   /** Fast InternalError for a frame we could not process (id from the peek). */
@@ -424,7 +516,7 @@ export class Dispatcher {
   /** Waits (bounded) until no batch is in flight or waiting: their replies are then sent. */
   async quiesce(timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
-    while ((this.inFlight > 0 || this.writer.count > 0) && Date.now() < deadline) {
+    while ((this.inFlight > 0 || this.inlineInFlight > 0 || this.writer.count > 0) && Date.now() < deadline) {
       this.flush(true);
       await new Promise((r) => setTimeout(r, 5));
     }
@@ -437,10 +529,13 @@ export class Dispatcher {
    */
   async close(timeoutMs = 10_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
-    while ((this.inFlight > 0 || this.writer.count > 0 || this.lanes.size > 0) && Date.now() < deadline) {
+    while ((this.inFlight > 0 || this.inlineInFlight > 0 || this.writer.count > 0 || this.lanes.size > 0) && Date.now() < deadline) {
       this.flush(true);
       await new Promise((r) => setTimeout(r, 5));
     }
+    if (this.loadTimer) clearInterval(this.loadTimer);
+    // From here on every batch goes to a worker (none should come: the sockets are closed).
+    this.inlineRunner = null;
     const control = new BroadcastChannel(`${this.opts.workerData.channel}:control`);
     const threads = this.pool.threads.length;
     await new Promise<void>((resolve) => {

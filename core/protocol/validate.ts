@@ -175,3 +175,15 @@ export function validatorFor(version: OcppVersion): SchemaValidator {
   if (!v) validators.set(version, (v = new SchemaValidator(version)));
   return v;
 }
+
+/**
+ * Checks a CSMS-initiated CALL a plugin is about to send (`ctx.send`) before it leaves its
+ * thread: a plugin bug must not reach the charger. Unknown action: InternalError; invalid
+ * payload: an OCR_ERR_CMD_INVALID_PAYLOAD error naming the field.
+ */
+export function validateOutgoing(version: OcppVersion, action: string, payload: Record<string, unknown>): void {
+  const v = validatorFor(version);
+  if (!v.has(action, 'request')) throw new CallError('InternalError', `Unknown action ${action}`);
+  const check = v.validate(action, 'request', payload);
+  if (!check.ok) throw Object.assign(new Error(`Invalid ${action} request: ${check.error.description}`), { code: 'OCR_ERR_CMD_INVALID_PAYLOAD' });
+}

@@ -50,7 +50,10 @@ export interface ActionTable {
 }
 
 export interface HookTable {
-  plugins: { name: string; version: string }[];
+  /** `inline`: declared inline, and so is every plugin it depends on (set up on the socket thread). */
+  plugins: { name: string; version: string; inline: boolean }[];
+  /** Configured plugins not set up in this thread (`inlineOnly`: not inline, or needing one that is not). */
+  skipped: string[];
   byAction: Record<OcppVersion, Map<string, ActionTable>>;
   onConnect: Record<OcppVersion, Registered<ConnectionHook>[]>;
   onDisconnect: Record<OcppVersion, Registered<ConnectionHook>[]>;
@@ -95,6 +98,7 @@ function emptyTable(): HookTable {
   const per = <T>(f: () => T) => Object.fromEntries(OCPP_VERSIONS.map((v) => [v, f()])) as Record<OcppVersion, T>;
   return {
     plugins: [],
+    skipped: [],
     byAction: per(() => new Map()),
     onConnect: per(() => []),
     onDisconnect: per(() => []),
@@ -113,21 +117,39 @@ function actionTable(t: HookTable, v: OcppVersion, action: string): ActionTable 
 
 interface PendingHook { plugin: string; name: HookName; fn: (...a: never[]) => unknown; opts: HookOptions; versions: OcppVersion[] }
 
+export interface LoadOptions {
+  /**
+   * Set up only the plugins declaring `inline: true` whose dependencies are set up too; the
+   * others are listed in `skipped` (the socket thread's table, see inlineSupport()).
+   */
+  inlineOnly?: boolean;
+}
+
 /**
  * Loads and sets up the plugins in order. `makeBase(name)` gives each plugin its log, state
- * and registry facades (built by the worker, which owns the connections to Redis etc.).
+ * and registry facades (built by the thread, which owns the connections to Redis etc.).
  */
-export async function loadPlugins(specs: PluginSpec[], makeBase: (plugin: string) => SetupApiBase): Promise<HookTable> {
+export async function loadPlugins(specs: PluginSpec[], makeBase: (plugin: string) => SetupApiBase, loadOpts: LoadOptions = {}): Promise<HookTable> {
   const table = emptyTable();
   const loaded = new Set<string>();
+  const skipped = new Set<string>();
+  /** Plugins that may run inline: declared so, and so is every plugin they depend on. */
+  const inlineCapable = new Set<string>();
   const hooks: PendingHook[] = [];
 
   for (const spec of specs) {
     const def = (spec.plugin as PluginDefinition<unknown> | undefined) ?? (await importPlugin(spec.name));
     const name = def.name;
     if (typeof name !== 'string' || !/^[a-z0-9][a-z0-9-]*$/.test(name)) throw new errors.OCR_ERR_PLUGIN_INVALID(spec.name, 'name must be kebab-case');
-    if (loaded.has(name)) throw new errors.OCR_ERR_PLUGIN_DUPLICATE(name);
+    if (loaded.has(name) || skipped.has(name)) throw new errors.OCR_ERR_PLUGIN_DUPLICATE(name);
     if (typeof def.setup !== 'function') throw new errors.OCR_ERR_PLUGIN_INVALID(name, 'setup must be a function');
+    if (def.inline !== undefined && typeof def.inline !== 'boolean') throw new errors.OCR_ERR_PLUGIN_INVALID(name, '"inline" must be a boolean');
+    const inline = def.inline === true && (def.dependsOn ?? []).every((d) => inlineCapable.has(d));
+    if (loadOpts.inlineOnly && !inline) {
+      skipped.add(name);
+      table.skipped.push(name);
+      continue;
+    }
     if (typeof def.core !== 'string' || !semver.validRange(def.core)) throw new errors.OCR_ERR_PLUGIN_INVALID(name, '"core" must be a semver range');
     if (!semver.satisfies(CORE_VERSION, def.core, { includePrerelease: true })) throw new errors.OCR_ERR_PLUGIN_CORE_VERSION(name, def.core, CORE_VERSION);
     for (const dep of def.dependsOn ?? []) if (!loaded.has(dep)) throw new errors.OCR_ERR_PLUGIN_DEP_MISSING(name, dep);
@@ -179,7 +201,8 @@ export async function loadPlugins(specs: PluginSpec[], makeBase: (plugin: string
       throw new errors.OCR_ERR_PLUGIN_SETUP(name, (err as Error).message, { cause: err });
     }
     loaded.add(name);
-    table.plugins.push({ name, version: def.version });
+    if (inline) inlineCapable.add(name);
+    table.plugins.push({ name, version: def.version, inline });
   }
 
   // Order: 'pre', then unordered, then 'post'; config order within each (stable sort) [rollup].
@@ -205,6 +228,38 @@ export async function loadPlugins(specs: PluginSpec[], makeBase: (plugin: string
     }
   }
   return deepFreezeTables(table);
+}
+
+/**
+ * What the socket thread may run itself (pool.ts, "inline"): per version, the actions in which
+ * every participant (handler, onCall, onResult, after) is an inline plugin, and whether
+ * connection events and charger replies qualify. Nothing of a version qualifies when any of
+ * its `onError` hooks is not inline: an error anywhere must reach every observer.
+ */
+export interface InlineSupport {
+  actions: Partial<Record<OcppVersion, string[]>>;
+  /** Versions whose onConnect / onDisconnect hooks are all inline. */
+  connection: OcppVersion[];
+  /** Versions whose onCallResult / onCallError hooks are all inline. */
+  replies: OcppVersion[];
+}
+
+export function inlineSupport(t: HookTable): InlineSupport {
+  const inline = new Set(t.plugins.filter((p) => p.inline).map((p) => p.name));
+  const all = (regs: readonly Registered<unknown>[] | undefined) => (regs ?? []).every((r) => inline.has(r.plugin));
+  const out: InlineSupport = { actions: {}, connection: [], replies: [] };
+  for (const v of OCPP_VERSIONS) {
+    if (!all(t.onError[v])) continue;
+    const actions: string[] = [];
+    for (const a of loadSchemas(v).actions) {
+      const e = t.byAction[v].get(a);
+      if (!e || ((!e.handler || inline.has(e.handler.plugin)) && all(e.onCall) && all(e.onResult) && all(e.after))) actions.push(a);
+    }
+    out.actions[v] = actions;
+    if (all(t.onConnect[v]) && all(t.onDisconnect[v])) out.connection.push(v);
+    if ([...t.onCallResult[v].values(), ...t.onCallError[v].values()].every(all)) out.replies.push(v);
+  }
+  return out;
 }
 
 function deepFreezeTables(t: HookTable): HookTable {
