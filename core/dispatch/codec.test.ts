@@ -20,3 +20,16 @@ t.test('batch round trip: metas, byte frames and text frames', async (t) => {
   t.equal(b.text(3), frames[3]);
   t.equal(b.frame(4).length, 0);
 });
+
+t.test('view: the same batch without encoding; a recycled buffer is reused', async (t) => {
+  const w = new BatchWriter(8);
+  w.add(['a'], new TextEncoder().encode('[2,"1","Heartbeat",{}]'));
+  w.add(['b']);
+  w.add(['c'], new TextEncoder().encode('ü'));
+  const v = w.view();
+  t.same(v.metas, [['a'], ['b'], ['c']]);
+  t.same([v.text(0), v.frame(1).length, v.text(2)], ['[2,"1","Heartbeat",{}]', 0, 'ü']);
+  const buf = w.recycle();
+  t.equal(new BatchWriter(16, buf).recycle(), buf, 'large enough: reused');
+  t.not(new BatchWriter(buf.length * 2, buf).recycle(), buf, 'too small: a new one');
+});

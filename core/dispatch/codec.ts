@@ -34,9 +34,13 @@ export class BatchWriter {
   private len = HEADER;
   readonly metas: unknown[] = [];
 
-  /** `initial`: expected bytes of the frames (e.g. the previous batch's `bytes`). */
-  constructor(initial = 16 * 1024) {
-    this.buf = new Uint8Array(HEADER + Math.max(64, initial));
+  /**
+   * `initial`: expected bytes of the frames (e.g. the previous batch's `bytes`). `reuse`: a
+   * buffer of an earlier writer (see recycle()), used when it is large enough.
+   */
+  constructor(initial = 16 * 1024, reuse?: Uint8Array) {
+    const size = HEADER + Math.max(64, initial);
+    this.buf = reuse && reuse.length >= size ? reuse : new Uint8Array(size);
   }
 
   get count(): number {
@@ -97,6 +101,20 @@ export class BatchWriter {
   }
 
   /**
+   * The batch as the reading side sees it, without encoding: for a batch run on this thread
+   * (pool.ts, inline). The writer must not be added to afterwards; its buffer may be reused
+   * (recycle()) once the batch is done with.
+   */
+  view(): DecodedBatch {
+    return frameView(this.buf, this.metas);
+  }
+
+  /** The writer's buffer, for a later writer (`reuse`); the writer and its view are dead after. */
+  recycle(): Uint8Array {
+    return this.buf;
+  }
+
+  /**
    * One ArrayBuffer holding frames and meta, ready to transfer: the writer's own buffer,
    * unused tail included. The writer must not be used afterwards.
    */
@@ -136,6 +154,11 @@ export function readBatch(buffer: ArrayBuffer): DecodedBatch {
   const u8 = new Uint8Array(buffer);
   const metaAt = readU32(u8, 0);
   const metas = packr.unpack(u8.subarray(metaAt, metaAt + readU32(u8, 4))) as unknown[];
+  return frameView(u8, metas);
+}
+
+/** Frames of a batch: the length-prefixed run after the header, one per meta. */
+function frameView(u8: Uint8Array, metas: unknown[]): DecodedBatch {
   const offsets = new Array<number>(metas.length);
   const lengths = new Array<number>(metas.length);
   let p = HEADER;

@@ -32,7 +32,7 @@
  * before; (3) keeps the sockets' own work first.
  */
 import { Piscina } from 'piscina';
-import { BatchWriter, readBatch } from './codec.js';
+import { BatchWriter, readBatch, type DecodedBatch } from './codec.js';
 import { ItemFlag, ItemKind, Outcome, type FrameResultMeta, type ItemMeta, type PingResult } from './envelope.js';
 import type { Connection, PendingCall } from '../registry/connection-registry.js';
 import { CallError } from '../protocol/call-error.js';
@@ -49,6 +49,14 @@ import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 
 /** Interval of the socket thread's load sample (event loop utilization) for inline batches. */
 const LOAD_SAMPLE_MS = 50;
+/** Smallest batch buffer: a few frames (a MeterValues of 10 values is ≈ 1.3 KB). */
+const MIN_BATCH_BYTES = 4 * 1024;
+/** Buffers of finished inline batches kept for the next batches, and the largest one kept. */
+const MAX_SPARE_BUFFERS = 4;
+const MAX_SPARE_BYTES = 256 * 1024;
+
+/** A reply as a worker returns it (UTF-8 bytes) or as the socket thread's runtime does (text). */
+type Reply = Uint8Array | string;
 
 /**
  * Lane states of one charger:
@@ -94,7 +102,7 @@ interface BacklogItem {
 
 /** The socket thread's own runtime for inline batches (core/worker/runtime.ts). */
 export interface InlineRunner {
-  runBatch(input: ArrayBuffer): Promise<ArrayBuffer>;
+  run(batch: DecodedBatch): Promise<{ metas: (unknown[] | null)[]; replies: (string | undefined)[] }>;
 }
 
 export interface DispatcherOptions {
@@ -150,6 +158,8 @@ export class Dispatcher {
   private load = 0;
   private loadTimer: NodeJS.Timeout | null = null;
   private lastElu: EventLoopUtilization | null = null;
+  /** Buffers of finished inline batches, for the next writers (see flush()). */
+  private readonly spare: Uint8Array[] = [];
 
   constructor(private readonly opts: DispatcherOptions, private readonly hooks: DispatchHooks, private readonly metrics: Metrics, private readonly log: PinoLogger) {
     this.maxInFlight = opts.threads * opts.concurrentTasksPerWorker;
@@ -326,8 +336,11 @@ export class Dispatcher {
     const keys = this.laneKeys;
     this.batchInline = true;
     // Sized like the batch just sent: a batch of hundreds of frames then never doubles its
-    // buffer (each doubling copies it; see codec.ts).
-    this.writer = new BatchWriter(Math.max(16 * 1024, Math.ceil(writer.bytes * 1.25)));
+    // buffer (each doubling copies it; see codec.ts). The buffer of a finished inline batch is
+    // reused: a new ArrayBuffer per batch is external memory V8 answers with full
+    // mark-compacts (10,000 msg/s of small batches: one every 200-300 ms, 3-5 ms each, on
+    // whichever thread allocated them; bench/RESULTS.md, "inline").
+    this.writer = new BatchWriter(Math.max(MIN_BATCH_BYTES, Math.ceil(writer.bytes * 1.25)), this.spare.pop());
     this.ctxs = [];
     this.laneKeys = [];
     for (const k of keys) {
@@ -336,30 +349,38 @@ export class Dispatcher {
       l.inBatch = 0;
     }
     this.metrics.batchSize.observe(ctxs.length);
-    const buf = writer.finish();
     const t0 = performance.now();
     if (inline) {
+      // No encoding: the runtime reads the writer's frames where they are and answers in JS.
       this.inlineInFlight++;
       this.metrics.batches.inc({ thread: 'socket' });
-      this.inlineRunner!.runBatch(buf).then(
-        (out) => this.done(ctxs, keys, out, t0, true),
+      this.inlineRunner!.run(writer.view()).then(
+        (res) => {
+          this.done(ctxs, keys, res.metas, (i) => res.replies[i], t0, true);
+          const buf = writer.recycle();
+          if (this.spare.length < MAX_SPARE_BUFFERS && buf.length <= MAX_SPARE_BYTES) this.spare.push(buf);
+        },
         (err) => this.failed(ctxs, keys, err as Error, true),
       );
     } else {
+      const buf = writer.finish();
       this.inFlight++;
       this.metrics.batches.inc({ thread: 'worker' });
       this.metrics.inFlight.set(this.inFlight);
       this.pool.run(buf, { transferList: [buf] as never }).then(
-        (out) => this.done(ctxs, keys, out as ArrayBuffer, t0, false),
+        (out) => {
+          const res = readBatch(out as ArrayBuffer);
+          this.done(ctxs, keys, res.metas as (unknown[] | null)[], (i) => res.frame(i), t0, false);
+        },
         (err) => this.failed(ctxs, keys, err as Error, false),
       );
     }
     this.metrics.queueDepth.set(0);
   }
 
-  private done(ctxs: ItemCtx[], keys: string[], out: ArrayBuffer, t0: number, inline: boolean): void {
+  private done(ctxs: ItemCtx[], keys: string[], metas: (unknown[] | null)[], replyOf: (i: number) => Reply | undefined, t0: number, inline: boolean): void {
     try {
-      this.apply(ctxs, out, t0);
+      this.apply(ctxs, metas, replyOf, t0);
     } catch (err) {
       // A bug here must not leave lanes in flight forever (every later frame would queue).
       this.log.error({ err }, 'applying a batch result failed');
@@ -369,19 +390,19 @@ export class Dispatcher {
     }
   }
 
-  private apply(ctxs: ItemCtx[], out: ArrayBuffer, t0: number): void {
+  /** Result i of a batch: `metas[i]` (envelope.ts) and, for a frame, `reply(i)` (empty or undefined: none). */
+  private apply(ctxs: ItemCtx[], metas: (unknown[] | null)[], replyOf: (i: number) => Reply | undefined, t0: number): void {
     this.metrics.batchSeconds.observe((performance.now() - t0) / 1000);
-    const res = readBatch(out);
     // Replies are grouped per socket and written under one cork each: one syscall per
     // charger per batch instead of one per reply (bench: uncorked sends were 42% of the
     // socket thread at 8 in flight). Order within a charger is kept.
-    const replies = new Map<Connection, Uint8Array[]>();
+    const replies = new Map<Connection, Reply[]>();
     for (let i = 0; i < ctxs.length; i++) {
       const ctx = ctxs[i]!;
-      const meta = res.metas[i] as unknown[] | null;
+      const meta = metas[i];
       if (ctx.kind === ItemKind.Frame) {
         if (!meta) { this.answerInternal(ctx.conn, ctx.peekId, 'OCR_ERR_WORKER_ITEM'); continue; }
-        const reply = this.applyFrame(ctx.conn, meta as FrameResultMeta, res.frame(i));
+        const reply = this.applyFrame(ctx.conn, meta as FrameResultMeta, replyOf(i));
         if (reply) {
           const list = replies.get(ctx.conn);
           if (list) list.push(reply);
@@ -416,7 +437,7 @@ export class Dispatcher {
   /** Frame metrics counted in the batch being applied; added to the counters once per batch. */
   private readonly touched: FrameMetric[] = [];
 
-  private applyFrame(conn: Connection, r: FrameResultMeta, reply: Uint8Array): Uint8Array | undefined {
+  private applyFrame(conn: Connection, r: FrameResultMeta, reply: Reply | undefined): Reply | undefined {
     const [outcome, action, errorCode, deviations, identity, unmatched, micros] = r;
     const v = conn.version;
     const key = `${v}|${action}|${outcome}`;
@@ -443,7 +464,7 @@ export class Dispatcher {
       this.metrics.dropped.inc({ reason: 'unmatched_reply' });
       this.log.warn({ cpId: conn.cpId, messageId: unmatched.id }, 'reply with no pending CALL dropped');
     }
-    return reply.length > 0 ? reply : undefined;
+    return reply !== undefined && reply.length > 0 ? reply : undefined;
   }
 
   /** Sends and reads the status (STYLE.md §9): backpressure is counted; drops too. */

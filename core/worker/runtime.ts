@@ -37,6 +37,12 @@ export interface RuntimeOptions {
   inlineOnly?: boolean;
 }
 
+/** Results of a batch: item i's result meta (envelope.ts) and, for frames, its reply text. */
+export interface BatchResults {
+  metas: (unknown[] | null)[];
+  replies: (string | undefined)[];
+}
+
 export class BatchRuntime {
   private constructor(
     readonly table: HookTable,
@@ -95,9 +101,19 @@ export class BatchRuntime {
     }
   }
 
-  /** Runs one batch (codec.ts layout) and returns its results in the same layout. */
+  /** Runs one batch (codec.ts layout) and returns its results in the same layout (workers). */
   async runBatch(input: ArrayBuffer): Promise<ArrayBuffer> {
-    const batch = readBatch(input);
+    const { metas, replies } = await this.run(readBatch(input));
+    const w = new BatchWriter(1024);
+    for (let i = 0; i < metas.length; i++) w.addText(metas[i], replies[i]);
+    return w.finish();
+  }
+
+  /**
+   * Runs one decoded batch: result i answers item i (null: the item failed in core code), with
+   * the reply text of a Frame item in `replies[i]`. The socket thread calls this directly.
+   */
+  async run(batch: DecodedBatch): Promise<BatchResults> {
     const metas = batch.metas as ItemMeta[];
     const out = new Array<unknown>(metas.length);
     // Lanes: items of one charger (across its connections: a reconnect keeps the order), in
@@ -134,15 +150,12 @@ export class BatchRuntime {
       })());
     }
     await Promise.all(runs);
-    const w = new BatchWriter(4096);
+    const replies = new Array<string | undefined>(out.length);
     for (let i = 0; i < out.length; i++) {
       const r = out[i] as unknown[] | null;
-      if (r && metas[i]![0] === ItemKind.Frame) {
-        const reply = r.pop() as string | undefined;
-        w.addText(r, reply);
-      } else w.addText(r, undefined);
+      replies[i] = r && metas[i]![0] === ItemKind.Frame ? (r.pop() as string | undefined) : undefined;
     }
-    return w.finish();
+    return { metas: out as (unknown[] | null)[], replies };
   }
 
   /** Runs the plugins' close hooks (errors logged, never thrown). */
