@@ -22,7 +22,8 @@
  * pool-saturated.ts found the earlier batch-count limit shedding at 200 chargers).
  *
  * Inline batches: a batch may instead run on this thread (setInline: a BatchRuntime with the
- * `inline` plugins), with the same encoding, lanes and result path, when (1) every item is
+ * `inline` plugins), with the same lanes and result path but no encoding (the runtime reads
+ * the writer's frames in place and answers in JS; the buffer is reused), when (1) every item is
  * one the inline plugins handle completely (InlineSupport), (2) it holds at most
  * `inline.maxBatch` items, and (3) this thread's event loop was less than `inline.maxLoad`
  * busy over the last LOAD_SAMPLE_MS. A worker batch costs two thread wake-ups; on this
