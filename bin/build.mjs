@@ -165,5 +165,6 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
     process.stderr.write(`build: ${why}\n`);
     process.exit(1);
   }
-  process.stdout.write(`build: ${distDir} is up to date\n`);
+  // Said the same way whether this run compiled or (--if-stale) found nothing newer: dist/ is current.
+  process.stdout.write(`build: ${distDir} is current${process.argv.includes('--if-stale') ? '' : ' (compiled now)'}\n`);
 }
