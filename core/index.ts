@@ -37,7 +37,6 @@ import { compiled } from './paths.js';
 import { BatchRuntime } from './worker/runtime.js';
 import type { WorkerServices } from './worker/context.js';
 import { threadSink, type ClickHouseSink } from './analytics/clickhouse-sink.js';
-import type { AnalyticsSink } from './analytics/sink.js';
 import { validateOutgoing } from './protocol/validate.js';
 
 export interface Router {
@@ -182,10 +181,10 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
         },
       };
       inlineRuntime = await BatchRuntime.create({ config, services, journaled: null, inlineOnly: true });
-      // Every worker loads the same plugins, so their answers agree.
       dispatcher.setInline(inlineRuntime, pings[0]!.inline);
     }
-    // Every worker loads the same plugins, so their answers agree; take the strictest.
+    // Every worker loads the same plugins, so their answers agree (the inline support above
+    // is taken from the first); for the Heartbeat fast path take the strictest anyway.
     const fast = pings.reduce((acc, p) => acc.filter((v) => p.socketThreadHeartbeat.includes(v)), pings[0]?.socketThreadHeartbeat ?? []);
     // Union over workers (they agree; a hook anywhere must see its answers).
     const observed: Partial<Record<OcppVersion, string[]>> = {};

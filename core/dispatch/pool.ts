@@ -310,8 +310,6 @@ export class Dispatcher {
   }
 
   private scheduleFlush(): void {
-    // A full batch goes now if a worker slot is free; a batch past inline.maxBatch would not run
-    // inline anyway, so it is not held back waiting for the loop turn to end either.
     if (this.writer.count >= this.opts.batchSize && this.inFlight < this.maxInFlight) return this.flush();
     if (this.flushScheduled) return;
     this.flushScheduled = true;

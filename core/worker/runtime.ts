@@ -74,14 +74,16 @@ export class BatchRuntime {
     return { threadId, plugins: t.plugins, socketThreadHeartbeat, callResultHooks, inline: inlineSupport(t) };
   }
 
-  private async runItem(meta: ItemMeta, batch: DecodedBatch, out: unknown[], i: number): Promise<void> {
+  private async runItem(meta: ItemMeta, batch: DecodedBatch, res: BatchResults, i: number): Promise<void> {
+    const out = res.metas;
     const [kind, connectionId, cpId, version, flags, receivedAt, extra] = meta;
     const conn: ConnMeta = { connectionId, cpId, version, lenient: (flags & ItemFlag.Lenient) !== 0 };
     switch (kind) {
       case ItemKind.Frame: {
         const t0 = performance.now();
         const r = await this.pipeline.runFrame(conn, batch.text(i), receivedAt);
-        out[i] = [r.outcome === 'ok' ? Outcome.Ok : r.outcome === 'error' ? Outcome.Error : Outcome.Ignored, r.action, r.errorCode ?? null, r.deviations?.length ? r.deviations : null, r.identity ?? null, r.unmatched ?? null, Math.round((performance.now() - t0) * 1000), r.reply];
+        out[i] = [r.outcome === 'ok' ? Outcome.Ok : r.outcome === 'error' ? Outcome.Error : Outcome.Ignored, r.action, r.errorCode ?? null, r.deviations?.length ? r.deviations : null, r.identity ?? null, r.unmatched ?? null, Math.round((performance.now() - t0) * 1000)];
+        res.replies[i] = r.reply;
         return;
       }
       case ItemKind.Connect:
@@ -115,7 +117,7 @@ export class BatchRuntime {
    */
   async run(batch: DecodedBatch): Promise<BatchResults> {
     const metas = batch.metas as ItemMeta[];
-    const out = new Array<unknown>(metas.length);
+    const res: BatchResults = { metas: new Array<unknown[] | null>(metas.length), replies: new Array<string | undefined>(metas.length) };
     // Lanes: items of one charger (across its connections: a reconnect keeps the order), in
     // arrival order. A Reply item gets a lane of its own: it only feeds observer hooks.
     const lanes = new Map<string | number, number[]>();
@@ -140,22 +142,17 @@ export class BatchRuntime {
             else if (n === 0) journaled.delete(meta[2]);
           }
           try {
-            await this.runItem(meta, batch, out, i);
+            await this.runItem(meta, batch, res, i);
           } catch (err) {
             // runItem maps plugin errors itself; reaching here is a core bug. Answer anyway.
             this.log.error({ err, cpId: metas[i]![2] }, 'batch item failed');
-            out[i] = null;
+            res.metas[i] = null;
           }
         }
       })());
     }
     await Promise.all(runs);
-    const replies = new Array<string | undefined>(out.length);
-    for (let i = 0; i < out.length; i++) {
-      const r = out[i] as unknown[] | null;
-      replies[i] = r && metas[i]![0] === ItemKind.Frame ? (r.pop() as string | undefined) : undefined;
-    }
-    return { metas: out as (unknown[] | null)[], replies };
+    return res;
   }
 
   /** Runs the plugins' close hooks (errors logged, never thrown). */
