@@ -100,11 +100,10 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
 
   const connections = new ConnectionRegistry();
   const threads = config.pool.threads || availableParallelism();
-  metrics.threads.set(threads);
   let gateway: Gateway;
   let commands: CommandApi;
   const dispatcher = new Dispatcher(
-    { threads, batchSize: config.pool.batchSize, concurrentTasksPerWorker: config.pool.concurrentTasksPerWorker, maxPendingFrames: config.pool.maxPendingFrames, backlogPerCharger: config.server.backlogPerCharger, inline: config.pool.inline, workerData: { config, nodeId: config.nodeId, channel } },
+    { threads, idleTimeoutMs: config.pool.idleTimeoutMs, batchSize: config.pool.batchSize, concurrentTasksPerWorker: config.pool.concurrentTasksPerWorker, maxPendingFrames: config.pool.maxPendingFrames, backlogPerCharger: config.server.backlogPerCharger, inline: config.pool.inline, workerData: { config, nodeId: config.nodeId, channel } },
     {
       identity: (c, vendor, model) => gateway.identity(c, vendor, model),
       journalPending: (cpId) => journal?.pending(cpId) ?? false,
@@ -192,7 +191,7 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
     gateway.start(fast, observed);
     log.info({ threads, plugins: pings[0]?.plugins, socketThreadHeartbeat: fast, inlinePlugins: inlineRuntime?.table.plugins.map((p) => p.name) ?? [] }, 'workers ready');
   } catch (err) {
-    await dispatcher.pool.destroy().catch(() => undefined);
+    await dispatcher.destroy();
     await inlineSink?.close().catch(() => undefined);
     rpc.close();
     await store.close().catch(() => undefined);

@@ -22,7 +22,7 @@ export function createMetrics() {
     outbox: new Counter({ name: 'ocr_outbox_total', help: 'Socket send results other than sent', labelNames: ['result'], registers: [registry] }),
     commands: new Counter({ name: 'ocr_commands_total', help: 'CSMS-initiated CALLs by action and outcome', labelNames: ['action', 'outcome'], registers: [registry] }),
     queueDepth: new Gauge({ name: 'ocr_pool_pending_frames', help: 'Frames waiting for a free batch slot (load is shed at pool.maxPendingFrames)', registers: [registry] }),
-    threads: new Gauge({ name: 'ocr_pool_threads', help: 'Worker threads of this router process', registers: [registry] }),
+    threads: new Gauge({ name: 'ocr_pool_threads', help: 'Worker threads running in this router process (0 while stopped for idleness: pool.idleTimeoutMs)', registers: [registry] }),
     inFlight: new Gauge({ name: 'ocr_pool_batches_in_flight', help: 'Batches being processed by workers', registers: [registry] }),
     backlog: new Gauge({ name: 'ocr_lane_backlog_frames', help: 'Frames waiting behind their charger\'s in-flight frames', registers: [registry] }),
     batches: new Counter({ name: 'ocr_batches_total', help: 'Batches run, by thread: "worker", or "socket" (run inline on the socket thread: no thread hop)', labelNames: ['thread'], registers: [registry] }),
@@ -30,6 +30,7 @@ export function createMetrics() {
     batchSize: new Histogram({ name: 'ocr_batch_items', help: 'Items per batch', buckets: [1, 4, 16, 64, 256, 1024, 4096], registers: [registry] }),
     batchSeconds: new Histogram({ name: 'ocr_batch_round_trip_seconds', help: 'Batch round trip, socket thread to worker and back', buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1], registers: [registry] }),
     handlerSeconds: new FrameHistogram({ name: 'ocr_handler_seconds', help: 'Pipeline time per frame in the worker', labelName: 'action', buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.25, 1], registry }),
+    workerStarts: new Counter({ name: 'ocr_worker_starts_total', help: 'Times the worker threads were started again after an idle stop (pool.idleTimeoutMs)', registers: [registry] }),
     workerCrashes: new Counter({ name: 'ocr_worker_crashes_total', help: 'Batches lost to a worker crash (each item answered with InternalError)', registers: [registry] }),
   };
   return m;

@@ -79,6 +79,13 @@ export interface RouterConfig {
     maxPendingFrames: number;
     /** Deadline of one hook or handler call. @default 10000 */ hookTimeoutMs: number;
     /**
+     * Worker threads stop after this long without a batch for them (their plugins' close hooks
+     * run and their analytics are flushed first) and start again when one comes: an idle worker
+     * holds ≈ 27 MB, and with inline batches a quiet router needs none. 0 keeps them running.
+     * @default 60000
+     */
+    idleTimeoutMs: number;
+    /**
      * Batches the socket thread runs itself instead of handing them to a worker: no thread hop,
      * which at fleet rates is most of a message's CPU (bench/RESULTS.md). Only messages whose
      * plugins all declare `inline: true` (the built-in ones do), only small batches, and only
@@ -194,6 +201,7 @@ export const configSchema = {
         concurrentTasksPerWorker: int(1, 64, 4),
         maxPendingFrames: int(1, 1 << 24, 50000),
         hookTimeoutMs: int(1, 600000, 10000),
+        idleTimeoutMs: int(0, 86400000, 60000),
         inline: {
           type: 'object', additionalProperties: false, default: {},
           properties: {

@@ -31,6 +31,19 @@
  * 1,000 msg/s cost ≈ 8× what the bare transport spends on it (bench/RESULTS.md, "inline").
  * Under load the socket thread is busy and batches are large, so work goes to the workers as
  * before; (3) keeps the sockets' own work first.
+ *
+ * Worker threads stop when idle: after `idleTimeoutMs` without a batch for them, every worker
+ * runs its plugins' close hooks and flushes its analytics (the same drain as at shutdown), then
+ * the pool is destroyed; the next batch that needs a worker starts the pool again. Each worker
+ * costs ≈ 27 MB of RSS (its isolate, modules and plugins), which is most of an idle router's
+ * memory (bench/RESULTS.md, "hold"), while at fleet rates inline batches leave them idle.
+ *
+ *   Stopped ──batch for a worker, or load ≥ maxLoad──► Warming ──every ping answered──► Running
+ *   Running ──idle idleTimeoutMs, nothing in flight──► Stopping ──drained, destroyed──► Stopped
+ *
+ * While the pool is not Running, inline-able batches run inline whatever the load (a cold start
+ * takes a few hundred ms: queueing them would turn it into latency); the others wait in the
+ * batch being built (Stopping) or in piscina's queue until their worker is up (Warming).
  */
 import { Piscina } from 'piscina';
 import { BatchWriter, readBatch, type DecodedBatch } from './codec.js';
@@ -108,6 +121,8 @@ export interface InlineRunner {
 
 export interface DispatcherOptions {
   threads: number;
+  /** Worker threads stop after this long without a batch for them; 0: never (file header). */
+  idleTimeoutMs: number;
   batchSize: number;
   concurrentTasksPerWorker: number;
   maxPendingFrames: number;
@@ -136,8 +151,21 @@ interface FrameMetric {
   pending: number;
 }
 
+/** Worker pool states (file header). */
+const enum Workers {
+  Stopped = 0,
+  Warming = 1,
+  Running = 2,
+  Stopping = 3,
+}
+
 export class Dispatcher {
-  readonly pool: Piscina;
+  private pool: Piscina | null = null;
+  private workers = Workers.Stopped;
+  /** When a batch last went to (or came back from) a worker, performance.now(). */
+  private lastWorkerUse = 0;
+  private idleTimer: NodeJS.Timeout | null = null;
+  private stopping: Promise<void> | null = null;
   private writer = new BatchWriter();
   private ctxs: ItemCtx[] = [];
   /** Lanes (charge point ids) with items in the batch being built. */
@@ -164,27 +192,114 @@ export class Dispatcher {
 
   constructor(private readonly opts: DispatcherOptions, private readonly hooks: DispatchHooks, private readonly metrics: Metrics, private readonly log: PinoLogger) {
     this.maxInFlight = opts.threads * opts.concurrentTasksPerWorker;
-    this.pool = new Piscina({
+  }
+
+  private createPool(): Piscina {
+    const pool = new Piscina({
       filename: entryUrl.href,
-      minThreads: opts.threads,
-      maxThreads: opts.threads,
+      minThreads: this.opts.threads,
+      maxThreads: this.opts.threads,
+      // Idle workers are stopped by us, all together and after a drain (stopWorkers): piscina's
+      // own idleTimeout would terminate them without running the plugins' close hooks.
       idleTimeout: Infinity,
-      concurrentTasksPerWorker: opts.concurrentTasksPerWorker,
+      concurrentTasksPerWorker: this.opts.concurrentTasksPerWorker,
       // Batches already amortise the wake-up; atomics would spin a core per idle worker.
       atomics: 'disabled',
       // We never run more than maxInFlight tasks, so piscina's queue only fills while a crashed
-      // worker is being replaced; it must hold them all then ('auto' would be threads²).
-      maxQueue: opts.threads * opts.concurrentTasksPerWorker,
-      workerData: opts.workerData,
+      // worker is being replaced or the pool is warming; it must hold them all then, with one
+      // ping per thread ('auto' would be threads²).
+      maxQueue: this.opts.threads * (this.opts.concurrentTasksPerWorker + 1),
+      workerData: this.opts.workerData,
     });
-    this.pool.on('error', (err: Error) => this.log.error({ err }, 'worker pool error'));
+    pool.on('error', (err: Error) => this.log.error({ err }, 'worker pool error'));
+    this.lastWorkerUse = performance.now();
+    this.metrics.threads.set(this.opts.threads);
+    return pool;
+  }
+
+  private ping(pool: Piscina): Promise<PingResult[]> {
+    const pings: Promise<PingResult>[] = [];
+    for (let i = 0; i < this.opts.threads; i++) pings.push(pool.run({ op: 'ping' }) as Promise<PingResult>);
+    return Promise.all(pings);
   }
 
   /** Starts every worker and surfaces plugin load errors before the router listens. */
   async start(): Promise<PingResult[]> {
-    const pings: Promise<PingResult>[] = [];
-    for (let i = 0; i < this.opts.threads; i++) pings.push(this.pool.run({ op: 'ping' }) as Promise<PingResult>);
-    return Promise.all(pings);
+    const pool = (this.pool = this.createPool());
+    this.workers = Workers.Warming;
+    const pings = await this.ping(pool);
+    this.workers = Workers.Running;
+    if (this.opts.idleTimeoutMs > 0) {
+      this.idleTimer = setInterval(() => this.checkIdle(), Math.max(10, Math.min(1000, this.opts.idleTimeoutMs / 4)));
+      this.idleTimer.unref();
+    }
+    return pings;
+  }
+
+  /** Starts the pool again after an idle stop (file header); batches queue until it is up. */
+  private wakeWorkers(reason: 'load' | 'batch'): void {
+    if (this.workers !== Workers.Stopped) return;
+    this.log.info({ threads: this.opts.threads, reason, load: Math.round(this.load * 100) / 100 }, 'starting worker threads');
+    this.metrics.workerStarts.inc();
+    const pool = (this.pool = this.createPool());
+    this.workers = Workers.Warming;
+    this.ping(pool).then(
+      () => {
+        if (this.pool === pool && this.workers === Workers.Warming) this.workers = Workers.Running;
+      },
+      (err: Error) => {
+        // The batches sent meanwhile fail the same way and are answered (failed()); piscina
+        // replaces the workers, and the next ping decides again.
+        this.log.error({ err }, 'worker threads failed to start');
+        if (this.pool === pool && this.workers === Workers.Warming) this.workers = Workers.Running;
+      },
+    );
+  }
+
+  private checkIdle(): void {
+    if (this.workers !== Workers.Running || this.inFlight > 0) return;
+    const idleMs = performance.now() - this.lastWorkerUse;
+    if (idleMs < this.opts.idleTimeoutMs) return;
+    this.log.info({ threads: this.opts.threads, idleMs: Math.round(idleMs) }, 'stopping idle worker threads');
+    this.stopping = this.stopWorkers(Date.now() + 10_000).finally(() => {
+      this.stopping = null;
+      // Batches that needed a worker waited in the batch being built.
+      this.flush();
+    });
+  }
+
+  /** Drains (close hooks, analytics flushed) and destroys the pool. */
+  private async stopWorkers(deadline: number): Promise<void> {
+    const pool = this.pool;
+    if (!pool) return;
+    this.workers = Workers.Stopping;
+    const control = new BroadcastChannel(`${this.opts.workerData.channel}:control`);
+    const threads = pool.threads.length;
+    await new Promise<void>((resolve) => {
+      let acks = 0;
+      const timer = setTimeout(resolve, Math.max(100, deadline - Date.now()));
+      control.onmessage = (ev: MessageEvent) => {
+        if ((ev.data as { op?: string })?.op === 'drained' && ++acks >= threads) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      control.postMessage({ op: 'drain' });
+    });
+    control.close();
+    await pool.close({ force: false }).catch(() => undefined);
+    await pool.destroy().catch(() => undefined);
+    this.pool = null;
+    this.workers = Workers.Stopped;
+    this.metrics.threads.set(0);
+  }
+
+  /** Stops the workers at once, without draining (startup failed). */
+  async destroy(): Promise<void> {
+    if (this.idleTimer) clearInterval(this.idleTimer);
+    await this.pool?.destroy().catch(() => undefined);
+    this.pool = null;
+    this.workers = Workers.Stopped;
   }
 
   /**
@@ -220,7 +335,7 @@ export class Dispatcher {
   }
 
   get stats() {
-    return { inFlight: this.inFlight, inlineInFlight: this.inlineInFlight, pendingFrames: this.writer.count, queued: this.pool.queueSize, backlog: this.backlogFrames, threads: this.pool.threads.length };
+    return { inFlight: this.inFlight, inlineInFlight: this.inlineInFlight, pendingFrames: this.writer.count, queued: this.pool?.queueSize ?? 0, backlog: this.backlogFrames, threads: this.pool?.threads.length ?? 0 };
   }
 
   private meta(conn: Connection, kind: ItemKind, receivedAt: number, extra: unknown): ItemMeta {
@@ -319,17 +434,27 @@ export class Dispatcher {
     });
   }
 
-  /** Whether the batch being built runs on this thread (file header: (1)-(3)). */
+  /**
+   * Whether the batch being built runs on this thread (file header: (1)-(3); (3) only while the
+   * workers are up). Starts stopped workers when the load says they are needed.
+   */
   private runsInline(): boolean {
-    return this.inlineRunner !== null && this.batchInline && this.writer.count <= this.opts.inline.maxBatch
-      && this.load < this.opts.inline.maxLoad && this.inlineInFlight < this.maxInFlight;
+    if (this.inlineRunner === null || !this.batchInline || this.writer.count > this.opts.inline.maxBatch || this.inlineInFlight >= this.maxInFlight) return false;
+    if (this.load < this.opts.inline.maxLoad) return true;
+    if (this.workers === Workers.Running) return false;
+    this.wakeWorkers('load');
+    return true;
   }
 
   /** Sends the current batch if a slot is free (`force`: regardless, at shutdown). */
   flush(force = false): void {
     if (this.writer.count === 0) return;
     const inline = this.runsInline();
-    if (!inline && this.inFlight >= this.maxInFlight && !force) return;
+    if (!inline) {
+      if (this.workers === Workers.Stopping) return; // flushed again once stopped (checkIdle)
+      if (this.workers === Workers.Stopped) this.wakeWorkers('batch');
+      if (this.inFlight >= this.maxInFlight && !force) return;
+    }
     const writer = this.writer;
     const ctxs = this.ctxs;
     const keys = this.laneKeys;
@@ -366,7 +491,8 @@ export class Dispatcher {
       this.inFlight++;
       this.metrics.batches.inc({ thread: 'worker' });
       this.metrics.inFlight.set(this.inFlight);
-      this.pool.run(buf, { transferList: [buf] as never }).then(
+      this.lastWorkerUse = performance.now();
+      this.pool!.run(buf, { transferList: [buf] as never }).then(
         (out) => {
           const res = readBatch(out as ArrayBuffer);
           this.done(ctxs, keys, res.metas as (unknown[] | null)[], (i) => res.frame(i), t0, false);
@@ -502,7 +628,10 @@ export class Dispatcher {
 
   private settle(inline: boolean): void {
     if (inline) this.inlineInFlight--;
-    else this.inFlight--;
+    else {
+      this.inFlight--;
+      this.lastWorkerUse = performance.now();
+    }
     this.metrics.inFlight.set(this.inFlight);
     this.metrics.backlog.set(this.backlogFrames);
     // A slot is free: what accumulated meanwhile goes out now, as one (larger) batch.
@@ -554,23 +683,10 @@ export class Dispatcher {
       await new Promise((r) => setTimeout(r, 5));
     }
     if (this.loadTimer) clearInterval(this.loadTimer);
+    if (this.idleTimer) clearInterval(this.idleTimer);
     // From here on every batch goes to a worker (none should come: the sockets are closed).
     this.inlineRunner = null;
-    const control = new BroadcastChannel(`${this.opts.workerData.channel}:control`);
-    const threads = this.pool.threads.length;
-    await new Promise<void>((resolve) => {
-      let acks = 0;
-      const timer = setTimeout(resolve, Math.max(100, deadline - Date.now()));
-      control.onmessage = (ev: MessageEvent) => {
-        if ((ev.data as { op?: string })?.op === 'drained' && ++acks >= threads) {
-          clearTimeout(timer);
-          resolve();
-        }
-      };
-      control.postMessage({ op: 'drain' });
-    });
-    control.close();
-    await this.pool.close({ force: false }).catch(() => undefined);
-    await this.pool.destroy().catch(() => undefined);
+    await this.stopping;
+    await this.stopWorkers(deadline);
   }
 }

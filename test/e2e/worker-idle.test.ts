@@ -1,0 +1,100 @@
+/**
+ * Idle worker threads stop (pool.idleTimeoutMs, core/dispatch/pool.ts): after the timeout
+ * without a batch for them they drain (plugins' close hooks, analytics flushed) and exit; the
+ * next batch that needs a worker starts them again. Asserted as an operator sees it: the
+ * threads gauge, the rows in the spool, which thread answered, nothing lost or unanswered.
+ */
+import t from 'tap';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { startRouter, type TestRouter } from '../helpers/router.js';
+import { TestCharger } from '../helpers/charger.js';
+
+const probes = [
+  { name: 'core' },
+  { name: './test/fixtures/plugins/thread-probe.ts', options: { versions: ['1.6'] } },
+  { name: './test/fixtures/plugins/thread-probe-worker.ts', options: { versions: ['2.0.1'] } },
+];
+
+async function metric(r: TestRouter, name: string): Promise<number> {
+  const text = (await r.api('GET', '/metrics')).body as string;
+  return Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+}
+
+async function until(what: string, cond: () => Promise<boolean>, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await cond()) return;
+    await new Promise((res) => setTimeout(res, 25));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+/** Meter value rows of one charger in the spool, closed segments and the open one alike. */
+function spooledValues(dir: string, cpId: string): string[] {
+  const d = join(dir, 'spool', 'meter_values');
+  let files: string[] = [];
+  try { files = readdirSync(d).filter((f) => /\.(ndjson|open)$/.test(f)); } catch { return []; }
+  return files.flatMap((f) => readFileSync(join(d, f), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>))
+    .filter((x) => x.cp_id === cpId).map((x) => String(x.value));
+}
+
+const mv = (i: number) => ({ evseId: 1, meterValue: [{ timestamp: new Date().toISOString(), sampledValue: Array.from({ length: 10 }, (_, k) => ({ value: i * 10 + k })) }] });
+
+t.test('idle workers drain and stop; a batch that needs one starts them again', async (t) => {
+  // Analytics buffered for a long time in the workers: only the drain at the stop writes them.
+  const r = await startRouter(t, {
+    plugins: probes,
+    pool: { threads: 2, idleTimeoutMs: 400, inline: { enabled: false } },
+    analytics: { flushIntervalMs: 600_000, batchRows: 1_000_000 },
+  });
+  const c = await TestCharger.connect(r.url('IDLE-1'), { protocols: 'ocpp2.0.1' });
+  t.teardown(() => c.close());
+  t.equal(await metric(r, 'ocr_pool_threads'), 2, 'two workers after start');
+
+  for (let i = 0; i < 5; i++) t.equal((await c.call('MeterValues', mv(i)))[0], 3, `MeterValues ${i} answered by a worker`);
+  t.same(spooledValues(r.dir, 'IDLE-1'), [], 'rows still buffered in the worker');
+
+  await until('the workers to stop', async () => (await metric(r, 'ocr_pool_threads')) === 0);
+  t.equal(r.router.dispatcher.stats.threads, 0, 'no worker thread left');
+  t.same(spooledValues(r.dir, 'IDLE-1').sort((a, b) => Number(a) - Number(b)), Array.from({ length: 50 }, (_, i) => String(i)), 'the drain wrote every buffered row, once');
+
+  const f = await c.call('DataTransfer', { vendorId: 'test.thread' });
+  t.equal(f[0], 3, 'a message for a worker is answered after the restart');
+  t.not((f[2] as { data: string }).data, '0', 'by a worker');
+  t.equal(await metric(r, 'ocr_worker_starts_total'), 1, 'one restart counted');
+  t.equal(await metric(r, 'ocr_pool_threads'), 2, 'both workers running again');
+});
+
+t.test('while the workers are stopped, inline messages run on the socket thread and do not wake them', async (t) => {
+  // maxLoad 1: this test process (router and chargers in one thread) is often busy, and a busy
+  // socket thread would rightly start the workers.
+  const r = await startRouter(t, { plugins: probes, pool: { threads: 1, idleTimeoutMs: 200, inline: { maxLoad: 1 } } });
+  const c16 = await TestCharger.connect(r.url('IDLE-16'));
+  const c201 = await TestCharger.connect(r.url('IDLE-201'), { protocols: 'ocpp2.0.1' });
+  t.teardown(() => Promise.all([c16.close(), c201.close()]));
+  await until('the worker to stop', async () => (await metric(r, 'ocr_pool_threads')) === 0);
+
+  for (let i = 0; i < 5; i++) {
+    const f = await c16.call('DataTransfer', { vendorId: 'test.thread' });
+    t.equal((f[2] as { data: string }).data, '0', `inline message ${i} answered by the socket thread`);
+  }
+  t.equal((await c16.call('StatusNotification', { connectorId: 1, errorCode: 'NoError', status: 'Charging' }))[0], 3);
+  t.match(await r.router.registry.statuses('IDLE-16'), { 1: { status: 'Charging' } }, 'its state stored');
+  t.equal(await metric(r, 'ocr_worker_starts_total'), 0, 'the workers stayed stopped');
+
+  // Several at once while the worker starts: each answered, in order.
+  const ids = ['w1', 'w2', 'w3', 'w4'];
+  const replies = await Promise.all(ids.map((id) => c201.call('DataTransfer', { vendorId: 'test.thread' }, id)));
+  t.same(replies.map((f) => f[1]), ids, 'every message for the worker answered');
+  t.ok(replies.every((f) => (f[2] as { data: string }).data !== '0'), 'by the worker');
+  t.same(c201.received.filter((f) => f[0] === 3).map((f) => f[1]), ids, 'in sending order');
+  t.equal(await metric(r, 'ocr_worker_starts_total'), 1);
+});
+
+t.test('pool.idleTimeoutMs 0 keeps the workers running', async (t) => {
+  const r = await startRouter(t, { plugins: probes, pool: { threads: 1, idleTimeoutMs: 0 } });
+  await new Promise((res) => setTimeout(res, 300));
+  t.equal(await metric(r, 'ocr_pool_threads'), 1);
+  t.equal(r.router.dispatcher.stats.threads, 1);
+});
