@@ -287,7 +287,7 @@ function commOf(pid: number): string {
   try { return readFileSync(`/proc/${pid}/comm`, 'utf8').trim(); } catch { return 'gone'; }
 }
 
-interface PerProcess { pid: number; role: string; rssKB: { idle: number; holdStart: number; holdEnd: number }; pssKB: { idle: number; holdStart: number }; fds: { idle: number; holdStart: number }; connections: number; cpuStormMs: number }
+interface PerProcess { pid: number; role: string; rssKB: { idle: number; holdStart: number; holdEnd: number }; pssKB: { idle: number; holdStart: number; holdEnd: number }; fds: { idle: number; holdStart: number }; connections: number; cpuStormMs: number }
 
 export interface StormServerResult {
   server: string;
@@ -310,7 +310,7 @@ export interface StormServerResult {
    * issue's "RSS per idle connected charger, total of all router processes"); pss*: the same
    * with PSS (shared pages once).
    */
-  perConnection: { rssKB: number; rssKBEnd: number; totalKB: number; totalKBEnd: number; pssKB: number; pssTotalKB: number; rssDriftMB: number };
+  perConnection: { rssKB: number; rssKBEnd: number; totalKB: number; totalKBEnd: number; pssKB: number; pssTotalKB: number; pssTotalKBEnd: number; rssDriftMB: number };
   perProcess: PerProcess[];
   /** Connections per router process (fds at hold − idle): min, max, max ÷ mean. */
   spread: { min: number; max: number; maxOverMean: number } | null;
@@ -397,7 +397,7 @@ async function runServer(name: string, o: Options, nextAddress: { k: number }): 
       return {
         pid, role: t.processes > 1 ? (pid === t.rootPid ? 'supervisor' : router ? 'router' : commOf(pid)) : pid === t.rootPid ? 'server' : commOf(pid),
         rssKB: { idle: byPid(idle, pid, 'rssKB'), holdStart: byPid(holdStart, pid, 'rssKB'), holdEnd: byPid(holdEnd, pid, 'rssKB') },
-        pssKB: { idle: byPid(idle, pid, 'pssKB'), holdStart: byPid(holdStart, pid, 'pssKB') },
+        pssKB: { idle: byPid(idle, pid, 'pssKB'), holdStart: byPid(holdStart, pid, 'pssKB'), holdEnd: byPid(holdEnd, pid, 'pssKB') },
         fds: { idle: fdsIdle, holdStart: fdsHold }, connections: fdsHold - fdsIdle, cpuStormMs: cpuPer1[i]! - cpuPer0[i]!,
       };
     });
@@ -417,7 +417,7 @@ async function runServer(name: string, o: Options, nextAddress: { k: number }): 
       perConnection: {
         rssKB: kb(holdStart.totalRssKB - idle.totalRssKB), rssKBEnd: kb(holdEnd.totalRssKB - idle.totalRssKB),
         totalKB: kb(holdStart.totalRssKB), totalKBEnd: kb(holdEnd.totalRssKB),
-        pssKB: kb(holdStart.totalPssKB - idle.totalPssKB), pssTotalKB: kb(holdStart.totalPssKB),
+        pssKB: kb(holdStart.totalPssKB - idle.totalPssKB), pssTotalKB: kb(holdStart.totalPssKB), pssTotalKBEnd: kb(holdEnd.totalPssKB),
         rssDriftMB: +((holdEnd.totalRssKB - holdStart.totalRssKB) / 1024).toFixed(1),
       },
       perProcess,
@@ -443,18 +443,18 @@ const mb = (kb: number) => (kb / 1024).toFixed(0);
 function markdown(o: Options, rows: StormServerResult[]): string {
   const L: string[] = [];
   L.push(`OCPP ${o.version}, raw client, ≤ ${o.concurrency} handshakes pending in all, hold ${o.hold} s; one repetition. RSS/PSS summed over each server's processes.`, '');
-  L.push('| server | chargers | procs × threads | generators | connects/s | boots/s | time to boot all s | handshake p50 / p99 ms | boot p50 / p99 ms | failures | drops in hold | RSS idle / hold MB | RSS/conn KB: total ÷ N | RSS/conn KB: (hold − idle) ÷ N, start / end | PSS/conn KB: total / Δ | RSS drift in hold MB | CPU in storm s: server / generators / Redis | other load, cores | generator cores max, loop p99 ms max |');
+  L.push('| server | chargers | procs × threads | generators | connects/s | boots/s | time to boot all s | handshake p50 / p99 ms | boot p50 / p99 ms | failures | drops in hold | RSS idle / hold MB | RSS/conn KB: total ÷ N, hold start / end | RSS/conn KB: (hold − idle) ÷ N, start / end | PSS/conn KB: total ÷ N, start / end; Δ start | RSS drift in hold MB | CPU in storm s: server / generators / Redis | other load, cores | generator cores max, loop p99 ms max |');
   L.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
     const s = r.storm;
     const gmax = Math.max(...r.generators.map((g) => g.cores));
     const lmax = Math.max(...r.generators.map((g) => g.loopDelayMs.p99));
-    L.push(`| ${r.server} | ${r.chargers} | ${r.processes} × ${r.threadsPerProcess} | ${r.generators.length} | ${s.connectsPerSec} | ${s.bootsPerSec} | ${(s.bootAllMs / 1000).toFixed(2)} | ${(s.handshakeUs.p50 / 1000).toFixed(1)} / ${(s.handshakeUs.p99 / 1000).toFixed(1)} | ${(s.bootUs.p50 / 1000).toFixed(1)} / ${(s.bootUs.p99 / 1000).toFixed(1)} | ${fmtFail(s.failures)} | ${r.hold.drops} | ${mb(r.rssKB.idle)} / ${mb(r.rssKB.holdStart)} | ${r.perConnection.totalKB} | ${r.perConnection.rssKB} / ${r.perConnection.rssKBEnd} | ${r.perConnection.pssTotalKB} / ${r.perConnection.pssKB} | ${r.perConnection.rssDriftMB} | ${(s.serverCpuMs / 1000).toFixed(1)} / ${(s.generatorCpuMs / 1000).toFixed(1)} / ${s.redisCpuMs === null ? '–' : (s.redisCpuMs / 1000).toFixed(1)} | ${s.otherCores} | ${gmax}, ${lmax} |`);
+    L.push(`| ${r.server} | ${r.chargers} | ${r.processes} × ${r.threadsPerProcess} | ${r.generators.length} | ${s.connectsPerSec} | ${s.bootsPerSec} | ${(s.bootAllMs / 1000).toFixed(2)} | ${(s.handshakeUs.p50 / 1000).toFixed(1)} / ${(s.handshakeUs.p99 / 1000).toFixed(1)} | ${(s.bootUs.p50 / 1000).toFixed(1)} / ${(s.bootUs.p99 / 1000).toFixed(1)} | ${fmtFail(s.failures)} | ${r.hold.drops} | ${mb(r.rssKB.idle)} / ${mb(r.rssKB.holdStart)} | ${r.perConnection.totalKB} / ${r.perConnection.totalKBEnd} | ${r.perConnection.rssKB} / ${r.perConnection.rssKBEnd} | ${r.perConnection.pssTotalKB} / ${r.perConnection.pssTotalKBEnd}; ${r.perConnection.pssKB} | ${r.perConnection.rssDriftMB} | ${(s.serverCpuMs / 1000).toFixed(1)} / ${(s.generatorCpuMs / 1000).toFixed(1)} / ${s.redisCpuMs === null ? '–' : (s.redisCpuMs / 1000).toFixed(1)} | ${s.otherCores} | ${gmax}, ${lmax} |`);
   }
   for (const r of rows.filter((x) => x.processes > 1 || x.redis)) {
     L.push('', `${r.server}: per process (connections = file descriptors at hold − idle)${r.spread ? `; spread min ${r.spread.min}, max ${r.spread.max}, max ÷ mean ${r.spread.maxOverMean}` : ''}${r.restarts.length ? `; RESTARTED: ${r.restarts.join(', ')}` : ''}`, '');
-    L.push('| pid | role | connections | fds at hold | RSS idle / hold start / hold end MB | PSS hold MB | CPU in storm s |', '|---:|---|---:|---:|---:|---:|---:|');
-    for (const p of r.perProcess) L.push(`| ${p.pid} | ${p.role} | ${p.connections} | ${p.fds.holdStart} | ${mb(p.rssKB.idle)} / ${mb(p.rssKB.holdStart)} / ${mb(p.rssKB.holdEnd)} | ${mb(p.pssKB.holdStart)} | ${(p.cpuStormMs / 1000).toFixed(1)} |`);
+    L.push('| pid | role | connections | fds at hold | RSS idle / hold start / hold end MB | PSS hold start / end MB | CPU in storm s |', '|---:|---|---:|---:|---:|---:|---:|');
+    for (const p of r.perProcess) L.push(`| ${p.pid} | ${p.role} | ${p.connections} | ${p.fds.holdStart} | ${mb(p.rssKB.idle)} / ${mb(p.rssKB.holdStart)} / ${mb(p.rssKB.holdEnd)} | ${mb(p.pssKB.holdStart)} / ${mb(p.pssKB.holdEnd)} | ${(p.cpuStormMs / 1000).toFixed(1)} |`);
     if (r.redis) {
       L.push('', `Redis: RSS idle ${mb(r.redis.rssKB.idle)} MB, hold start ${mb(r.redis.rssKB.holdStart)} MB, hold end ${mb(r.redis.rssKB.holdEnd)} MB; CPU ${(r.redis.cpuMs.storm / 1000).toFixed(1)} s in the storm, ${(r.redis.cpuMs.hold / 1000).toFixed(1)} s in the hold; ${r.redis.keys} keys.`);
       L.push(`Redis commands per charger (connect + boot + hold): ${Object.entries(r.redis.commandsPerCharger).map(([k, v]) => `${k} ${v}`).join(', ')}.`);

@@ -5,9 +5,10 @@
  * Must not: import router internals into plugins' type surface beyond what is re-exported
  * here. Plugins never import from core/* other than this file.
  *
- * A plugin is set up once per worker thread (and once on the socket thread when it declares
- * `inline`). Its handlers and hooks run in the thread that got the charger's frame; frames of
- * one charger are handled strictly in order.
+ * A plugin is set up once per worker thread, each time one starts (idle workers stop and are
+ * started again: pool.idleTimeoutMs; `onClose` runs at each stop), and once on the socket
+ * thread when it declares `inline`. Its handlers and hooks run in the thread that got the
+ * charger's frame; frames of one charger are handled strictly in order.
  *
  *   frame ─► validate request ─► onCall* (sequential, may answer) ─► handler (one owner)
  *        ─► onResult* (sequential reduce) ─► validate response ─► reply
@@ -207,7 +208,7 @@ export interface SetupApi {
   /** Owns the action in several versions with one handler (payload typed as the union). */
   handle(versions: OcppVersion[], action: string, handler: Handler): void;
   hook<H extends HookName>(name: H, fn: HookMap[H] | ({ handler: HookMap[H] } & HookOptions)): void;
-  /** Registers cleanup to run at shutdown of each thread that ran setup (workers, and the socket thread for `inline` plugins). */
+  /** Registers cleanup to run when a thread that ran setup stops: at shutdown, and when an idle worker stops (workers; the socket thread for `inline` plugins). */
   onClose(fn: () => unknown | Promise<unknown>): void;
 }
 
