@@ -97,7 +97,7 @@ export interface RouterConfig {
       /**
        * Socket thread event-loop utilization (0-1, over the last 50 ms) at or above which
        * batches go to workers: the socket thread's own work (sockets, TLS, upgrades) comes
-       * first. @default 0.5
+       * first; 1: whatever the load. @default 0.5
        */
       maxLoad: number;
     };

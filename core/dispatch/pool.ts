@@ -440,7 +440,8 @@ export class Dispatcher {
    */
   private runsInline(): boolean {
     if (this.inlineRunner === null || !this.batchInline || this.writer.count > this.opts.inline.maxBatch || this.inlineInFlight >= this.maxInFlight) return false;
-    if (this.load < this.opts.inline.maxLoad) return true;
+    // maxLoad 1: whatever the load (a busy loop's utilization reads exactly 1).
+    if (this.load < this.opts.inline.maxLoad || this.opts.inline.maxLoad >= 1) return true;
     if (this.workers === Workers.Running) return false;
     this.wakeWorkers('load');
     return true;

@@ -67,8 +67,8 @@ t.test('idle workers drain and stop; a batch that needs one starts them again', 
 });
 
 t.test('while the workers are stopped, inline messages run on the socket thread and do not wake them', async (t) => {
-  // maxLoad 1: this test process (router and chargers in one thread) is often busy, and a busy
-  // socket thread would rightly start the workers.
+  // maxLoad 1 (inline whatever the load): this test process (router and chargers in one
+  // thread) is often busy, and a busy socket thread would rightly start the workers.
   const r = await startRouter(t, { plugins: probes, pool: { threads: 1, idleTimeoutMs: 200, inline: { maxLoad: 1 } } });
   const c16 = await TestCharger.connect(r.url('IDLE-16'));
   const c201 = await TestCharger.connect(r.url('IDLE-201'), { protocols: 'ocpp2.0.1' });
