@@ -29,10 +29,15 @@ function spooledRows(dir: string, table: string): Record<string, unknown>[] {
   return files.flatMap((f) => readFileSync(join(d, f), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>));
 }
 
+// Inline whatever the load (maxLoad 1): this test process runs router and chargers in one
+// thread, and in a loaded suite its event loop is often more than half busy, which would
+// rightly send batches to the workers. The load rule itself: the maxLoad 0 test below.
+const anyLoad = { inline: { maxLoad: 1 } };
+
 const mv = (i: number) => ({ connectorId: 1, meterValue: [{ timestamp: new Date().toISOString(), sampledValue: Array.from({ length: 10 }, (_, k) => ({ value: String(i * 10 + k), measurand: 'Energy.Active.Import.Register' })) }] });
 
 t.test('inline plugins run on the socket thread, the others in a worker; effects are stored either way', async (t) => {
-  const r = await startRouter(t, { plugins: probes });
+  const r = await startRouter(t, { plugins: probes, pool: anyLoad });
   const c16 = await TestCharger.connect(r.url('INL-16'));
   const c201 = await TestCharger.connect(r.url('INL-201'), { protocols: 'ocpp2.0.1' });
   t.teardown(() => Promise.all([c16.close(), c201.close()]));
@@ -59,7 +64,7 @@ t.test('inline plugins run on the socket thread, the others in a worker; effects
 });
 
 t.test('ctx.send from an inline after hook: the CALL reaches the charger after the reply', async (t) => {
-  const r = await startRouter(t, { plugins: probes });
+  const r = await startRouter(t, { plugins: probes, pool: anyLoad });
   const c = await TestCharger.connect(r.url('INL-SEND'), { onCall: () => ({ status: 'Accepted' }) });
   t.teardown(() => c.close());
   const reply = await c.call('DataTransfer', { vendorId: 'test.thread' }, 'send');
@@ -73,7 +78,7 @@ t.test('ctx.send from an inline after hook: the CALL reaches the charger after t
 });
 
 t.test('one charger mixing inline and worker messages: replies and effects in sending order', async (t) => {
-  const r = await startRouter(t, { plugins: [{ name: 'core' }, { name: './test/fixtures/plugins/order-recorder.ts' }] });
+  const r = await startRouter(t, { plugins: [{ name: 'core' }, { name: './test/fixtures/plugins/order-recorder.ts' }], pool: anyLoad });
   const c = await TestCharger.connect(r.url('INL-MIX'));
   t.teardown(() => c.close());
   const statuses = ['Available', 'Preparing', 'Charging', 'SuspendedEV', 'Finishing'];
