@@ -42,7 +42,7 @@
  *   Running ──idle idleTimeoutMs, nothing in flight──► Stopping ──drained, destroyed──► Stopped
  *
  * While the pool is not Running, inline-able batches run inline whatever the load (a cold start
- * takes a few hundred ms: queueing them would turn it into latency); the others wait in the
+ * took 0.5-1.3 s on a slow VM: queueing them would turn it into latency); the others wait in the
  * batch being built (Stopping) or in piscina's queue until their worker is up (Warming).
  */
 import { Piscina } from 'piscina';
@@ -248,8 +248,8 @@ export class Dispatcher {
         if (this.pool === pool && this.workers === Workers.Warming) this.workers = Workers.Running;
       },
       (err: Error) => {
-        // The batches sent meanwhile fail the same way and are answered (failed()); piscina
-        // replaces the workers, and the next ping decides again.
+        // Marked Running all the same: batches sent to a pool that cannot start fail like
+        // this ping and every item is answered (failed()), and piscina replaces dead workers.
         this.log.error({ err }, 'worker threads failed to start');
         if (this.pool === pool && this.workers === Workers.Warming) this.workers = Workers.Running;
       },
