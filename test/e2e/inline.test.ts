@@ -5,9 +5,7 @@
  * metrics say, and that nothing changes for the charger.
  */
 import t from 'tap';
-import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { startRouter } from '../helpers/router.js';
+import { spooledRows, startRouter } from '../helpers/router.js';
 import { TestCharger } from '../helpers/charger.js';
 
 const probes = [
@@ -19,14 +17,6 @@ const probes = [
 function batches(metrics: string): { socket: number; worker: number } {
   const n = (thread: string) => Number(new RegExp(`ocr_batches_total\\{thread="${thread}"\\} (\\d+)`).exec(metrics)?.[1] ?? 0);
   return { socket: n('socket'), worker: n('worker') };
-}
-
-/** Rows of one analytics table in the spool (after close every segment is rolled). */
-function spooledRows(dir: string, table: string): Record<string, unknown>[] {
-  const d = join(dir, 'spool', table);
-  let files: string[] = [];
-  try { files = readdirSync(d).filter((f) => f.endsWith('.ndjson')); } catch { return []; }
-  return files.flatMap((f) => readFileSync(join(d, f), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>));
 }
 
 // Inline whatever the load (maxLoad 1): this test process runs router and chargers in one

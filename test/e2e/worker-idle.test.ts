@@ -5,9 +5,8 @@
  * threads gauge, the rows in the spool, which thread answered, nothing lost or unanswered.
  */
 import t from 'tap';
-import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { startRouter, type TestRouter } from '../helpers/router.js';
+import { spooledRows, startRouter, type TestRouter } from '../helpers/router.js';
+import { until } from '../helpers/wait.js';
 import { TestCharger } from '../helpers/charger.js';
 
 const probes = [
@@ -21,23 +20,12 @@ async function metric(r: TestRouter, name: string): Promise<number> {
   return Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
 }
 
-async function until(what: string, cond: () => Promise<boolean>, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await cond()) return;
-    await new Promise((res) => setTimeout(res, 25));
-  }
-  throw new Error(`timed out waiting for ${what}`);
+async function stopped(r: TestRouter): Promise<void> {
+  if (!(await until(async () => (await metric(r, 'ocr_pool_threads')) === 0))) throw new Error('timed out waiting for the workers to stop');
 }
 
-/** Meter value rows of one charger in the spool, closed segments and the open one alike. */
-function spooledValues(dir: string, cpId: string): string[] {
-  const d = join(dir, 'spool', 'meter_values');
-  let files: string[] = [];
-  try { files = readdirSync(d).filter((f) => /\.(ndjson|open)$/.test(f)); } catch { return []; }
-  return files.flatMap((f) => readFileSync(join(d, f), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>))
-    .filter((x) => x.cp_id === cpId).map((x) => String(x.value));
-}
+/** Meter values of one charger in the spool, closed segments and the open one alike. */
+const spooledValues = (dir: string, cpId: string) => spooledRows(dir, 'meter_values').filter((x) => x.cp_id === cpId).map((x) => String(x.value));
 
 const mv = (i: number) => ({ evseId: 1, meterValue: [{ timestamp: new Date().toISOString(), sampledValue: Array.from({ length: 10 }, (_, k) => ({ value: i * 10 + k })) }] });
 
@@ -55,7 +43,7 @@ t.test('idle workers drain and stop; a batch that needs one starts them again', 
   for (let i = 0; i < 5; i++) t.equal((await c.call('MeterValues', mv(i)))[0], 3, `MeterValues ${i} answered by a worker`);
   t.same(spooledValues(r.dir, 'IDLE-1'), [], 'rows still buffered in the worker');
 
-  await until('the workers to stop', async () => (await metric(r, 'ocr_pool_threads')) === 0);
+  await stopped(r);
   t.equal(r.router.dispatcher.stats.threads, 0, 'no worker thread left');
   t.same(spooledValues(r.dir, 'IDLE-1').sort((a, b) => Number(a) - Number(b)), Array.from({ length: 50 }, (_, i) => String(i)), 'the drain wrote every buffered row, once');
 
@@ -73,7 +61,7 @@ t.test('while the workers are stopped, inline messages run on the socket thread 
   const c16 = await TestCharger.connect(r.url('IDLE-16'));
   const c201 = await TestCharger.connect(r.url('IDLE-201'), { protocols: 'ocpp2.0.1' });
   t.teardown(() => Promise.all([c16.close(), c201.close()]));
-  await until('the worker to stop', async () => (await metric(r, 'ocr_pool_threads')) === 0);
+  await stopped(r);
 
   for (let i = 0; i < 5; i++) {
     const f = await c16.call('DataTransfer', { vendorId: 'test.thread' });

@@ -2,7 +2,7 @@
  * Starts a real router for a test (free port, temp data dir, silent logs) and closes it in
  * t.teardown. Returns the router plus an authenticated API fetch helper.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRouter, type Router } from '../../core/index.js';
@@ -49,4 +49,15 @@ export async function startRouter(t: Teardown, config: Record<string, unknown> =
       return { status: res.status, body: parsed, headers: res.headers };
     },
   };
+}
+
+/**
+ * Rows of one analytics table in a test router's spool: closed segments and the one being
+ * written alike (`.open`), so rows can be checked while the router runs.
+ */
+export function spooledRows(dir: string, table: string): Record<string, unknown>[] {
+  const d = join(dir, 'spool', table);
+  let files: string[] = [];
+  try { files = readdirSync(d).filter((f) => /\.(ndjson|open)$/.test(f)); } catch { return []; }
+  return files.flatMap((f) => readFileSync(join(d, f), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>));
 }

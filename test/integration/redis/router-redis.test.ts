@@ -4,6 +4,7 @@ import { Redis } from 'ioredis';
 import { startRouter } from '../../helpers/router.js';
 import { TestCharger } from '../../helpers/charger.js';
 import { uniqueName, useRedis } from '../../helpers/services.js';
+import { until as waitUntil } from '../../helpers/wait.js';
 
 t.test('state in Redis', async (t) => {
   const url = await useRedis(t);
@@ -30,14 +31,7 @@ t.test('state in Redis', async (t) => {
   t.ok(await redis.hget('ocr:{R-1}:core:charger', 'disconnectedAt'));
 });
 
-async function until(fn: () => Promise<boolean>, ms = 15_000): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await fn().catch(() => false)) return true;
-    await new Promise((res) => setTimeout(res, 100));
-  }
-  return false;
-}
+const until = (cond: () => Promise<boolean>) => waitUntil(cond, 15_000, 100);
 
 t.test('Redis away: the router keeps serving, journals the writes, and catches up in order', async (t) => {
   const { startRedis } = await import('../../services/redis.js');
