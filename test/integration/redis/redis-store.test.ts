@@ -78,6 +78,53 @@ t.test('keyPrefix applies to every command, the casHash script included', async 
   t.equal(await raw.exists('s', 'h', 'c', 'i'), 0, 'nothing written unprefixed');
 });
 
+t.test('commands issued in one tick leave in one socket write, in order, each with its own reply', async (t) => {
+  const keyPrefix = newPrefix();
+  const store = new RedisStateStore({ url, keyPrefix });
+  t.teardown(async () => {
+    await store.close();
+    await deletePrefix(url, keyPrefix);
+  });
+  await store.ping();
+  // Count what reaches the socket's write path (writev when several chunks are buffered).
+  const stream = store.client.stream as unknown as { _write: (...a: unknown[]) => void; _writev?: (...a: unknown[]) => void };
+  let writes = 0;
+  const origWrite = stream._write;
+  const origWritev = stream._writev;
+  stream._write = function (this: unknown, ...a: unknown[]) {
+    writes++;
+    return origWrite.apply(this, a);
+  };
+  if (origWritev) {
+    stream._writev = function (this: unknown, ...a: unknown[]) {
+      writes++;
+      return origWritev.apply(this, a);
+    };
+  }
+  t.teardown(() => {
+    stream._write = origWrite;
+    if (origWritev) stream._writev = origWritev;
+  });
+
+  const n = 500;
+  const sets: Promise<void>[] = [];
+  const reads: Promise<string | null>[] = [];
+  const counts: Promise<number>[] = [];
+  for (let i = 0; i < n; i++) {
+    sets.push(store.hset(`h{${i}}`, { a: String(i), b: 'two fields' }));
+    counts.push(store.incr('n'));
+    reads.push(store.hget(`h{${i}}`, 'a'));
+  }
+  await Promise.all(sets);
+  t.same(await Promise.all(counts), Array.from({ length: n }, (_, i) => i + 1), 'INCR replies in issue order');
+  t.same(await Promise.all(reads), Array.from({ length: n }, (_, i) => String(i)), 'each HGET sees the HSET issued before it');
+  t.ok(writes <= 2, `${3 * n} commands in ${writes} socket write(s)`);
+  t.same(await store.hgetall('h{7}'), { a: '7', b: 'two fields' }, 'several fields in one HSET');
+
+  // The next tick's commands go out too (the cork is per tick, not left on).
+  t.equal(await store.get('missing'), null);
+});
+
 t.test('a keyPrefix with a brace is refused', async (t) => {
   t.throws(() => new RedisStateStore({ url, keyPrefix: 'x{' }), { code: 'OCR_ERR_CONFIG_INVALID' });
 });
