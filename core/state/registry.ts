@@ -67,8 +67,14 @@ export class StoreChargerRegistry implements ChargerRegistry {
    * win; used so an API on any node can tell which node holds a charger.
    */
   async markConnected(cpId: string, nodeId: string, connectionId: number, version: string): Promise<void> {
-    await this.store.hset(chargerKey(cpId), { nodeId, connectionId: String(connectionId), session: `${nodeId}#${connectionId}`, connectedAt: new Date().toISOString(), ocppVersion: version, lastSeenAt: new Date().toISOString() });
-    await this.store.hdel(chargerKey(cpId), 'disconnectedAt');
+    const key = chargerKey(cpId);
+    const now = new Date().toISOString();
+    // Issued together, not one after the other: one connection runs a client's commands in
+    // order, so HDEL still follows HSET, and both leave in one write (one round trip, not two).
+    await Promise.all([
+      this.store.hset(key, { nodeId, connectionId: String(connectionId), session: `${nodeId}#${connectionId}`, connectedAt: now, ocppVersion: version, lastSeenAt: now }),
+      this.store.hdel(key, 'disconnectedAt'),
+    ]);
   }
 
   /** Clears the holder only if it is still this connection (a newer one may have replaced it). */
