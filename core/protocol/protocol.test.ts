@@ -1,4 +1,5 @@
 import t from 'tap';
+import { execFileSync } from 'node:child_process';
 import { isEmptyPayload, peekFrame } from './peek.js';
 import { parseFrame, serializeCall, serializeCallError, serializeCallResult, unreadableIdReply } from './frame.js';
 import { CallError, semanticCode, wireCode } from './call-error.js';
@@ -86,6 +87,22 @@ t.test('validator: every version compiles every schema', async (t) => {
     }
   }
   t.equal(loadSchemas('1.6').actions.length, 39, '1.6 incl. the security extension');
+});
+
+t.test('action catalog: the names read without keeping the schemas are those of the schemas', async (t) => {
+  // In a fresh process, so the catalog is read from the files (here loadSchemas already ran).
+  const code = `
+    import { actionCatalog, loadSchemas } from ${JSON.stringify(new URL('./schemas.ts', import.meta.url).href)};
+    const out = {};
+    for (const v of ['1.6', '2.0.1', '2.1']) {
+      const c = actionCatalog(v);
+      const s = loadSchemas(v);
+      out[v] = { catalog: [c.actions, [...c.request].sort(), [...c.response].sort()], schemas: [s.actions, [...s.request.keys()].sort(), [...s.response.keys()].sort()] };
+    }
+    process.stdout.write(JSON.stringify(out));`;
+  const out = JSON.parse(execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { encoding: 'utf8' })) as Record<string, { catalog: unknown; schemas: unknown }>;
+  for (const v of ['1.6', '2.0.1', '2.1']) t.same(out[v]!.catalog, out[v]!.schemas, `${v}: same actions, requests and responses`);
+  t.equal((out['2.1']!.catalog as string[][])[0]!.length, loadSchemas('2.1').actions.length);
 });
 
 t.test('validator: multipleOf tolerates float error; lenient fixes timestamps', async (t) => {

@@ -15,7 +15,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import { CallError, type CallErrorCode } from './call-error.js';
 import type { OcppVersion } from './dialect.js';
-import { loadSchemas } from './schemas.js';
+import { actionCatalog, loadSchemas } from './schemas.js';
 
 // ajv-formats is CommonJS; under NodeNext its default import is the module object.
 const addFormats = (addFormatsModule as unknown as { default: typeof addFormatsModule.default }).default;
@@ -55,7 +55,7 @@ export function errorCodeOf(keyword: string): CallErrorCode {
 /** A date-time that is complete except for its UTC offset, e.g. "2024-05-01T10:00:00". */
 const NO_OFFSET = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?$/;
 
-function makeAjv(version: OcppVersion, allErrors: boolean) {
+function makeAjv(allErrors: boolean) {
   // verbose (error.data) is needed by lenient mode only, to see the offending value.
   const ajv = new Ajv({ strict: false, allErrors, verbose: allErrors, messages: true });
   addFormats(ajv, ['date-time', 'uri']);
@@ -72,17 +72,22 @@ function makeAjv(version: OcppVersion, allErrors: boolean) {
       return Math.abs(Math.round(q) - q) < 1e-6;
     },
   });
-  // The packaged $ids ("urn:Heartbeat.req") are not valid URNs for ajv's URI resolver
-  // (fast-uri: "URN without nid"). All $refs in these schemas are document-local
-  // ("#/definitions/..."), so each schema is registered under our own key without its $id.
-  const s = loadSchemas(version);
-  for (const [dir, map] of [['request', s.request], ['response', s.response]] as const) {
-    for (const [action, entry] of map) {
-      const { $id: _id, ...schema } = entry.schema;
-      ajv.addSchema(schema, schemaKey(action, dir));
-    }
-  }
   return ajv;
+}
+
+/**
+ * Compiles the validator of one schema on `ajv`. The packaged $ids ("urn:Heartbeat.req") are
+ * not valid URNs for ajv's URI resolver (fast-uri: "URN without nid"). All $refs in these
+ * schemas are document-local ("#/definitions/..."), so each schema is compiled on its own,
+ * without its $id, and only when first used: a thread keeps the validators of the actions
+ * its chargers send, not of all 2 × 39-130 schemas of each version.
+ */
+function compile(ajv: InstanceType<typeof Ajv>, version: OcppVersion, action: string, direction: Direction): ValidateFunction | undefined {
+  const s = loadSchemas(version);
+  const entry = (direction === 'request' ? s.request : s.response).get(action);
+  if (!entry) return undefined;
+  const { $id: _id, ...schema } = entry.schema;
+  return ajv.compile(schema);
 }
 
 function schemaKey(action: string, direction: Direction): string {
@@ -110,7 +115,7 @@ function setAt(root: unknown, pointer: string, value: unknown): void {
 
 export class SchemaValidator {
   readonly version: OcppVersion;
-  private readonly actions: { request: Set<string>; response: Set<string> };
+  private readonly actions: { request: ReadonlySet<string>; response: ReadonlySet<string> };
   private strictAjv?: InstanceType<typeof Ajv>;
   private lenientAjv?: InstanceType<typeof Ajv>;
   private readonly strict = new Map<string, ValidateFunction>();
@@ -118,8 +123,8 @@ export class SchemaValidator {
 
   constructor(version: OcppVersion) {
     this.version = version;
-    const s = loadSchemas(version);
-    this.actions = { request: new Set(s.request.keys()), response: new Set(s.response.keys()) };
+    const c = actionCatalog(version);
+    this.actions = { request: c.request, response: c.response };
   }
 
   has(action: string, direction: Direction): boolean {
@@ -132,8 +137,8 @@ export class SchemaValidator {
     let fn = cache.get(key);
     if (fn) return fn;
     if (!this.actions[direction].has(action)) return undefined;
-    const ajv = lenient ? (this.lenientAjv ??= makeAjv(this.version, true)) : (this.strictAjv ??= makeAjv(this.version, false));
-    fn = ajv.getSchema(key);
+    const ajv = lenient ? (this.lenientAjv ??= makeAjv(true)) : (this.strictAjv ??= makeAjv(false));
+    fn = compile(ajv, this.version, action, direction);
     if (fn) cache.set(key, fn);
     return fn;
   }

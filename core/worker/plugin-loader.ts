@@ -19,7 +19,7 @@ import { Ajv } from 'ajv';
 import semver from 'semver';
 import { errors } from '../errors.js';
 import { OCPP_VERSIONS, type OcppVersion } from '../protocol/dialect.js';
-import { loadSchemas } from '../protocol/schemas.js';
+import { actionCatalog } from '../protocol/schemas.js';
 import { codeExt, codeRoot, importModule, projectRoot } from '../paths.js';
 import {
   CORE_VERSION, HOOK_NAMES, isPluginDefinition,
@@ -174,7 +174,7 @@ export async function loadPlugins(specs: PluginSpec[], makeBase: (plugin: string
       handle(version: OcppVersion | OcppVersion[], action: string, handler: Handler) {
         for (const v of Array.isArray(version) ? version : [version]) {
           if (!supported.includes(v)) throw new errors.OCR_ERR_PLUGIN_INVALID(name, `handles ${action} for ${v}, which is not in its "ocpp" list`);
-          if (!loadSchemas(v).request.has(action)) throw new errors.OCR_ERR_PLUGIN_UNKNOWN_ACTION(name, 'a handler', `${v} ${action}`);
+          if (!actionCatalog(v).request.has(action)) throw new errors.OCR_ERR_PLUGIN_UNKNOWN_ACTION(name, 'a handler', `${v} ${action}`);
           const e = actionTable(table, v, action);
           if (e.handler) throw new errors.OCR_ERR_PLUGIN_HANDLER_CONFLICT(e.handler.plugin, name, v, action);
           e.handler = { plugin: name, fn: handler };
@@ -186,7 +186,7 @@ export async function loadPlugins(specs: PluginSpec[], makeBase: (plugin: string
         if (typeof obj?.handler !== 'function') throw new errors.OCR_ERR_PLUGIN_INVALID(name, `hook ${hookName} needs a function`);
         const versions = (obj.versions ?? supported).filter((v) => supported.includes(v));
         for (const v of versions) for (const a of obj.actions ?? []) {
-          if (!loadSchemas(v).request.has(a)) throw new errors.OCR_ERR_PLUGIN_UNKNOWN_ACTION(name, `hook ${hookName}`, `${v} ${a}`);
+          if (!actionCatalog(v).request.has(a)) throw new errors.OCR_ERR_PLUGIN_UNKNOWN_ACTION(name, `hook ${hookName}`, `${v} ${a}`);
         }
         hooks.push({ plugin: name, name: hookName, fn: obj.handler as PendingHook['fn'], opts: obj, versions });
       },
@@ -211,7 +211,7 @@ export async function loadPlugins(specs: PluginSpec[], makeBase: (plugin: string
   for (const h of hooks) {
     const reg = { plugin: h.plugin, fn: h.fn, timeoutMs: h.opts.timeoutMs } as Registered<never>;
     for (const v of h.versions) {
-      const actions = h.opts.actions ?? loadSchemas(v).actions;
+      const actions = h.opts.actions ?? actionCatalog(v).actions;
       switch (h.name) {
         case 'onCall': case 'onResult': case 'after':
           for (const a of actions) actionTable(table, v, a)[h.name].push(reg);
@@ -251,7 +251,7 @@ export function inlineSupport(t: HookTable): InlineSupport {
   for (const v of OCPP_VERSIONS) {
     if (!all(t.onError[v])) continue;
     const actions: string[] = [];
-    for (const a of loadSchemas(v).actions) {
+    for (const a of actionCatalog(v).actions) {
       const e = t.byAction[v].get(a);
       if (!e || ((!e.handler || inline.has(e.handler.plugin)) && all(e.onCall) && all(e.onResult) && all(e.after))) actions.push(a);
     }
