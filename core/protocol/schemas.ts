@@ -62,10 +62,8 @@ function readVersion(version: OcppVersion): Record<string, unknown>[] {
   return JSON.parse(readFileSync(require.resolve(FILES[version]), 'utf8')) as Record<string, unknown>[];
 }
 
-/** The full schemas of a version, for compiling validators (validate.ts); kept once loaded. */
-export function loadSchemas(version: OcppVersion): VersionSchemas {
-  let entry = cache.get(version);
-  if (entry) return entry;
+/** Reads and indexes the schema file of a version (not cached: see loadSchemas). */
+function indexVersion(version: OcppVersion): VersionSchemas {
   const all = readVersion(version);
   const request = new Map<string, SchemaEntry>();
   const response = new Map<string, SchemaEntry>();
@@ -76,8 +74,13 @@ export function loadSchemas(version: OcppVersion): VersionSchemas {
     (c.kind === 'request' ? request : response).set(c.action, { id, schema });
   }
   const actions = [...request.keys()].filter((a) => response.has(a)).sort();
-  entry = { all, request, response, actions };
-  cache.set(version, entry);
+  return { all, request, response, actions };
+}
+
+/** The full schemas of a version, for compiling validators (validate.ts); kept once loaded. */
+export function loadSchemas(version: OcppVersion): VersionSchemas {
+  let entry = cache.get(version);
+  if (!entry) cache.set(version, (entry = indexVersion(version)));
   return entry;
 }
 
@@ -89,19 +92,9 @@ export function loadSchemas(version: OcppVersion): VersionSchemas {
 export function actionCatalog(version: OcppVersion): ActionCatalog {
   let c = catalogs.get(version);
   if (c) return c;
-  const s = cache.get(version);
-  const request = new Set<string>();
-  const response = new Set<string>();
-  if (s) {
-    for (const a of s.request.keys()) request.add(a);
-    for (const a of s.response.keys()) response.add(a);
-  } else {
-    for (const schema of readVersion(version)) {
-      const k = classify(schema.$id as string);
-      if (k) (k.kind === 'request' ? request : response).add(k.action);
-    }
-  }
-  c = { request, response, actions: [...request].filter((a) => response.has(a)).sort() };
+  // Indexed here without being cached, unless a validator already loaded them.
+  const s = cache.get(version) ?? indexVersion(version);
+  c = { request: new Set(s.request.keys()), response: new Set(s.response.keys()), actions: s.actions };
   catalogs.set(version, c);
   return c;
 }
