@@ -11,7 +11,7 @@
 import { isEmptyPayload, peekFrame } from './protocol/peek.js';
 import { versionOfSubprotocol, type OcppVersion } from './protocol/dialect.js';
 import { ItemKind } from './dispatch/envelope.js';
-import { Connection, type ConnData, type ConnectionRegistry } from './registry/connection-registry.js';
+import { Connection, type ConnectionRegistry } from './registry/connection-registry.js';
 import { basicAuthPassword, verifyPassword, VerifiedCache } from './security/credentials.js';
 import type { Dispatcher } from './dispatch/pool.js';
 import type { CommandApi } from './command/command-api.js';
@@ -36,8 +36,9 @@ function retryAfter(): string {
   return String(5 + Math.floor(Math.random() * 10));
 }
 
-export type GatewayConnData = ConnData & { conn?: Connection };
 
+/** Distinct vendor and model names shared between connections (intern()). */
+const NAMES_MAX = 4096;
 /** Unreadable/invalid frames tolerated per minute before the socket is closed. */
 const BAD_FRAME_LIMIT = 20;
 
@@ -65,7 +66,7 @@ export class Gateway {
     this.prefix = cfg.server.path.replace(/\/$/, '') + '/';
   }
 
-  private deny(status: number, message: string, outcome: string, headers?: Record<string, string>): UpgradeDecision<GatewayConnData> {
+  private deny(status: number, message: string, outcome: string, headers?: Record<string, string>): UpgradeDecision<Connection> {
     this.metrics.upgrades.inc({ outcome });
     return { accept: false, status, message, headers };
   }
@@ -132,7 +133,7 @@ export class Gateway {
   /** Upgrades between their first await and their decision (server.maxPendingUpgrades). */
   private pendingUpgrades = 0;
 
-  async upgrade(req: UpgradeRequest): Promise<UpgradeDecision<GatewayConnData>> {
+  async upgrade(req: UpgradeRequest): Promise<UpgradeDecision<Connection>> {
     if (this.pendingUpgrades >= this.cfg.server.maxPendingUpgrades) {
       // Shed before any work: a reconnect storm is paced by the chargers' retries, not by
       // handshakes queueing on the registry until they time out.
@@ -146,7 +147,7 @@ export class Gateway {
     }
   }
 
-  private async decideUpgrade(req: UpgradeRequest): Promise<UpgradeDecision<GatewayConnData>> {
+  private async decideUpgrade(req: UpgradeRequest): Promise<UpgradeDecision<Connection>> {
     if (!req.url.startsWith(this.prefix)) return this.deny(404, 'Not found', 'bad_path');
     const raw = req.url.slice(this.prefix.length);
     let cpId: string;
@@ -212,7 +213,8 @@ export class Gateway {
       return this.deny(401, 'Credentials required', 'unauthorized', challenge);
     }
     this.metrics.upgrades.inc({ outcome: rejectReason ? 'no_protocol' : 'accepted' });
-    return { accept: true, protocol, data: { cpId, version, protocol, remoteAddress: req.remoteAddress, rejectReason } };
+    const conn = new Connection(this.connections.newId(), cpId, version, this.isLenient(cpId), req.remoteAddress, rejectReason);
+    return { accept: true, protocol, data: conn };
   }
 
   private isLenient(cpId: string, vendor = '', model = ''): boolean {
@@ -220,21 +222,22 @@ export class Gateway {
     return l.all || l.chargers.includes(cpId) || l.models.some((m) => m.vendor === vendor && m.model === model);
   }
 
-  open(socket: Socket<GatewayConnData>): void {
-    const d = socket.data;
-    if (d.rejectReason) {
-      socket.close(1002, d.rejectReason.slice(0, 120));
+  open(socket: Socket<Connection>): void {
+    const conn = socket.data;
+    if (conn.rejectReason) {
+      conn.closed = true; // never registered: its frames and its close are ignored
+      socket.close(1002, conn.rejectReason.slice(0, 120));
       return;
     }
-    if (this.cfg.server.duplicateConnection === 'reject' && this.connections.get(d.cpId)) {
+    if (this.cfg.server.duplicateConnection === 'reject' && this.connections.get(conn.cpId)) {
       // Two upgrades of one identity can both pass the check in upgrade() (it awaits the
       // registry in between); the second to open loses.
       this.metrics.upgrades.inc({ outcome: 'duplicate' });
+      conn.closed = true;
       socket.close(4009, 'Charge point already connected');
       return;
     }
-    const conn = new Connection(this.connections.newId(), d.cpId, d.version, socket, this.isLenient(d.cpId), d.remoteAddress);
-    d.conn = conn;
+    conn.socket = socket;
     const prev = this.connections.set(conn);
     if (prev) {
       // Same identity connected again (charger rebooted, NAT rebinding): the new one wins.
@@ -247,9 +250,9 @@ export class Gateway {
     this.dispatcher.event(conn, ItemKind.Connect, null);
   }
 
-  message(socket: Socket<GatewayConnData>, bytes: Uint8Array): void {
-    const conn = socket.data.conn;
-    if (!conn || conn.closed) return;
+  message(socket: Socket<Connection>, bytes: Uint8Array): void {
+    const conn = socket.data;
+    if (conn.closed) return;
     const now = Date.now();
     conn.lastSeen = now;
     const p = peekFrame(bytes);
@@ -293,14 +296,14 @@ export class Gateway {
     }
   }
 
-  drain(_socket: Socket<GatewayConnData>): void {
+  drain(_socket: Socket<Connection>): void {
     // uWS flushed its buffer; nothing is held back on our side (replies are never queued
     // beyond uWS's own bounded buffer).
   }
 
-  close(socket: Socket<GatewayConnData>, code: number, reason: string): void {
-    const conn = socket.data.conn;
-    if (!conn || conn.closed) return;
+  close(socket: Socket<Connection>, code: number, reason: string): void {
+    const conn = socket.data;
+    if (conn.closed) return;
     this.detach(conn, code, reason);
   }
 
@@ -314,10 +317,23 @@ export class Gateway {
     this.dispatcher.event(conn, ItemKind.Disconnect, { code, reason });
   }
 
+  /**
+   * Vendor and model names arrive as a fresh string per BootNotification (decoded from the
+   * worker's result); a fleet has a few dozen of them, so each connection keeps a shared one.
+   * Bounded: past NAMES_MAX distinct names (a fleet of oddities) they are kept as they come.
+   */
+  private readonly names = new Map<string, string>();
+  private intern(name: string): string {
+    const known = this.names.get(name);
+    if (known !== undefined) return known;
+    if (this.names.size < NAMES_MAX) this.names.set(name, name);
+    return name;
+  }
+
   /** Re-evaluates lenient mode once BootNotification told us the model. */
   identity(conn: Connection, vendor: string, model: string): void {
-    conn.vendor = vendor;
-    conn.model = model;
+    conn.vendor = this.intern(vendor);
+    conn.model = this.intern(model);
     conn.lenient = this.isLenient(conn.cpId, vendor, model);
   }
 }

@@ -59,7 +59,7 @@ export class CommandApi {
         return Promise.reject(err);
       }
     }
-    if (conn.outInFlight && conn.outQueue.length >= this.maxQueued) return Promise.reject(new errors.OCR_ERR_CMD_BUSY(cpId));
+    if (conn.outInFlight && (conn.outQueue?.length ?? 0) >= this.maxQueued) return Promise.reject(new errors.OCR_ERR_CMD_BUSY(cpId));
     return new Promise((resolve, reject) => {
       const pending: PendingCall = {
         id: randomUUID(),
@@ -70,7 +70,7 @@ export class CommandApi {
         resolve,
         reject,
       };
-      if (conn.outInFlight) conn.outQueue.push(pending);
+      if (conn.outInFlight) (conn.outQueue ??= []).push(pending);
       else this.start(conn, pending);
     });
   }
@@ -89,7 +89,8 @@ export class CommandApi {
 
   private next(conn: Connection): void {
     conn.outInFlight = null;
-    const n = conn.outQueue.shift();
+    const n = conn.outQueue?.shift();
+    if (conn.outQueue?.length === 0) conn.outQueue = null;
     if (n && !conn.closed) this.start(conn, n);
   }
 
@@ -144,9 +145,9 @@ export class CommandApi {
 
   /** The connection closed: every pending and queued CALL fails now, not at its timeout. */
   disconnected(conn: Connection): void {
-    const all = [...(conn.outInFlight ? [conn.outInFlight] : []), ...conn.outQueue];
+    const all = [...(conn.outInFlight ? [conn.outInFlight] : []), ...(conn.outQueue ?? [])];
     conn.outInFlight = null;
-    conn.outQueue = [];
+    conn.outQueue = null;
     for (const p of all) {
       if (p.timer) clearTimeout(p.timer);
       this.metrics.commands.inc({ action: p.action, outcome: 'disconnected' });

@@ -18,18 +18,19 @@ export interface PendingCall {
   reject(err: Error): void;
 }
 
-export interface ConnData {
-  cpId: string;
-  version: OcppVersion;
-  protocol: string | null;
-  remoteAddress: string;
-  /** Set when the subprotocol negotiation failed: close right after open (OCPP-J §3.1). */
-  rejectReason?: string;
-}
-
+/**
+ * One charger's WebSocket on this node. The upgrade creates it (the decision's data), the
+ * transport keeps it as its socket's data, and open() attaches the socket: per idle charger
+ * the socket thread then holds this object, the transport's socket handle and uWS's own
+ * object, and nothing else of ours (bench/micro/conn-memory.ts; a plain data object and a
+ * wrapper beside them cost ≈ 110 B per charger at 100,000, bench/RESULTS.md "Memory").
+ */
 export class Connection {
+  /** Set when the WebSocket opens. */
+  socket!: Socket<Connection>;
   outInFlight: PendingCall | null = null;
-  outQueue: PendingCall[] = [];
+  /** CALLs waiting for `outInFlight`; null until the first is queued (most chargers never have one). */
+  outQueue: PendingCall[] | null = null;
   badFrames = 0;
   badFramesWindowStart = 0;
   closed = false;
@@ -38,18 +39,17 @@ export class Connection {
   lastSeenPersisted = 0;
   vendor = '';
   model = '';
-  readonly connectedAt: number;
 
   constructor(
     readonly id: number,
     readonly cpId: string,
     readonly version: OcppVersion,
-    readonly socket: Socket<ConnData>,
     public lenient: boolean,
     readonly remoteAddress: string,
+    /** Set when the subprotocol negotiation failed: close right after open (OCPP-J §3.1). */
+    readonly rejectReason: string | undefined,
   ) {
-    this.connectedAt = Date.now();
-    this.lastSeen = this.connectedAt;
+    this.lastSeen = Date.now();
   }
 }
 

@@ -36,26 +36,23 @@ declare const Bun: {
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 
+/** Bun socket behind the shared guards; itself the upgrade's data (`ws` attached at open), as in uws-transport.ts. */
 class BunSocket<U> extends SocketBase<U> {
-  constructor(private readonly ws: BunWebSocket<unknown>, data: U) {
-    super(data);
-  }
+  ws: BunWebSocket<BunSocket<U>> | null = null;
   protected rawSend(bytes: Uint8Array | string): SendStatus {
-    const n = this.ws.sendText(typeof bytes === 'string' ? bytes : decoder.decode(bytes));
+    const n = this.ws!.sendText(typeof bytes === 'string' ? bytes : decoder.decode(bytes));
     return n > 0 ? SendStatus.Sent : n === -1 ? SendStatus.Backpressure : SendStatus.Dropped;
   }
   protected rawCork(fn: () => void): void {
-    this.ws.cork(fn);
+    this.ws!.cork(fn);
   }
   protected rawClose(code: number, reason: string): void {
-    this.ws.close(code, reason);
+    this.ws!.close(code, reason);
   }
   protected rawBuffered(): number {
-    return this.ws.getBufferedAmount();
+    return this.ws!.getBufferedAmount();
   }
 }
-
-interface Slot<U> { d: U; s: BunSocket<U> | null }
 
 export class BunTransport<U> implements Transport {
   private server: BunServer | null = null;
@@ -76,8 +73,7 @@ export class BunTransport<U> implements Transport {
     if (headers.upgrade?.toLowerCase() === 'websocket' && url.pathname.startsWith(prefix)) {
       const d = await this.h.upgrade({ url: url.pathname, headers, remoteAddress });
       if (!d.accept) return new Response(d.message, { status: d.status, headers: d.headers });
-      const slot: Slot<U> = { d: d.data, s: null };
-      const ok = server.upgrade(req, { data: slot, headers: d.protocol ? { 'Sec-WebSocket-Protocol': d.protocol } : undefined });
+      const ok = server.upgrade(req, { data: new BunSocket(d.data), headers: d.protocol ? { 'Sec-WebSocket-Protocol': d.protocol } : undefined });
       return ok ? undefined : new Response('Upgrade failed', { status: 400 });
     }
     const length = Number(headers['content-length'] ?? 0);
@@ -108,20 +104,18 @@ export class BunTransport<U> implements Transport {
         closeOnBackpressureLimit: true,
         sendPings: true,
         perMessageDeflate: false,
-        open: (ws: BunWebSocket<Slot<U>>) => {
-          ws.data.s = new BunSocket(ws as BunWebSocket<unknown>, ws.data.d);
-          this.h.open(ws.data.s);
+        open: (ws: BunWebSocket<BunSocket<U>>) => {
+          ws.data.ws = ws;
+          this.h.open(ws.data);
         },
-        message: (ws: BunWebSocket<Slot<U>>, msg: string | Uint8Array) => {
-          const s = ws.data.s;
-          if (!s) return;
+        message: (ws: BunWebSocket<BunSocket<U>>, msg: string | Uint8Array) => {
           // Bun hands over a fresh buffer per message (no reuse as in uWS): no copy needed.
-          this.h.message(s, typeof msg === 'string' ? encoder.encode(msg) : msg, typeof msg !== 'string');
+          this.h.message(ws.data, typeof msg === 'string' ? encoder.encode(msg) : msg, typeof msg !== 'string');
         },
-        drain: (ws: BunWebSocket<Slot<U>>) => { if (ws.data.s) this.h.drain(ws.data.s); },
-        close: (ws: BunWebSocket<Slot<U>>, code: number, reason: string) => {
-          const s = ws.data.s;
-          if (!s) return;
+        drain: (ws: BunWebSocket<BunSocket<U>>) => this.h.drain(ws.data),
+        close: (ws: BunWebSocket<BunSocket<U>>, code: number, reason: string) => {
+          const s = ws.data;
+          if (!s.ws) return; // never opened
           s.closed = true;
           this.h.close(s, code, reason ?? '');
         },

@@ -54,22 +54,31 @@ function copyFrame(message: ArrayBuffer): Uint8Array {
   return view;
 }
 
-/** uWS socket behind the shared closed-socket guards (socket-base.ts). */
+/**
+ * uWS.js copies the user data's own properties onto its WebSocket object (getUserData()
+ * returns that object, not ours), so the user data is this one property: our socket, which
+ * holds the router's data. Not the socket itself: its methods would be lost in the copy, and
+ * uWS's own send/cork/close would answer in their place.
+ */
+interface UserData<U> { s: UwsSocket<U> }
+
+/**
+ * uWS socket behind the shared closed-socket guards (socket-base.ts), created at upgrade with
+ * the router's data and attached to its uWS socket at open.
+ */
 class UwsSocket<U> extends SocketBase<U> {
-  constructor(readonly ws: WebSocket<{ s: UwsSocket<U> }>, data: U) {
-    super(data);
-  }
+  ws: WebSocket<UserData<U>> | null = null;
   protected rawSend(bytes: Uint8Array | string): SendStatus {
-    return this.ws.send(bytes, false) as SendStatus;
+    return this.ws!.send(bytes, false) as SendStatus;
   }
   protected rawCork(fn: () => void): void {
-    this.ws.cork(fn);
+    this.ws!.cork(fn);
   }
   protected rawClose(code: number, reason: string): void {
-    this.ws.end(code, reason);
+    this.ws!.end(code, reason);
   }
   protected rawBuffered(): number {
-    return this.ws.getBufferedAmount();
+    return this.ws!.getBufferedAmount();
   }
 }
 
@@ -82,7 +91,7 @@ export class UwsTransport<U> implements Transport {
       ? uWS.SSLApp({ key_file_name: opts.tls.keyFile, cert_file_name: opts.tls.certFile, passphrase: opts.tls.passphrase, ca_file_name: opts.tls.caFile })
       : uWS.App();
     const prefix = opts.wsPath.replace(/\/$/, '');
-    this.app.ws<{ s: UwsSocket<U> | null; d: U }>(`${prefix}/*`, {
+    this.app.ws<UserData<U>>(`${prefix}/*`, {
       compression: uWS.DISABLED,
       maxPayloadLength: opts.maxPayloadLength,
       idleTimeout: opts.idleTimeoutSec,
@@ -108,26 +117,25 @@ export class UwsTransport<U> implements Transport {
               res.end(d.message);
               return;
             }
-            res.upgrade({ s: null, d: d.data }, key, d.protocol ?? '', extensions, context);
+            res.upgrade({ s: new UwsSocket(d.data) } satisfies UserData<U>, key, d.protocol ?? '', extensions, context);
           });
         }, () => {
           if (!aborted) res.cork(() => { res.writeStatus('500 Internal Server Error').end(); });
         });
       },
       open: (ws) => {
-        const ud = ws.getUserData() as { s: UwsSocket<U> | null; d: U };
-        ud.s = new UwsSocket(ws as never, ud.d);
-        this.h.open(ud.s);
+        const s = ws.getUserData().s;
+        s.ws = ws;
+        this.h.open(s);
       },
       message: (ws, message, isBinary) => {
         // Copy: uWS reuses `message` after this callback.
-        const s = (ws.getUserData() as { s: UwsSocket<U> }).s;
-        this.h.message(s, copyFrame(message), isBinary);
+        this.h.message(ws.getUserData().s, copyFrame(message), isBinary);
       },
-      drain: (ws) => this.h.drain((ws.getUserData() as { s: UwsSocket<U> }).s),
+      drain: (ws) => this.h.drain(ws.getUserData().s),
       close: (ws, code, message) => {
-        const s = (ws.getUserData() as { s: UwsSocket<U> | null }).s;
-        if (!s) return;
+        const s = ws.getUserData().s;
+        if (!s.ws) return; // never opened
         s.closed = true;
         this.h.close(s, code, decoder.decode(message));
       },
