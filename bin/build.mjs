@@ -8,6 +8,10 @@
  * bench/RESULTS.md "Memory"), which at 100,000 chargers over six processes is most of the
  * fixed cost per charger.
  *
+ * Comments are not emitted (tsconfig.build.json `removeComments`): V8 keeps every module's
+ * source text in each thread that loads it, and our commented sources, with their "≈" and
+ * "→", were two-byte strings: ≈ 580 KB per thread of source text against ≈ 260 KB without.
+ *
  * Plain JavaScript on purpose: this runs before anything can load TypeScript.
  *
  * - `ensureBuilt()` returns true when dist/ is at least as new as every source file, building
