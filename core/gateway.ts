@@ -36,7 +36,6 @@ function retryAfter(): string {
   return String(5 + Math.floor(Math.random() * 10));
 }
 
-
 /** Distinct vendor and model names shared between connections (intern()). */
 const NAMES_MAX = 4096;
 /** Unreadable/invalid frames tolerated per minute before the socket is closed. */
