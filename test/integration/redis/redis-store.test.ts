@@ -44,28 +44,30 @@ const url = sharedUrl;
 
 const newPrefix = () => `ocrtest:${randomUUID()}:`;
 
+/** A store under a fresh key prefix; `cleanup` closes it and deletes its keys. */
+function prefixedStore(): { store: RedisStateStore; keyPrefix: string; cleanup: () => Promise<void> } {
+  const keyPrefix = newPrefix();
+  const store = new RedisStateStore({ url, keyPrefix });
+  return {
+    store,
+    keyPrefix,
+    cleanup: async () => {
+      await store.close();
+      await deletePrefix(url, keyPrefix);
+    },
+  };
+}
+
 t.test('StateStore suite', async (t) => {
-  storeSuite(t, async () => {
-    const keyPrefix = newPrefix();
-    const store = new RedisStateStore({ url, keyPrefix });
-    return {
-      store,
-      cleanup: async () => {
-        await store.close();
-        await deletePrefix(url, keyPrefix);
-      },
-    };
-  });
+  storeSuite(t, async () => prefixedStore());
 });
 
 t.test('keyPrefix applies to every command, the casHash script included', async (t) => {
-  const keyPrefix = newPrefix();
-  const store = new RedisStateStore({ url, keyPrefix });
+  const { store, keyPrefix, cleanup } = prefixedStore();
   const raw = new Redis(url);
   t.teardown(async () => {
-    await store.close();
     raw.disconnect();
-    await deletePrefix(url, keyPrefix);
+    await cleanup();
   });
   await store.set('s', 'v');
   await store.hset('h', { f: '1' });
@@ -79,12 +81,8 @@ t.test('keyPrefix applies to every command, the casHash script included', async 
 });
 
 t.test('commands issued in one tick leave in one socket write, in order, each with its own reply', async (t) => {
-  const keyPrefix = newPrefix();
-  const store = new RedisStateStore({ url, keyPrefix });
-  t.teardown(async () => {
-    await store.close();
-    await deletePrefix(url, keyPrefix);
-  });
+  const { store, cleanup } = prefixedStore();
+  t.teardown(cleanup);
   await store.ping();
   // Count what reaches the socket's write path (writev when several chunks are buffered).
   const stream = store.client.stream as unknown as { _write: (...a: unknown[]) => void; _writev?: (...a: unknown[]) => void };
@@ -144,12 +142,8 @@ t.test('borrowed client: the store works on it and leaves it open', async (t) =>
 });
 
 t.test('reply errors propagate unchanged, with no wrapping', async (t) => {
-  const keyPrefix = newPrefix();
-  const store = new RedisStateStore({ url, keyPrefix });
-  t.teardown(async () => {
-    await store.close();
-    await deletePrefix(url, keyPrefix);
-  });
+  const { store, cleanup } = prefixedStore();
+  t.teardown(cleanup);
   await store.set('s', 'x');
   const err = await store.incr('s').then(
     () => undefined,
