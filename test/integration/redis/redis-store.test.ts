@@ -10,6 +10,7 @@
  * shared Redis on :6379.
  */
 import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
 import { Redis } from 'ioredis';
 import t from 'tap';
 import { RedisStateStore } from '../../../core/state/redis-store.js';
@@ -165,6 +166,9 @@ t.test('faults: a stopped Redis rejects within commandTimeout; the store recover
     await redis.stop({ removeDir: true });
   });
   await store.ping();
+  // Without the offline queue a command before the connection is ready fails at once (what the
+  // test checks below, during the outage), so wait for it rather than race the connect.
+  if (failFast.client.status !== 'ready') await once(failFast.client, 'ready');
   await failFast.ping();
   t.equal(await store.casHash('h', 'f', null, { f: '1' }), true, 'script loaded before the outage');
 
