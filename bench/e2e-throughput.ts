@@ -255,6 +255,20 @@ export interface RunRecord {
   inflight: number;
   settle: { waitedMs: number; foreignCores: number };
   result: LoadResult;
+  /**
+   * The router's batches over the cell (warm-up and wind-down included; ServerHandle.stats):
+   * how many frames each batch carried and the share run inline on the socket thread.
+   */
+  batches?: { batches: number; itemsPerBatch: number; inlineShare: number };
+}
+
+/** Batch figures between two ServerHandle.stats() readings of the router. */
+export function batchFigures(a: Record<string, number>, b: Record<string, number>): { batches: number; itemsPerBatch: number; inlineShare: number } {
+  const worker = (b.workerBatches ?? 0) - (a.workerBatches ?? 0);
+  const socket = (b.socketBatches ?? 0) - (a.socketBatches ?? 0);
+  const batches = worker + socket;
+  const items = (b.items ?? 0) - (a.items ?? 0);
+  return { batches, itemsPerBatch: batches ? +(items / batches).toFixed(1) : 0, inlineShare: batches ? +(socket / batches).toFixed(3) : 0 };
 }
 
 export interface CellSummary {
@@ -279,6 +293,9 @@ export interface CellSummary {
   errorSamples: string[];
   /** The generator was the bottleneck in at least one repetition (≥ 0.9 of a core busy). */
   generatorBound: boolean;
+  /** The router's batches (RunRecord.batches; n = 0 for the references). */
+  itemsPerBatch: Spread;
+  inlineShare: Spread;
 }
 
 export interface RatioSummary {
@@ -366,6 +383,8 @@ export function summarize(runs: RunRecord[], baselines: readonly string[] = RATI
       }, {} as Record<string, number>),
       errorSamples: rs.flatMap((r) => [...r.result.connect.failures, ...r.result.errors.samples]).slice(0, 5),
       generatorBound: rs.some((r) => r.result.generator.cores >= 0.9),
+      itemsPerBatch: spread(rs.flatMap((r) => (r.batches ? [r.batches.itemsPerBatch] : []))),
+      inlineShare: spread(rs.flatMap((r) => (r.batches ? [r.batches.inlineShare] : []))),
     });
   }
   const ratios: RatioSummary[] = [];
@@ -406,6 +425,12 @@ export function markdown(rep: MatrixReport): string {
   const sorted = [...rep.cells].sort((a, b) => { const x = order(a), y = order(b); return x[0]! - y[0]! || x[1]! - y[1]! || x[2]! - y[2]!; });
   for (const c of sorted) {
     lines.push(`| ${c.action} | ${c.inflight} | ${c.server}${c.generatorBound ? ' ᵍ' : ''} | ${fmtSpread(c.rps)} | ${fmtSpread(c.p50Ms, 2)} | ${fmtSpread(c.p99Ms, 2)} | ${fmtSpread(c.p999Ms, 1)} | ${fmtSpread(c.serverCpuUsPerRt, 1)} |${withRedis ? ` ${fmtSpread(c.redisCpuUsPerRt, 1)} | ${fmtSpread(c.redisCores, 2)} |` : ''} ${fmtSpread(c.serverCores, 2)} | ${fmtSpread(c.generatorCores, 2)} | ${fmtSpread(c.foreignCores, 2)} | ${c.errors ? `${c.errors} (${Object.entries(c.errorKinds).map(([k, v]) => `${v} ${k}`).join(', ')})` : 0} |`);
+  }
+  const batched = sorted.filter((c) => c.itemsPerBatch?.n);
+  if (batched.length) {
+    lines.push('', 'Router batches per cell (warm-up and wind-down included): frames per batch, and the share of batches run inline on the socket thread (the rest went to a worker), median (min–max).', '');
+    lines.push('| action | in flight | server | items per batch | inline share |', '|---|---:|---|---:|---:|');
+    for (const c of batched) lines.push(`| ${c.action} | ${c.inflight} | ${c.server} | ${fmtSpread(c.itemsPerBatch, 1)} | ${fmtSpread(c.inlineShare, 2)} |`);
   }
   if (rep.cells.some((c) => c.generatorBound)) lines.push('', 'ᵍ the load generator had ≥ 0.9 of a core busy in at least one repetition: that figure is (close to) the generator\'s ceiling, not the server\'s.');
   if (rep.ratios.length) {
@@ -473,14 +498,18 @@ export async function runMatrix(o: MatrixOptions, log: (s: string) => void = (s)
         for (const h of order) {
           const s = await settle([...servers.map((x) => x.pid), ...(redis ? [redis.pid] : [])], o);
           const sidePids = redis && SERVERS[h.kind]!.usesRedis?.(o) ? { redis: redis.pid } : undefined;
+          const hasStats = 'config' in h.info; // the router's ready line; the references have no batches
+          const st0 = hasStats ? await h.stats() : null;
           const result = await runLoadgen({
             port: h.port, serverPid: h.pid, sidePids, version: o.version, action, chargers: o.chargers, inflight,
             warmupSec: o.warmup, durationSec: o.duration, client: o.client, idPrefix: `b${rep}-${h.kind}-${action}-${inflight}-${Date.now().toString(36)}`,
           });
-          runs.push({ rep, server: h.kind, action, inflight, settle: s, result });
+          const st1 = st0 ? await h.stats() : null;
+          const batches = st0 && st1 ? batchFigures(st0, st1) : undefined;
+          runs.push({ rep, server: h.kind, action, inflight, settle: s, result, ...(batches ? { batches } : {}) });
           n++;
           const w = result.window;
-          log(`[${n}/${total}] rep ${rep} ${h.kind.padEnd(8)} ${action.padEnd(18)} k=${inflight}  ${String(w.rps).padStart(7)} rt/s  p50 ${(w.latencyUs.p50 / 1000).toFixed(2)} ms  p99 ${(w.latencyUs.p99 / 1000).toFixed(2)} ms  server ${result.server?.cpuUsPerRoundTrip ?? '?'} µs/rt (${result.server?.cores ?? '?'} cores)${result.side?.redis ? `  redis ${result.side.redis.cpuUsPerRoundTrip} µs/rt (${result.side.redis.cores} cores)` : ''}  gen ${result.generator.cores} cores  other ${result.machine.foreignCores} cores  errors ${result.errors.total + result.connect.failed}`);
+          log(`[${n}/${total}] rep ${rep} ${h.kind.padEnd(8)} ${action.padEnd(18)} k=${inflight}  ${String(w.rps).padStart(7)} rt/s  p50 ${(w.latencyUs.p50 / 1000).toFixed(2)} ms  p99 ${(w.latencyUs.p99 / 1000).toFixed(2)} ms  server ${result.server?.cpuUsPerRoundTrip ?? '?'} µs/rt (${result.server?.cores ?? '?'} cores)${result.side?.redis ? `  redis ${result.side.redis.cpuUsPerRoundTrip} µs/rt (${result.side.redis.cores} cores)` : ''}  gen ${result.generator.cores} cores  other ${result.machine.foreignCores} cores  errors ${result.errors.total + result.connect.failed}${batches ? `  batches ${batches.itemsPerBatch} items, ${Math.round(batches.inlineShare * 100)} % inline` : ''}`);
           if (result.connect.failed || result.errors.total) log(`    ${[...result.connect.failures, ...result.errors.samples].join('\n    ')}`);
           if (h.exited && (await Promise.race([h.exited.then(() => true), sleep(0).then(() => false)]))) throw new Error(`${h.kind} exited during the run; stderr:\n${h.stderr.join('\n')}`);
         }

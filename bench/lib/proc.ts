@@ -218,6 +218,12 @@ export interface ServerHandle {
   stderr: string[];
   exited: Promise<number | null>;
   stop(): Promise<void>;
+  /**
+   * The server's own counters, for servers that answer a `stats` line on stdin with a
+   * `{"stats": {...}}` line on stdout (the router: batches and items); null from the others
+   * (no answer within a second). A diagnostic beside the measurements, never part of them.
+   */
+  stats(): Promise<Record<string, number> | null>;
 }
 
 // Never leave a child (server, load generator) behind when we exit.
@@ -279,6 +285,7 @@ export async function startServer(kind: string, script: string, args: string[] =
   const stderr: string[] = [];
   createInterface({ input: child.stderr! }).on('line', (l) => { if (stderr.length < 200) stderr.push(l); });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const statsWaiters: ((s: Record<string, number> | null) => void)[] = [];
   const info = await new Promise<Record<string, unknown>>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${kind} did not start within ${opts.timeoutMs ?? 60000} ms; stderr: ${stderr.join('\n')}`)), opts.timeoutMs ?? 60000);
     const rl = createInterface({ input: child.stdout! });
@@ -288,6 +295,8 @@ export async function startServer(kind: string, script: string, args: string[] =
         if (j.ready) {
           clearTimeout(timer);
           resolve(j);
+        } else if (j.stats) {
+          statsWaiters.shift()?.(j.stats as Record<string, number>);
         }
       } catch { /* not ours */ }
     });
@@ -304,6 +313,19 @@ export async function startServer(kind: string, script: string, args: string[] =
         await exited;
         clearTimeout(t);
       })());
+    },
+    stats() {
+      if (child.exitCode !== null || child.signalCode !== null || !child.stdin?.writable) return Promise.resolve(null);
+      return new Promise((resolve) => {
+        const waiter = (s: Record<string, number> | null) => { clearTimeout(timer); resolve(s); };
+        const timer = setTimeout(() => {
+          const i = statsWaiters.indexOf(waiter);
+          if (i >= 0) statsWaiters.splice(i, 1);
+          resolve(null);
+        }, 1000);
+        statsWaiters.push(waiter);
+        child.stdin!.write('stats\n');
+      });
     },
   };
   track(child);

@@ -13,10 +13,14 @@
  * one state read per message; the product has no auth plugin yet), seeded with the token
  * the generator sends (BENCH_ID_TOKEN). A `plugins` key in the config replaces both.
  * SIGTERM / SIGINT / stdin closing: close the router, remove the temp dir, exit.
+ * A `stats` line on stdin: one `{"stats":{...}}` line on stdout with the router's batch
+ * counters so far (batches run by a worker and inline on the socket thread, items in them),
+ * read from its own metrics registry: where a cell's round trips went (ServerHandle.stats).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { stopWithParent } from '../lib/proc.js';
 import { importRouterCore } from '../lib/router-code.js';
 import { BENCH_ID_TOKEN } from '../lib/ocpp-payloads.js';
@@ -35,6 +39,22 @@ const base: Record<string, unknown> = {
 
 const router = await createRouter(mergeConfig(base, user), { onGeneratedApiKey: () => undefined });
 process.stdout.write(JSON.stringify({ ready: true, port: router.port, pid: process.pid, threads: router.dispatcher.stats.threads, config: router.config }) + '\n');
+
+/** Batch counters from the router's metrics (prom-client's JSON shape). */
+async function batchStats(): Promise<Record<string, number>> {
+  const out: Record<string, number> = { workerBatches: 0, socketBatches: 0, items: 0 };
+  for (const v of (await router.metrics.batches.get()).values) {
+    if (v.labels.thread === 'worker') out.workerBatches = v.value;
+    else if (v.labels.thread === 'socket') out.socketBatches = v.value;
+  }
+  for (const v of (await router.metrics.batchSize.get()).values) {
+    if (v.metricName === 'ocr_batch_items_sum') out.items = v.value;
+  }
+  return out;
+}
+createInterface({ input: process.stdin }).on('line', (line) => {
+  if (line.trim() === 'stats') void batchStats().then((stats) => process.stdout.write(JSON.stringify({ stats }) + '\n'));
+});
 
 let stopping = false;
 async function stop(code: number): Promise<void> {
