@@ -498,8 +498,7 @@ export async function runMatrix(o: MatrixOptions, log: (s: string) => void = (s)
         for (const h of order) {
           const s = await settle([...servers.map((x) => x.pid), ...(redis ? [redis.pid] : [])], o);
           const sidePids = redis && SERVERS[h.kind]!.usesRedis?.(o) ? { redis: redis.pid } : undefined;
-          const hasStats = 'config' in h.info; // the router's ready line; the references have no batches
-          const st0 = hasStats ? await h.stats() : null;
+          const st0 = await h.stats(); // the router's batch counters; null for the references
           const result = await runLoadgen({
             port: h.port, serverPid: h.pid, sidePids, version: o.version, action, chargers: o.chargers, inflight,
             warmupSec: o.warmup, durationSec: o.duration, client: o.client, idPrefix: `b${rep}-${h.kind}-${action}-${inflight}-${Date.now().toString(36)}`,

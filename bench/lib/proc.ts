@@ -219,9 +219,10 @@ export interface ServerHandle {
   exited: Promise<number | null>;
   stop(): Promise<void>;
   /**
-   * The server's own counters, for servers that answer a `stats` line on stdin with a
-   * `{"stats": {...}}` line on stdout (the router: batches and items); null from the others
-   * (no answer within a second). A diagnostic beside the measurements, never part of them.
+   * The server's own counters, for servers whose ready line says `"stats": true` and that
+   * answer a `stats` line on stdin with a `{"stats": {...}}` line on stdout (the router:
+   * batches and items); null at once from the others, and after a second without an answer.
+   * A diagnostic beside the measurements, never part of them.
    */
   stats(): Promise<Record<string, number> | null>;
 }
@@ -315,7 +316,7 @@ export async function startServer(kind: string, script: string, args: string[] =
       })());
     },
     stats() {
-      if (child.exitCode !== null || child.signalCode !== null || !child.stdin?.writable) return Promise.resolve(null);
+      if (info.stats !== true || child.exitCode !== null || child.signalCode !== null || !child.stdin?.writable) return Promise.resolve(null);
       return new Promise((resolve) => {
         const waiter = (s: Record<string, number> | null) => { clearTimeout(timer); resolve(s); };
         const timer = setTimeout(() => {

@@ -4,7 +4,7 @@
  *
  *   node --import tsx bench/reference/router.ts ['<config JSON>']
  *
- * Prints one JSON line on stdout once listening: {"ready":true,"port":N,"pid":P,"threads":T}.
+ * Prints one JSON line on stdout once listening: {"ready":true,"port":N,"pid":P,"threads":T,"stats":true,…}.
  * Local data (API key store, analytics spool) goes to a fresh temp dir, removed on exit.
  * State: in process unless the config sets `redis.url` (the matrix passes its throwaway
  * redis-server's URL under --router-state=redis). Analytics: the local spool (no ClickHouse).
@@ -38,7 +38,7 @@ const base: Record<string, unknown> = {
 };
 
 const router = await createRouter(mergeConfig(base, user), { onGeneratedApiKey: () => undefined });
-process.stdout.write(JSON.stringify({ ready: true, port: router.port, pid: process.pid, threads: router.dispatcher.stats.threads, config: router.config }) + '\n');
+process.stdout.write(JSON.stringify({ ready: true, port: router.port, pid: process.pid, threads: router.dispatcher.stats.threads, config: router.config, stats: true }) + '\n');
 
 /** Batch counters from the router's metrics (prom-client's JSON shape). */
 async function batchStats(): Promise<Record<string, number>> {
