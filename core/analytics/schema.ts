@@ -241,16 +241,22 @@ function strCol(v: unknown, last: [string, string]): string {
   return (last[1] = JSON.stringify(s));
 }
 
-/** JSON text of a LowCardinality column's value: few distinct values, so a bounded map. */
-function lcCol(v: unknown, cache: Map<string, string>): string {
+/**
+ * JSON text of a LowCardinality column's value: the column's last value first (rows of one
+ * message repeat unit, location, context), then a bounded map shared by the table's columns
+ * (few distinct values).
+ */
+function lcCol(v: unknown, last: [string, string], cache: Map<string, string>): string {
   const s = typeof v === 'string' ? v : v === null || v === undefined ? '' : String(v);
+  if (s === last[0]) return last[1];
   let q = cache.get(s);
   if (q === undefined) {
     if (cache.size >= 1024) cache.clear();
     q = JSON.stringify(s);
     cache.set(s, q);
   }
-  return q;
+  last[0] = s;
+  return (last[1] = q);
 }
 
 function float64Col(v: unknown): number {
@@ -286,36 +292,85 @@ function dateTimeCol(v: unknown): number {
  * megamorphic keyed load; that loop measured 24% of worker CPU on the same profile. The
  * generated function reads `row.cp_id`, `row.value`… at sites of their own, which stay
  * monomorphic for a plugin's row shape.
+ *
+ * Why the last row's text is reused: the rows of one message repeat their leading columns
+ * (time, charger, EVSE, transaction: 9 of 15 for a MeterValues row), so a row starts from
+ * the text of the longest run of leading columns equal to the last row's and encodes the
+ * rest. bench/micro/analytics-write.ts, 10-value MeterValues rows: ≈ 25 % less CPU per row
+ * than encoding every column (RESULTS.md, "Analytics rows"). Writing bytes straight into
+ * the buffer from JS instead (keys and cached values copied, numbers digit by digit) was
+ * tried and measured ≈ 50 % slower than these ropes, which V8 flattens and copies natively.
  */
 export function rowEncoder(table: AnalyticsTable): RowEncoder {
-  const parts: string[] = [];
+  const cols = Object.entries(COLUMNS[table]);
+  const common = Object.keys(COMMON);
   const lasts: Array<[string, string]> = [];
   const lc = new Map<string, string>();
-  Object.entries(COLUMNS[table]).forEach(([name, kind], i) => {
+  const slot = (): number => lasts.push(['', '""']) - 1;
+  const reads: string[] = [];
+  const matches: string[] = [];
+  const cases: string[] = [];
+  cols.forEach(([name, kind], i) => {
     assertIdentifier(name);
+    if (i < common.length && common[i] !== name) throw new Error(`${table}: column ${i} must be ${common[i]}`);
     const key = JSON.stringify((i === 0 ? '{' : ',') + JSON.stringify(name) + ':');
+    // ts, ts_ms and received_at come from tsMsAll and recvMs: one group, case 0.
+    if (i === 0) {
+      cases.push(`case 0: {
+        const tsSec = Math.floor(tsMsAll / 1000);
+        const tsS = tsSec < 0 ? 0 : tsSec > MAX ? MAX : tsSec;
+        const tsMs = tsMsAll < 0 ? 0 : Math.floor(tsMsAll - tsSec * 1000);
+        const recvS = recvMs < 0 ? 0 : Math.min(Math.floor(recvMs / 1000), MAX);
+        t = ${key} + tsS; P[0] = t;
+        t = t + ${JSON.stringify(',"ts_ms":')} + tsMs; P[1] = t;
+        t = t + ${JSON.stringify(',"received_at":')} + recvS; P[2] = t;
+      }`);
+      return;
+    }
+    if (i < 3) return;
     let expr: string;
-    if (name === 'ts') expr = 'tsS';
-    else if (name === 'ts_ms') expr = 'tsMs';
-    else if (name === 'received_at') expr = 'recvS';
-    else if (name === 'node_id') expr = `lcCol(row.node_id === undefined || row.node_id === null || row.node_id === '' ? nodeId : row.node_id, lc)`;
-    else if (kind === 'string') expr = `strCol(row.${name}, lasts[${lasts.push(['', '""']) - 1}])`;
-    else if (kind === 'lcstring') expr = `lcCol(row.${name}, lc)`;
-    else if (kind === 'uint16') expr = `clampInt(row.${name}, 0xffff)`;
-    else if (kind === 'uint32') expr = `clampInt(row.${name}, 0xffffffff)`;
-    else if (kind === 'float64') expr = `float64Col(row.${name})`;
-    else expr = `dateTimeCol(row.${name})`;
-    parts.push(`${key} + ${expr}`);
+    if (name === 'node_id') expr = `lcCol(v${i} === undefined || v${i} === null || v${i} === '' ? nodeId : v${i}, lasts[${slot()}], lc)`;
+    else if (kind === 'string') expr = `strCol(v${i}, lasts[${slot()}])`;
+    else if (kind === 'lcstring') expr = `lcCol(v${i}, lasts[${slot()}], lc)`;
+    else if (kind === 'uint16') expr = `clampInt(v${i}, 0xffff)`;
+    else if (kind === 'uint32') expr = `clampInt(v${i}, 0xffffffff)`;
+    else if (kind === 'float64') expr = `float64Col(v${i})`;
+    else expr = `dateTimeCol(v${i})`;
+    reads.push(`const v${i} = row.${name};`);
+    matches.push(`if (j === ${i} && v${i} === L[${i}]) j = ${i + 1};`);
+    cases.push(`case ${i}: t = t + ${key} + ${expr}; P[${i}] = t; L[${i}] = plain(v${i}) ? v${i} : NOPE;`);
   });
+  // Each row starts from the text of the longest run of leading columns whose values are
+  // those of the last row (compared as they came, before coercion), and encodes only the
+  // rest: the rows of one message repeat time, charger, EVSE and transaction (10 rows per
+  // MeterValues). Only strings, numbers, null and undefined count as the same (an object's
+  // String() may change): anything else is stored as NOPE, which nothing equals.
   const body = `
     const recvMs = toEpochMs(row.received_at) ?? nowMs;
     const tsMsAll = toEpochMs(row.ts) ?? recvMs;
-    const tsSec = Math.floor(tsMsAll / 1000);
-    const tsS = tsSec < 0 ? 0 : tsSec > MAX ? MAX : tsSec;
-    const tsMs = tsMsAll < 0 ? 0 : Math.floor(tsMsAll - tsSec * 1000);
-    const recvS = recvMs < 0 ? 0 : Math.min(Math.floor(recvMs / 1000), MAX);
-    return ${parts.join('\n      + ')} + '}\\n';`;
+    ${reads.join('\n    ')}
+    let j = tsMsAll === L.ts && recvMs === L.recv && nodeId === L.nodeId ? 3 : 0;
+    ${matches.join('\n    ')}
+    if (j === ${cols.length}) return P[${cols.length - 1}] + '}\\n';
+    let t = '';
+    // Reading a character flattens a rope in place (V8): the reused text is then copied as one
+    // piece by every later join, not walked node by node for each row (≈ 10 % of the row's
+    // cost, bench/micro/analytics-write.ts). Its first character is always '{'.
+    if (j > 0 && (t = P[j - 1]).charCodeAt(0) !== 0x7b) j = 0;
+    // Until the line is whole, nothing matches: a value whose String() throws leaves P and L
+    // half updated, and the next row must not reuse them.
+    L.ts = NaN;
+    switch (j) {
+      ${cases.join('\n      ')}
+    }
+    L.ts = tsMsAll; L.recv = recvMs; L.nodeId = nodeId;
+    return t + '}\\n';`;
+  const L: Record<string | number, unknown> = { ts: NaN, recv: NaN, nodeId: undefined };
+  const P: string[] = new Array<string>(cols.length).fill('');
+  const NOPE = {};
+  const plain = (v: unknown): boolean => v === undefined || v === null || typeof v === 'string' || typeof v === 'number';
   // eslint-disable-next-line @typescript-eslint/no-implied-eval -- see the doc comment
-  const make = new Function('toEpochMs', 'clampInt', 'strCol', 'lcCol', 'float64Col', 'dateTimeCol', 'lasts', 'lc', 'MAX', `return function encode_${table}(row, nowMs, nodeId) {${body}\n  };`);
-  return make(toEpochMs, clampInt, strCol, lcCol, float64Col, dateTimeCol, lasts, lc, MAX_DATETIME_S) as RowEncoder;
+  const make = new Function('toEpochMs', 'clampInt', 'strCol', 'lcCol', 'float64Col', 'dateTimeCol', 'lasts', 'lc', 'MAX', 'L', 'P', 'NOPE', 'plain',
+    `return function encode_${table}(row, nowMs, nodeId) {${body}\n  };`);
+  return make(toEpochMs, clampInt, strCol, lcCol, float64Col, dateTimeCol, lasts, lc, MAX_DATETIME_S, L, P, NOPE, plain) as RowEncoder;
 }
