@@ -12,7 +12,8 @@ import { randomBytes } from 'node:crypto';
 import { buildConfig, type RouterConfig } from './options.js';
 import { createLogger, type PinoLogger } from './log.js';
 import type { OcppVersion } from './protocol/dialect.js';
-import { createMetrics, type Metrics } from './metrics.js';
+import { createMetrics, registerAnalyticsMetrics, type Metrics } from './metrics.js';
+import { AnalyticsTotals, isSinkStats } from './analytics/thread-totals.js';
 import { ConnectionRegistry } from './registry/connection-registry.js';
 import { Dispatcher } from './dispatch/pool.js';
 import { CommandApi } from './command/command-api.js';
@@ -98,6 +99,19 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
   }
   const registry = new StoreChargerRegistry(registryStore);
 
+  // Analytics counters of every thread (the workers report theirs on the control channel).
+  const analytics = new AnalyticsTotals();
+  let inlineSink: ClickHouseSink | null = null;
+  const control = new BroadcastChannel(`${channel}:control`);
+  control.onmessage = (ev: MessageEvent) => {
+    const d = ev.data as { op?: string; threadId?: unknown; stats?: unknown; analytics?: unknown } | null;
+    if (typeof d?.threadId !== 'number') return;
+    if (d.op === 'analytics' && isSinkStats(d.stats)) analytics.report(d.threadId, d.stats);
+    else if (d.op === 'drained' && isSinkStats(d.analytics)) analytics.retire(d.threadId, d.analytics);
+  };
+  (control as unknown as { unref?: () => void }).unref?.();
+  registerAnalyticsMetrics(metrics.registry, () => analytics.totals(inlineSink ? [inlineSink.stats()] : []));
+
   const connections = new ConnectionRegistry();
   const threads = config.pool.threads || availableParallelism();
   let gateway: Gateway;
@@ -165,7 +179,6 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
   // The socket thread's own runtime for inline batches (pool.ts): the `inline` plugins over this
   // thread's store (the journaling one with Redis: the journal lives here), its own sink.
   let inlineRuntime: BatchRuntime | null = null;
-  let inlineSink: ClickHouseSink | null = null;
   try {
     const pings = await dispatcher.start();
     if (config.pool.inline.enabled) {
@@ -194,6 +207,7 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
     await dispatcher.destroy();
     await inlineSink?.close().catch(() => undefined);
     rpc.close();
+    control.close();
     await store.close().catch(() => undefined);
     throw err;
   }
@@ -252,6 +266,7 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
         for (const t of transports) await t.close();
         await bus?.close();
         rpc.close();
+        control.close();
         await journal?.close();
         await store.close();
       })());

@@ -7,6 +7,7 @@
  * (unknown action names are folded into "(unknown)").
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { SinkStats } from './analytics/sink.js';
 
 export function createMetrics() {
   const registry = new Registry();
@@ -37,6 +38,32 @@ export function createMetrics() {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/**
+ * The analytics pipeline's counters (every thread's sink, summed by the caller: see
+ * core/analytics/thread-totals.ts), read at each scrape. Rows by outcome: `written` (inserted
+ * into ClickHouse), `spooled` (kept on disk: no ClickHouse configured, or it failed),
+ * `replayed` (from the spool into ClickHouse later), `dropped` (lost: buffer or spool full).
+ */
+export function registerAnalyticsMetrics(registry: Registry, read: () => SinkStats): void {
+  new Counter({
+    name: 'ocr_analytics_rows_total', help: 'Analytics rows by outcome: written to ClickHouse, spooled to disk, replayed from the spool, dropped (buffer or spool full)',
+    labelNames: ['outcome'], registers: [registry],
+    collect() {
+      const s = read();
+      this.reset();
+      for (const outcome of ['written', 'spooled', 'replayed', 'dropped'] as const) this.inc({ outcome }, s[outcome]);
+    },
+  });
+  new Gauge({ name: 'ocr_analytics_buffered_rows', help: 'Analytics rows in memory, waiting for the next flush', registers: [registry], collect() { this.set(read().buffered); } });
+  new Counter({
+    name: 'ocr_analytics_insert_failures_total', help: 'Failed ClickHouse inserts and migrations (their rows went to the spool)', registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(read().failures);
+    },
+  });
+}
 
 /**
  * A histogram with one label, for the per-frame path of the socket thread, registered in a

@@ -27,6 +27,8 @@ export interface WorkerData {
 }
 
 const { config, nodeId, channel } = workerData as WorkerData;
+/** How often a worker reports its analytics counters (see below). */
+const STATS_INTERVAL_MS = 1000;
 const log = createLogger(config.log, { nodeId, thread: threadId });
 const rpc = new ThreadRpcClient({ name: channel });
 const journaled: Set<string> | null = config.redis.url ? new Set() : null;
@@ -56,17 +58,47 @@ control.onmessage = (ev: MessageEvent) => {
   void (async () => {
     await runtime.close();
     await sink.close().catch((err: Error) => log.error({ err }, 'analytics flush at shutdown failed'));
+    clearInterval(reportCheck);
+    if (reportTimer !== null) clearTimeout(reportTimer);
     await store.close().catch(() => undefined);
     rpc.close();
-    control.postMessage({ op: 'drained', threadId });
+    control.postMessage({ op: 'drained', threadId, analytics: sink.stats() });
   })();
 };
 (control as unknown as { unref?: () => void }).unref?.();
+
+// The sink's counters go to the socket thread, which serves /metrics (core/analytics/thread-totals.ts):
+// after a batch, at most once a second (a timer for the rest of the second), and from a
+// once-a-second check for what changes between batches (flushes, spool replays). Nothing
+// is sent while nothing changes.
+let lastReport = 0;
+let lastKey = '';
+let reportTimer: NodeJS.Timeout | null = null;
+function report(): void {
+  if (reportTimer !== null) clearTimeout(reportTimer);
+  reportTimer = null;
+  const stats = sink.stats();
+  const key = `${stats.buffered} ${stats.written} ${stats.spooled} ${stats.dropped} ${stats.replayed} ${stats.failures}`;
+  if (key === lastKey) return;
+  lastKey = key;
+  lastReport = Date.now();
+  control.postMessage({ op: 'analytics', threadId, stats });
+}
+function reportSoon(): void {
+  if (reportTimer !== null) return;
+  const wait = lastReport + STATS_INTERVAL_MS - Date.now();
+  if (wait <= 0) report();
+  else reportTimer = setTimeout(report, wait);
+}
+const reportCheck = setInterval(report, STATS_INTERVAL_MS);
+reportCheck.unref();
 
 export default async function task(input: ArrayBuffer | PingTask): Promise<ArrayBuffer | PingResult | unknown> {
   if (!(input instanceof ArrayBuffer)) {
     if (input.op === 'ping') return runtime.info(threadId);
     throw new Error('unknown task');
   }
-  return Piscina.move(await runtime.runBatch(input));
+  const out = await runtime.runBatch(input);
+  reportSoon();
+  return Piscina.move(out);
 }

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { createClient } from '@clickhouse/client';
 import { startRouter } from '../helpers/router.js';
 import { TestCharger } from '../helpers/charger.js';
+import { until } from '../helpers/wait.js';
 import { startClickHouse } from '../services/clickhouse.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -69,6 +70,11 @@ t.test('ClickHouse away: frames answered at once, rows spooled, delivered when i
     await sleep(250);
   }
   t.same(values, [0, 1, 2, 3, 4], 'every spooled row delivered exactly once');
+  // What an operator's dashboard shows: the rows went to the spool, then from it to ClickHouse.
+  const sample = async (outcome: string) => Number(new RegExp(`^ocr_analytics_rows_total\\{outcome="${outcome}"\\} (\\S+)$`, 'm').exec((await r.api('GET', '/metrics')).body as string)?.[1]);
+  t.ok(await until(async () => (await sample('replayed')) >= 5, 5000), '/metrics: rows replayed from the spool');
+  t.ok((await sample('spooled')) >= 5, '/metrics: rows spooled while ClickHouse was away');
+  t.equal(await sample('dropped'), 0, '/metrics: none dropped');
 });
 
 t.test('TLS (wss) via uWS SSLApp', async (t) => {

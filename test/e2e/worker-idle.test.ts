@@ -7,6 +7,7 @@
 import t from 'tap';
 import { spooledRows, startRouter, type TestRouter } from '../helpers/router.js';
 import { until } from '../helpers/wait.js';
+import { TABLES } from '../../core/analytics/schema.js';
 import { TestCharger } from '../helpers/charger.js';
 
 const probes = [
@@ -18,6 +19,13 @@ const probes = [
 async function metric(r: TestRouter, name: string): Promise<number> {
   const text = (await r.api('GET', '/metrics')).body as string;
   return Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+}
+
+/** A labelled sample, e.g. metricWith(r, 'ocr_analytics_rows_total', 'outcome="spooled"'). */
+async function metricWith(r: TestRouter, name: string, labels: string): Promise<number> {
+  const text = (await r.api('GET', '/metrics')).body as string;
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}} `));
+  return Number(line?.split(' ')[1] ?? NaN);
 }
 
 async function stopped(r: TestRouter): Promise<void> {
@@ -46,12 +54,39 @@ t.test('idle workers drain and stop; a batch that needs one starts them again', 
   await stopped(r);
   t.equal(r.router.dispatcher.stats.threads, 0, 'no worker thread left');
   t.same(spooledValues(r.dir, 'IDLE-1').sort((a, b) => Number(a) - Number(b)), Array.from({ length: 50 }, (_, i) => String(i)), 'the drain wrote every buffered row, once');
+  // Each worker's last counters reach /metrics as it drains, and stay there once it is gone.
+  const inSpool = () => TABLES.reduce((n, table) => n + spooledRows(r.dir, table).length, 0);
+  const first = inSpool();
+  t.ok(await until(async () => (await metricWith(r, 'ocr_analytics_rows_total', 'outcome="spooled"')) === first), `/metrics: the stopped workers' rows counted as spooled, as many as the spool holds (${first})`);
+  t.equal(await metric(r, 'ocr_analytics_buffered_rows'), 0, 'nothing buffered');
+  t.equal(await metricWith(r, 'ocr_analytics_rows_total', 'outcome="dropped"'), 0, 'nothing dropped');
 
   const f = await c.call('DataTransfer', { vendorId: 'test.thread' });
   t.equal(f[0], 3, 'a message for a worker is answered after the restart');
   t.not((f[2] as { data: string }).data, '0', 'by a worker');
   t.equal(await metric(r, 'ocr_worker_starts_total'), 1, 'one restart counted');
   t.equal(await metric(r, 'ocr_pool_threads'), 2, 'both workers running again');
+
+  // New threads count from zero; the router's totals add them to the stopped threads' counts.
+  t.equal((await c.call('MeterValues', mv(5)))[0], 3);
+  await stopped(r);
+  const second = inSpool();
+  t.ok(second >= first + 10, 'the second generation of workers spooled its rows');
+  t.ok(await until(async () => (await metricWith(r, 'ocr_analytics_rows_total', 'outcome="spooled"')) === second), `/metrics: both generations' rows counted (${second})`);
+});
+
+t.test('running workers report their analytics counters to /metrics within a second', async (t) => {
+  const r = await startRouter(t, { plugins: probes, pool: { threads: 2, idleTimeoutMs: 0, inline: { enabled: false } }, analytics: { flushIntervalMs: 600_000, batchRows: 1_000_000 } });
+  const c = await TestCharger.connect(r.url('REPORT-1'), { protocols: 'ocpp2.0.1' });
+  t.teardown(() => c.close());
+  for (let i = 0; i < 3; i++) t.equal((await c.call('MeterValues', mv(i)))[0], 3);
+  t.ok(await until(async () => (await metric(r, 'ocr_analytics_buffered_rows')) >= 30, 3000), '/metrics: the 30 meter rows buffered in the workers');
+  t.equal(await metricWith(r, 'ocr_analytics_rows_total', 'outcome="spooled"'), 0, 'none spooled yet');
+  t.equal(await metricWith(r, 'ocr_analytics_rows_total', 'outcome="dropped"'), 0, 'none dropped');
+  // More rows within the second: the throttled report follows.
+  const before = await metric(r, 'ocr_analytics_buffered_rows');
+  t.equal((await c.call('MeterValues', mv(3)))[0], 3);
+  t.ok(await until(async () => (await metric(r, 'ocr_analytics_buffered_rows')) >= before + 10, 3000), '/metrics: a later batch reported too');
 });
 
 t.test('while the workers are stopped, inline messages run on the socket thread and do not wake them', async (t) => {
