@@ -14,8 +14,9 @@
  * the generator sends (BENCH_ID_TOKEN). A `plugins` key in the config replaces both.
  * SIGTERM / SIGINT / stdin closing: close the router, remove the temp dir, exit.
  * A `stats` line on stdin: one `{"stats":{...}}` line on stdout with the router's batch
- * counters so far (batches run by a worker and inline on the socket thread, items in them),
- * read from its own metrics registry: where a cell's round trips went (ServerHandle.stats).
+ * counters so far (batches run by a worker and inline on the socket thread, items in them)
+ * and its analytics rows by outcome (`analytics_spooled`, `analytics_dropped`…), read from its
+ * own metrics registry: where a cell's round trips went (ServerHandle.stats).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -50,6 +51,9 @@ async function batchStats(): Promise<Record<string, number>> {
   for (const v of (await router.metrics.batchSize.get()).values) {
     if (v.metricName === 'ocr_batch_items_sum') out.items = v.value;
   }
+  // Analytics rows of every thread, so a run can show that none was dropped.
+  const rows = router.metrics.registry.getSingleMetric('ocr_analytics_rows_total');
+  for (const v of rows ? (await rows.get()).values : []) out[`analytics_${String(v.labels.outcome)}`] = v.value;
   return out;
 }
 createInterface({ input: process.stdin }).on('line', (line) => {
