@@ -3,7 +3,7 @@
  *
  * Owns: the sum of every thread's SinkStats. Each worker's sink counts for itself (rows
  * written, spooled, dropped… since the thread started) and reports them over the router's
- * control channel (core/worker/entry.ts): at most once a second while they change, and a
+ * control channel (core/worker/entry.ts): checked once a second and sent when they changed, and a
  * last time when the thread drains before it stops. A stopped thread's last report is kept
  * in the totals, so the counters never go back when idle workers stop and new ones start
  * (pool.idleTimeoutMs); a crashed thread's last report stays as it was. Must not: read a

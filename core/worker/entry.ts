@@ -59,7 +59,6 @@ control.onmessage = (ev: MessageEvent) => {
     await runtime.close();
     await sink.close().catch((err: Error) => log.error({ err }, 'analytics flush at shutdown failed'));
     clearInterval(reportCheck);
-    if (reportTimer !== null) clearTimeout(reportTimer);
     await store.close().catch(() => undefined);
     rpc.close();
     control.postMessage({ op: 'drained', threadId, analytics: sink.stats() });
@@ -68,29 +67,16 @@ control.onmessage = (ev: MessageEvent) => {
 (control as unknown as { unref?: () => void }).unref?.();
 
 // The sink's counters go to the socket thread, which serves /metrics (core/analytics/thread-totals.ts):
-// after a batch, at most once a second (a timer for the rest of the second), and from a
-// once-a-second check for what changes between batches (flushes, spool replays). Nothing
-// is sent while nothing changes.
-let lastReport = 0;
+// checked once a second, sent when they changed (nothing while idle), and a last time in the
+// 'drained' message above. A timer rather than a post per batch: nothing on the batch path.
 let lastKey = '';
-let reportTimer: NodeJS.Timeout | null = null;
-function report(): void {
-  if (reportTimer !== null) clearTimeout(reportTimer);
-  reportTimer = null;
+const reportCheck = setInterval(() => {
   const stats = sink.stats();
   const key = `${stats.buffered} ${stats.written} ${stats.spooled} ${stats.dropped} ${stats.replayed} ${stats.failures}`;
   if (key === lastKey) return;
   lastKey = key;
-  lastReport = Date.now();
   control.postMessage({ op: 'analytics', threadId, stats });
-}
-function reportSoon(): void {
-  if (reportTimer !== null) return;
-  const wait = lastReport + STATS_INTERVAL_MS - Date.now();
-  if (wait <= 0) report();
-  else reportTimer = setTimeout(report, wait);
-}
-const reportCheck = setInterval(report, STATS_INTERVAL_MS);
+}, STATS_INTERVAL_MS);
 reportCheck.unref();
 
 export default async function task(input: ArrayBuffer | PingTask): Promise<ArrayBuffer | PingResult | unknown> {
@@ -98,7 +84,5 @@ export default async function task(input: ArrayBuffer | PingTask): Promise<Array
     if (input.op === 'ping') return runtime.info(threadId);
     throw new Error('unknown task');
   }
-  const out = await runtime.runBatch(input);
-  reportSoon();
-  return Piscina.move(out);
+  return Piscina.move(await runtime.runBatch(input));
 }
