@@ -13,12 +13,17 @@ import type { SinkStats } from './sink.js';
 
 const FIELDS = ['buffered', 'written', 'spooled', 'dropped', 'replayed', 'failures'] as const;
 
-export function emptySinkStats(): SinkStats {
+function emptySinkStats(): SinkStats {
   return { buffered: 0, written: 0, spooled: 0, dropped: 0, replayed: 0, failures: 0 };
 }
 
 function addInto(acc: SinkStats, s: SinkStats): void {
   for (const f of FIELDS) acc[f] += Number.isFinite(s[f]) ? s[f] : 0;
+}
+
+/** Whether two reports hold the same counts (a worker sends only when they changed). */
+export function sameSinkStats(a: SinkStats | null, b: SinkStats): boolean {
+  return a !== null && FIELDS.every((f) => a[f] === b[f]);
 }
 
 /** A report as it came over a channel: only the SinkStats fields, as numbers. */

@@ -16,6 +16,8 @@ import { BatchRuntime } from './runtime.js';
 import { createStores } from '../state/create.js';
 import { StoreChargerRegistry } from '../state/registry.js';
 import { threadSink } from '../analytics/clickhouse-sink.js';
+import { sameSinkStats } from '../analytics/thread-totals.js';
+import type { SinkStats } from '../analytics/sink.js';
 import { validateOutgoing } from '../protocol/validate.js';
 import type { RouterConfig } from '../options.js';
 
@@ -69,12 +71,11 @@ control.onmessage = (ev: MessageEvent) => {
 // The sink's counters go to the socket thread, which serves /metrics (core/analytics/thread-totals.ts):
 // checked once a second, sent when they changed (nothing while idle), and a last time in the
 // 'drained' message above. A timer rather than a post per batch: nothing on the batch path.
-let lastKey = '';
+let lastStats: SinkStats | null = null;
 const reportCheck = setInterval(() => {
   const stats = sink.stats();
-  const key = `${stats.buffered} ${stats.written} ${stats.spooled} ${stats.dropped} ${stats.replayed} ${stats.failures}`;
-  if (key === lastKey) return;
-  lastKey = key;
+  if (sameSinkStats(lastStats, stats)) return;
+  lastStats = stats;
   control.postMessage({ op: 'analytics', threadId, stats });
 }, STATS_INTERVAL_MS);
 reportCheck.unref();
