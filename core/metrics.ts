@@ -43,11 +43,12 @@ export type Metrics = ReturnType<typeof createMetrics>;
  * The analytics pipeline's counters (every thread's sink, summed by the caller: see
  * core/analytics/thread-totals.ts), read at each scrape. Rows by outcome: `written` (inserted
  * into ClickHouse), `spooled` (kept on disk: no ClickHouse configured, or it failed),
- * `replayed` (from the spool into ClickHouse later), `dropped` (lost: buffer or spool full).
+ * `replayed` (from the spool into ClickHouse later), `dropped` (lost: memory bound passed, or
+ * rows held in memory when the router stopped); messages refused while rows could not be stored.
  */
 export function registerAnalyticsMetrics(registry: Registry, read: () => SinkStats): void {
   new Counter({
-    name: 'ocr_analytics_rows_total', help: 'Analytics rows by outcome: written to ClickHouse, spooled to disk, replayed from the spool, dropped (buffer or spool full)',
+    name: 'ocr_analytics_rows_total', help: 'Analytics rows by outcome: written to ClickHouse, spooled to disk, replayed from the spool, dropped (memory bound passed, or held rows at shutdown)',
     labelNames: ['outcome'], registers: [registry],
     collect() {
       const s = read();
@@ -55,7 +56,16 @@ export function registerAnalyticsMetrics(registry: Registry, read: () => SinkSta
       for (const outcome of ['written', 'spooled', 'replayed', 'dropped'] as const) this.inc({ outcome }, s[outcome]);
     },
   });
-  new Gauge({ name: 'ocr_analytics_buffered_rows', help: 'Analytics rows in memory, waiting for the next flush', registers: [registry], collect() { this.set(read().buffered); } });
+  new Gauge({ name: 'ocr_analytics_buffered_rows', help: 'Analytics rows in memory: waiting for the next flush, or held while neither ClickHouse nor the spool takes them', registers: [registry], collect() { this.set(read().buffered); } });
+  new Counter({
+    name: 'ocr_analytics_refused_messages_total',
+    help: 'Charger messages refused with InternalError (the charger retries) because analytics rows could not be stored: ClickHouse and the spool did not take rows, and the rows in memory reached nine tenths of analytics.maxBufferRows',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(read().refused);
+    },
+  });
   new Counter({
     name: 'ocr_analytics_insert_failures_total', help: 'Failed ClickHouse inserts and migrations (their rows went to the spool)', registers: [registry],
     collect() {

@@ -120,7 +120,18 @@ export interface RouterConfig {
     /** @default './data/spool' */ spoolDir: string;
     /** @default 5000 */ batchRows: number;
     /** @default 1000 */ flushIntervalMs: number;
-    /** @default 100000 */ maxBufferRows: number;
+    /**
+     * Analytics rows held in memory per router thread. Near this bound (within a tenth of it)
+     * the router refuses CALLs whose handling writes analytics rows, with InternalError, so
+     * that chargers retry them later instead of a stored row being lost. @default 100000
+     */
+    maxBufferRows: number;
+    /**
+     * Bound on the spool directory's size in bytes (all tables, dead letters included). When
+     * the spool is full and ClickHouse cannot take rows, they wait in memory (maxBufferRows).
+     * @default 1073741824 (1 GiB)
+     */
+    spoolMaxBytes: number;
   };
   /** Directory for local data (API key store, spool). @default './data' */
   dataDir: string;
@@ -226,7 +237,10 @@ export const configSchema = {
     },
     analytics: {
       type: 'object', additionalProperties: false, default: {},
-      properties: { spoolDir: { ...str, default: './data/spool' }, batchRows: int(1, 1000000, 5000), flushIntervalMs: int(10, 600000, 1000), maxBufferRows: int(1, 100000000, 100000) },
+      properties: {
+        spoolDir: { ...str, default: './data/spool' }, batchRows: int(1, 1000000, 5000), flushIntervalMs: int(10, 600000, 1000), maxBufferRows: int(1, 100000000, 100000),
+        spoolMaxBytes: int(65536, Number.MAX_SAFE_INTEGER, 1024 ** 3),
+      },
     },
     dataDir: { ...str, default: './data' },
     processes: int(1, 256, 1),

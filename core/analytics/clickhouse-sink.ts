@@ -8,14 +8,15 @@
  * start() on ClickHouse being up.
  *
  *   write() ── rowEncoder() ──► buffers[table]: JSONEachRow bytes (bounded: maxBufferRows
- *                  │              in total, overflow dropped+counted)
+ *                  │              in total with the held rows, overflow dropped+counted)
  *                  │ every flushIntervalMs, or as soon as one table holds batchRows
  *                  ▼
  *               flush ── chunks of ≤ batchRows rows ──► ClickHouse insert ──ok──► written
  *                  │                            │ error (backoff starts)
  *                  │ no ClickHouse, or backing off
  *                  ▼                            ▼
- *               spool.append() ◄────────────────┘            (spool full: dropped+counted)
+ *               spool.append() ◄────────────────┘
+ *                  │   └─ full, or failing ──► held in memory, offered again at every flush
  *                  │
  *               replay loop, every replayIntervalMs once the backoff has passed:
  *               migrate (until it succeeded once) ─► spool.replay() ─► insert ─► replayed
@@ -24,6 +25,14 @@
  * every column present): the same bytes go to ClickHouse or to the spool, so a replayer in
  * another thread or process only has to insert them. Why in write() and not at the flush:
  * see `rowEncoder` in schema.ts (measured on the MeterValues path of bench/).
+ *
+ * Back-pressure instead of loss: rows the spool cannot take stay in memory (they count
+ * against maxBufferRows), and once the rows in memory reach the admission mark (nine tenths
+ * of maxBufferRows) admit() says no: the pipeline then refuses messages that write rows
+ * (InternalError; chargers retry transaction messages) rather than answering a message whose
+ * rows would be dropped. The last tenth is the room of messages admitted before the mark
+ * that are still being handled. Rows are dropped only beyond maxBufferRows, and at close
+ * when nothing takes them (both counted and logged).
  *
  * Without `clickhouse` options the sink is a pure spool writer ("local analytics spool"),
  * the default for a router started with nothing else installed; a later sink with
@@ -90,7 +99,8 @@ export interface ClickHouseSinkOptions {
    */
   spoolDir?: string;
   /**
-   * Bound on rows held in memory, all tables together. write() drops beyond it.
+   * Bound on rows held in memory, all tables together. write() drops beyond it; admit()
+   * says no from nine tenths of it.
    * @default 100000
    */
   maxBufferRows?: number;
@@ -151,6 +161,7 @@ export class ClickHouseSink implements AnalyticsSink {
   readonly #client: ClickHouseClient | undefined;
   readonly #database: string;
   readonly #maxBufferRows: number;
+  readonly #admitRows: number;
   readonly #batchRows: number;
   readonly #flushIntervalMs: number;
   readonly #replayIntervalMs: number;
@@ -160,7 +171,11 @@ export class ClickHouseSink implements AnalyticsSink {
   // One encoded buffer per table, created up front: write() does a Map lookup, encodes and copies.
   readonly #buffers = new Map<AnalyticsTable, EncodedRows>(TABLES.map((t) => [t, new EncodedRows(rowEncoder(t))]));
   #buffered = 0;
-  #counts = { written: 0, spooled: 0, dropped: 0, replayed: 0, failures: 0 };
+  #counts = { written: 0, spooled: 0, dropped: 0, replayed: 0, failures: 0, refused: 0 };
+  // Rows that neither ClickHouse nor the spool took (copies: flush buffers are reused),
+  // oldest first, offered again at every flush. Counted in #buffered.
+  #held: HeldChunk[] = [];
+  #holding = false;
   #flushTimer: NodeJS.Timeout | undefined;
   #replayTimer: NodeJS.Timeout | undefined;
   #flushSoon = false;
@@ -179,6 +194,7 @@ export class ClickHouseSink implements AnalyticsSink {
   constructor(opts: ClickHouseSinkOptions = {}) {
     this.#log = opts.log ?? pino({ name: 'ocr.analytics', level: 'info' });
     this.#maxBufferRows = positiveInt('maxBufferRows', opts.maxBufferRows, DEFAULTS.maxBufferRows);
+    this.#admitRows = this.#maxBufferRows - Math.floor(this.#maxBufferRows / 10);
     this.#batchRows = positiveInt('batchRows', opts.batchRows, DEFAULTS.batchRows);
     this.#flushIntervalMs = positiveInt('flushIntervalMs', opts.flushIntervalMs, DEFAULTS.flushIntervalMs);
     this.#replayIntervalMs = positiveInt('replayIntervalMs', opts.replayIntervalMs, DEFAULTS.replayIntervalMs);
@@ -260,12 +276,12 @@ export class ClickHouseSink implements AnalyticsSink {
   /**
    * Buffers one row, encoded at once (see rowEncoder): the row object is not kept.
    * Synchronous: no I/O, no promise, never throws. Returns false (and counts a drop) when
-   * the buffer is full, the table is unknown, the row cannot be encoded, or the sink is
-   * closed.
+   * the buffer is full (for an `incidental` row: when admit() would say no), the table is
+   * unknown, the row cannot be encoded, or the sink is closed.
    */
-  write(table: AnalyticsTable, row: AnalyticsRow): boolean {
+  write(table: AnalyticsTable, row: AnalyticsRow, incidental = false): boolean {
     const buf = this.#buffers.get(table);
-    if (buf === undefined || this.#closed || this.#buffered >= this.#maxBufferRows) {
+    if (buf === undefined || this.#closed || this.#buffered >= (incidental ? this.#admitRows : this.#maxBufferRows)) {
       this.#counts.dropped++;
       return false;
     }
@@ -287,7 +303,14 @@ export class ClickHouseSink implements AnalyticsSink {
     return true;
   }
 
-  /** Sends everything buffered now to ClickHouse, or to the spool. Never rejects. */
+  /** See AnalyticsSink.admit(): false (and a refusal counted) from the admission mark on. */
+  admit(): boolean {
+    if (this.#buffered < this.#admitRows && !this.#closed) return true;
+    this.#counts.refused++;
+    return false;
+  }
+
+  /** Sends everything buffered (and held) now to ClickHouse, or to the spool. Never rejects. */
   flush(): Promise<void> {
     this.#flushPending++;
     const next = (): Promise<void> => {
@@ -316,6 +339,15 @@ export class ClickHouseSink implements AnalyticsSink {
     // be lost silently. This also tells a running replay to stop after its chunk.
     this.#closed = true;
     await this.flush();
+    if (this.#held.length > 0) {
+      // Nothing took them and nothing will: the only rows this sink loses after accepting them.
+      let rows = 0;
+      for (const h of this.#held) rows += h.rows;
+      this.#held = [];
+      this.#buffered -= rows;
+      this.#counts.dropped += rows;
+      this.#log.error({ event: 'ocr.analytics.held_rows_lost', rows }, 'analytics rows held in memory lost at close: neither ClickHouse nor the spool took them');
+    }
     await this.#replaying;
     await this.#spool.close();
     await this.#client?.close();
@@ -329,6 +361,14 @@ export class ClickHouseSink implements AnalyticsSink {
   }
 
   async #flushOnce(): Promise<void> {
+    if (this.#held.length > 0) {
+      const held = this.#held;
+      this.#held = [];
+      for (const h of held) {
+        this.#buffered -= h.rows;
+        await this.#deliverBatch(h.table, h);
+      }
+    }
     for (const [table, buf] of this.#buffers) {
       if (buf.rows === 0) continue;
       // Take the bytes out: rows written during the awaits below go to a fresh buffer, and
@@ -337,12 +377,16 @@ export class ClickHouseSink implements AnalyticsSink {
       const { chunks, buffer } = buf.take();
       for (const c of chunks) this.#buffered -= c.rows;
       for (const c of chunks) await this.#deliverBatch(table, c);
-      // Delivered (inserted, spooled or counted as dropped): nothing holds the bytes any more.
+      // Delivered (inserted, spooled, or copied into #held): nothing uses the bytes any more.
       buf.recycle(buffer);
+    }
+    if (this.#holding && this.#held.length === 0) {
+      this.#holding = false;
+      this.#log.info({ event: 'ocr.analytics.held_rows_stored' }, 'analytics rows held in memory are stored; admitting messages again');
     }
   }
 
-  async #deliverBatch(table: AnalyticsTable, batch: EncodedChunk): Promise<void> {
+  async #deliverBatch(table: AnalyticsTable, batch: EncodedChunk | HeldChunk): Promise<void> {
     if (this.#client !== undefined && this.#migrated && Date.now() >= this.#retryAt) {
       try {
         await this.#insertEncoded(table, batch.bytes);
@@ -356,17 +400,38 @@ export class ClickHouseSink implements AnalyticsSink {
     await this.#toSpool(table, batch);
   }
 
-  async #toSpool(table: AnalyticsTable, batch: EncodedChunk): Promise<void> {
+  async #toSpool(table: AnalyticsTable, batch: EncodedChunk | HeldChunk): Promise<void> {
+    let accepted: number;
+    let err: unknown;
     try {
-      const accepted = await this.#spool.appendEncoded(table, batch.bytes, batch.rows);
-      this.#counts.spooled += accepted;
-      if (accepted < batch.rows) {
-        this.#counts.dropped += batch.rows - accepted;
-        this.#log.warn({ event: 'ocr.analytics.spool_full', table, dropped: batch.rows - accepted }, 'analytics spool full; rows dropped');
-      }
-    } catch (err) {
-      this.#counts.dropped += batch.rows;
-      this.#log.error({ event: 'ocr.analytics.spool_failed', table, dropped: batch.rows, err }, 'analytics spool write failed; rows dropped');
+      accepted = await this.#spool.appendEncoded(table, batch.bytes, batch.rows);
+    } catch (e) {
+      err = e;
+      const appended = (e as RouterError).details?.appended;
+      accepted = typeof appended === 'number' ? appended : 0;
+    }
+    this.#counts.spooled += accepted;
+    if (accepted < batch.rows) this.#hold(table, batch, accepted, err);
+  }
+
+  /** Keeps the rows of `batch` after its first `skip` in memory, for the next flush. */
+  #hold(table: AnalyticsTable, batch: EncodedChunk | HeldChunk, skip: number, err: unknown): void {
+    const rows = batch.rows - skip;
+    if (skip === 0 && 'table' in batch) {
+      this.#held.push(batch); // held before: its bytes are its own already
+    } else {
+      let from = 0;
+      for (let i = 0; i < skip; i++) from = batch.bytes.indexOf(NL, from) + 1;
+      // A copy: the flush buffer `batch` points into is reused by the next take().
+      this.#held.push({ table, bytes: Buffer.from(batch.bytes.subarray(from)), rows });
+    }
+    this.#buffered += rows;
+    if (!this.#holding) {
+      this.#holding = true;
+      const fields = { event: err === undefined ? 'ocr.analytics.spool_full' : 'ocr.analytics.spool_failed', table, rows, err, maxBytes: this.#spool.maxBytes };
+      const msg = `analytics spool ${err === undefined ? 'full' : 'write failed'}: rows kept in memory until ClickHouse or the spool takes them; messages that write rows are refused once analytics.maxBufferRows is nearly reached`;
+      if (err === undefined) this.#log.warn(fields, msg);
+      else this.#log.error(fields, msg);
     }
   }
 
@@ -478,11 +543,17 @@ export class ClickHouseSink implements AnalyticsSink {
 }
 
 const PENDING_LINES = 64;
+const NL = 0x0a;
 
 /** One insert's worth of encoded rows. */
 interface EncodedChunk {
   bytes: Uint8Array;
   rows: number;
+}
+
+/** Rows nothing took yet, kept by the sink (their own copy). */
+interface HeldChunk extends EncodedChunk {
+  table: AnalyticsTable;
 }
 
 /**
@@ -579,7 +650,7 @@ export function createAnalyticsSink(options: ClickHouseSinkOptions = {}): ClickH
 export function threadSink(config: RouterConfig, nodeId: string, log: ClickHouseSinkOptions['log']): ClickHouseSink {
   return new ClickHouseSink({
     clickhouse: config.clickhouse.url ? config.clickhouse : undefined,
-    spoolDir: config.analytics.spoolDir,
+    spool: { dir: config.analytics.spoolDir, maxBytes: config.analytics.spoolMaxBytes },
     batchRows: config.analytics.batchRows,
     flushIntervalMs: config.analytics.flushIntervalMs,
     maxBufferRows: config.analytics.maxBufferRows,

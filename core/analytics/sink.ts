@@ -4,7 +4,9 @@
  * Owns: the enqueue-only contract. `write()` never awaits I/O and never throws on the hot
  * path: rows are buffered (bounded, with a drop counter) and flushed in the background
  * to ClickHouse, or to the local spool when ClickHouse is not configured or not reachable.
- * Must not: block a reply on ClickHouse (STYLE.md §9).
+ * Must not: block a reply on ClickHouse (STYLE.md §9), or lose a row it accepted while
+ * its process runs: when neither ClickHouse nor the spool takes rows, they stay in memory
+ * and `admit()` turns new messages away instead.
  */
 
 /** Tables that analytics rows go to. Columns are described in core/analytics/schema.ts. */
@@ -14,17 +16,31 @@ export type AnalyticsTable = 'meter_values' | 'status_events' | 'ocpp_events' | 
 export type AnalyticsRow = Record<string, string | number | boolean | null>;
 
 export interface SinkStats {
+  /** Rows in memory: buffered for the next flush, or held because nothing could take them. */
   buffered: number;
   written: number;
   spooled: number;
   dropped: number;
   replayed: number;
   failures: number;
+  /** Messages refused (CALLERROR, the charger retries) because the sink was full: see admit(). */
+  refused: number;
 }
 
 export interface AnalyticsSink {
-  /** Buffers one row; returns false when the bounded buffer was full and the row dropped. */
-  write(table: AnalyticsTable, row: AnalyticsRow): boolean;
+  /**
+   * Buffers one row; returns false when the row was dropped (buffer full, closed, unencodable).
+   * `incidental`: a row the router writes about its own doings (a CALLERROR it sent, a
+   * connection opened): dropped once the sink stops admitting messages (admit()), so that
+   * the rows of messages already admitted keep their room.
+   */
+  write(table: AnalyticsTable, row: AnalyticsRow, incidental?: boolean): boolean;
+  /**
+   * Whether a message that writes rows may be handled now. False when the rows in memory
+   * are near the bound (ClickHouse and the spool cannot keep up, or are full): the caller
+   * then refuses the message, and the refusal is counted in `stats().refused`.
+   */
+  admit(): boolean;
   /** Writes everything buffered now (to ClickHouse or spool). */
   flush(): Promise<void>;
   stats(): SinkStats;

@@ -149,6 +149,30 @@ async function runTests(): Promise<void> {
     await spool.close();
   });
 
+  t.test('a full spool measures again before refusing: room made by another replayer is used', async (t) => {
+    const dir = tempDir('full-rescan');
+    // The writer never replays (a spool-only router); another instance drains the directory.
+    const writer = new Spool({ dir, maxBytes: 1000, fullRescanMs: 200 });
+    const drainer = new Spool({ dir });
+    const accepted = await writer.append('call_errors', rowsOf(100, 0, 'x'.repeat(20)));
+    t.ok(accepted < 100, 'writer full');
+    await writer.roll();
+    const delivered: unknown[] = [];
+    await drainer.replay(async (_table, rows) => { delivered.push(...rows.map((r) => r.id)); });
+    t.equal(delivered.length, accepted, 'drained by the other instance');
+    await sleep(250);
+    t.equal(await writer.append('call_errors', rowsOf(5, 100)), 5, 'the writer sees the room after its rescan');
+    // Within fullRescanMs of a rescan it trusts its count: one measurement per period at most.
+    t.equal(await writer.append('call_errors', rowsOf(100, 105, 'x'.repeat(20))) < 100, true, 'full again');
+    await writer.roll(); // measures (full), closes the segment for the drainer
+    await drainer.replay(async () => {});
+    t.equal(await writer.append('call_errors', rowsOf(1, 300, 'x'.repeat(20))), 0, 'not measured again yet: refused');
+    await sleep(250);
+    t.equal(await writer.append('call_errors', rowsOf(1, 301, 'x'.repeat(20))), 1, 'measured again after fullRescanMs: accepted');
+    await writer.close();
+    await drainer.close();
+  });
+
   t.test('replay delivers in chunks, oldest first, and deletes delivered segments', async (t) => {
     const dir = tempDir('replay');
     const spool = new Spool({ dir, segmentBytes: 300, replayChunkRows: 4 });

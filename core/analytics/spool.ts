@@ -37,9 +37,10 @@
  * chunk but the answer is lost, the chunk is sent again (MergeTree does not deduplicate).
  *
  * Size bound: `maxBytes` covers every file in the directory (dead letters included). Each
- * instance rescans on open, on every roll and replay, and adds its own appends in
- * between, so with several writers the bound can be overshot by what the others appended
- * since the last rescan.
+ * instance rescans on open, on every roll() and replay, and when an append finds it full
+ * (at most every `fullRescanMs`: a replayer in another thread or process, or an operator,
+ * may have made room since), and adds its own appends in between, so with several writers
+ * the bound can be overshot by what the others appended since the last rescan.
  */
 import { open, readdir, readFile, rename, stat, unlink, mkdir, writeFile, type FileHandle } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
@@ -66,6 +67,13 @@ export interface SpoolOptions {
    * @default 60000
    */
   segmentMaxAgeMs?: number;
+  /**
+   * When an append finds the spool full, the directory is measured again first if the last
+   * measurement is at least this old (others may have freed space); a full spool is thus
+   * rescanned at most this often.
+   * @default 1000
+   */
+  fullRescanMs?: number;
   /**
    * Rows per `deliver()` call during replay.
    * @default 5000
@@ -126,6 +134,7 @@ const DEFAULTS = {
   maxBytes: 1024 * 1024 * 1024,
   segmentBytes: 8 * 1024 * 1024,
   segmentMaxAgeMs: 60_000,
+  fullRescanMs: 1000,
   replayChunkRows: 5000,
 } as const;
 
@@ -181,6 +190,7 @@ export class Spool {
   readonly #maxBytes: number;
   readonly #segmentBytes: number;
   readonly #segmentMaxAgeMs: number;
+  readonly #fullRescanMs: number;
   readonly #chunkRows: number;
   readonly #log: SpoolLogger;
   readonly #active = new Map<string, ActiveSegment>();
@@ -192,6 +202,7 @@ export class Spool {
   #replayRun: Promise<ReplayResult> | undefined;
   #closed = false;
   #usedBytes = 0;
+  #scannedAt = 0;
   #stats = { appended: 0, dropped: 0, delivered: 0, quarantined: 0, corrupt: 0 };
 
   constructor(opts: SpoolOptions) {
@@ -202,6 +213,7 @@ export class Spool {
     this.#maxBytes = opts.maxBytes ?? DEFAULTS.maxBytes;
     this.#segmentBytes = opts.segmentBytes ?? DEFAULTS.segmentBytes;
     this.#segmentMaxAgeMs = opts.segmentMaxAgeMs ?? DEFAULTS.segmentMaxAgeMs;
+    this.#fullRescanMs = opts.fullRescanMs ?? DEFAULTS.fullRescanMs;
     this.#chunkRows = Math.max(1, opts.replayChunkRows ?? DEFAULTS.replayChunkRows);
     this.#log = opts.log ?? silentLog;
   }
@@ -216,14 +228,20 @@ export class Spool {
     return this.#ready;
   }
 
+  /** The size bound (SpoolOptions.maxBytes). */
+  get maxBytes(): number {
+    return this.#maxBytes;
+  }
+
   stats(): SpoolStats {
     return { bytes: this.#usedBytes, ...this.#stats };
   }
 
   /**
-   * Appends rows to `table`'s current segment. Returns how many were accepted; the rest
-   * were dropped because the spool is full (or closed) and are counted.
-   * Rejects with OCR_ERR_ANALYTICS_SPOOL on an I/O error (e.g. ENOSPC).
+   * Appends rows to `table`'s current segment. Returns how many were accepted (the first
+   * ones); the rest were refused because the spool is full (or closed) and are counted.
+   * Rejects with OCR_ERR_ANALYTICS_SPOOL on an I/O error (e.g. ENOSPC); its
+   * `details.appended` says how many of the first rows were written before it.
    */
   append(table: string, rows: readonly SpoolRow[]): Promise<number> {
     if (rows.length === 0) return this.appendEncoded(table, EMPTY, 0);
@@ -340,7 +358,14 @@ export class Spool {
     }
     let accepted = rows;
     let rest = data;
-    const room = this.#maxBytes - this.#usedBytes;
+    let room = this.#maxBytes - this.#usedBytes;
+    if (rest.length > room && Date.now() - this.#scannedAt >= this.#fullRescanMs) {
+      // Full by our count, which only grows between scans: measure again before refusing.
+      await this.#rescan().catch((err: unknown) => {
+        throw new errors.OCR_ERR_ANALYTICS_SPOOL((err as Error).message, { cause: err });
+      });
+      room = this.#maxBytes - this.#usedBytes;
+    }
     if (rest.length > room) {
       // Full: keep the whole lines that fit, drop this row and the rest.
       const cut = room > 0 ? rest.lastIndexOf(NL, room - 1) + 1 : 0;
@@ -376,7 +401,9 @@ export class Spool {
       const ok = countLines(data.subarray(0, written));
       this.#stats.appended += ok;
       this.#stats.dropped += rows - ok;
-      throw new errors.OCR_ERR_ANALYTICS_SPOOL((err as Error).message, { cause: err });
+      const failed = new errors.OCR_ERR_ANALYTICS_SPOOL((err as Error).message, { cause: err });
+      failed.details = { appended: ok };
+      throw failed;
     }
     this.#stats.appended += accepted;
     this.#stats.dropped += rows - accepted;
@@ -451,6 +478,7 @@ export class Spool {
       }
     }
     this.#usedBytes = total;
+    this.#scannedAt = Date.now();
   }
 
   async #replay(deliver: DeliverFn, opts: ReplayOptions): Promise<ReplayResult> {

@@ -11,10 +11,10 @@
  */
 import type { SinkStats } from './sink.js';
 
-const FIELDS = ['buffered', 'written', 'spooled', 'dropped', 'replayed', 'failures'] as const;
+const FIELDS = ['buffered', 'written', 'spooled', 'dropped', 'replayed', 'failures', 'refused'] as const;
 
 function emptySinkStats(): SinkStats {
-  return { buffered: 0, written: 0, spooled: 0, dropped: 0, replayed: 0, failures: 0 };
+  return { buffered: 0, written: 0, spooled: 0, dropped: 0, replayed: 0, failures: 0, refused: 0 };
 }
 
 function addInto(acc: SinkStats, s: SinkStats): void {

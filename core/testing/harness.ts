@@ -30,13 +30,29 @@ export interface Sent { cpId: string; action: string; payload: Record<string, un
 /** Captures analytics rows instead of writing them. */
 export class CaptureSink implements AnalyticsSink {
   readonly rows: Emitted[] = [];
-  write(table: AnalyticsTable, row: AnalyticsRow): boolean {
+  /**
+   * Set to true to see how calls fare while analytics storage is full: admit() says no, so
+   * calls of actions that wrote rows before are refused with InternalError.
+   */
+  full = false;
+  #refused = 0;
+  #dropped = 0;
+  write(table: AnalyticsTable, row: AnalyticsRow, incidental = false): boolean {
+    if (incidental && this.full) {
+      this.#dropped++;
+      return false;
+    }
     this.rows.push({ table, row });
     return true;
   }
+  admit(): boolean {
+    if (!this.full) return true;
+    this.#refused++;
+    return false;
+  }
   async flush(): Promise<void> {}
   stats(): SinkStats {
-    return { buffered: 0, written: this.rows.length, spooled: 0, dropped: 0, replayed: 0, failures: 0 };
+    return { buffered: 0, written: this.rows.length, spooled: 0, dropped: this.#dropped, replayed: 0, failures: 0, refused: this.#refused };
   }
   async close(): Promise<void> {}
 }

@@ -45,6 +45,8 @@ interface CallBase {
   deviations: readonly string[];
   locals: PluginLocals;
   controller: AbortController | null;
+  /** Analytics rows written through this call's contexts (ctx.emit). */
+  rows: number;
 }
 
 class PluginContext {
@@ -92,6 +94,7 @@ class PluginContext {
   }
 
   emit(table: AnalyticsTable, row: AnalyticsRow): void {
+    this.base.rows++;
     this.services.sink.write(table, row);
   }
 
@@ -115,7 +118,13 @@ export class ContextFactory {
       deviations,
       locals: {},
       controller: null,
+      rows: 0,
     };
+  }
+
+  /** Whether hooks or the handler of this call (not its detached `after` hooks) wrote analytics rows. */
+  wroteRows(ctx: CallContext): boolean {
+    return (ctx as unknown as { base: CallBase }).base.rows > 0;
   }
 
   /** A call-level context; `forPlugin` gives each plugin its own view of it. */

@@ -64,3 +64,29 @@ t.test('ctx.state is scoped per plugin and charger; ctx.send goes through the co
   await new Promise((res) => setTimeout(res, 10));
   t.match(JSON.parse((await h.store.get('ocr:{CP9}:cfg:config'))!), { configurationKey: [{ key: 'K' }] });
 });
+
+t.test('analytics storage full: calls of actions that write rows are refused before any hook, others served', async (t) => {
+  let onCalls = 0;
+  const h = await createHarness({ plugins: [
+    { name: 'core' },
+    plugin('counter', (api) => { api.hook('onCall', () => { onCalls++; return undefined; }); }),
+  ] });
+  t.teardown(() => h.close());
+  const mv = { connectorId: 1, meterValue: [{ timestamp: '2026-01-01T00:00:00Z', sampledValue: [{ value: '1' }, { value: '2', measurand: 'Power.Active.Import', unit: 'W' }] }] };
+  const status = { connectorId: 1, errorCode: 'NoError', status: 'Available' };
+  h.sink.full = true;
+  // Which actions write rows is learnt from their calls: the first one is admitted.
+  t.equal((await h.call('1.6', 'MeterValues', mv)).emitted.length, 2, 'first MeterValues admitted: 2 rows');
+  t.equal(onCalls, 1);
+  const refused = await h.call('1.6', 'MeterValues', mv);
+  t.match(refused.callError, { code: 'InternalError', description: 'Analytics storage is full; retry later' }, 'the next one is refused');
+  t.same(refused.emitted, [], 'no row written for it (the call_errors row of the refusal is shed while full)');
+  t.equal(onCalls, 1, 'no hook ran for the refused call');
+  t.same((await h.call('1.6', 'Heartbeat', {})).result !== undefined, true, 'Heartbeat (writes no rows) answered');
+  t.equal((await h.call('1.6', 'StatusNotification', status)).emitted.length, 1, 'StatusNotification: first call admitted');
+  t.equal((await h.call('1.6', 'StatusNotification', status)).callError?.code, 'InternalError', 'then refused');
+  t.equal((await h.call('2.0.1', 'MeterValues', { evseId: 1, meterValue: [{ timestamp: '2026-01-01T00:00:00Z', sampledValue: [{ value: 1 }] }] })).emitted.length, 1, 'learnt per version');
+  t.equal(h.sink.stats().refused, 2, 'refusals counted');
+  h.sink.full = false;
+  t.equal((await h.call('1.6', 'MeterValues', mv)).emitted.length, 2, 'room again: admitted');
+});

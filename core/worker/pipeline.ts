@@ -7,7 +7,7 @@
  * opaque reference (STYLE.md §6). Must not: touch sockets or know about batching.
  *
  *   text ─► parseFrame ─┬─ bad ──────────────────────────────► CALLERROR (or none: 1.6 unreadable id)
- *                       ├─ CALL ─► known? ─► owner? ─► validate ─► onCall* ─► handler ─► onResult*
+ *                       ├─ CALL ─► known? ─► owner? ─► validate ─► room for its analytics rows? ─► onCall* ─► handler ─► onResult*
  *                       │                                             │
  *                       │          validate response ◄────────────────┘ ─► CALLRESULT
  *                       │                                                  └► after* (detached)
@@ -52,7 +52,15 @@ function newRef(): string {
   return randomBytes(6).toString('hex');
 }
 
-const NO_TABLE: ActionTable = Object.freeze({ onCall: [], onResult: [], after: [] }) as ActionTable;
+const NO_TABLE: ActionTable = Object.freeze({ onCall: [], onResult: [], after: [], learnt: { writesRows: false } }) as ActionTable;
+
+/**
+ * The answer to a CALL whose analytics rows could not be stored now (the sink's memory bound
+ * is nearly reached: ClickHouse and the spool do not take rows). InternalError, because
+ * chargers retry transaction messages (MeterValues, StartTransaction, TransactionEvent…)
+ * that fail with it, where a CALLRESULT would have made them discard what we then lose.
+ */
+const ANALYTICS_FULL = new CallError('InternalError', 'Analytics storage is full; retry later');
 
 export class Pipeline {
   constructor(
@@ -69,7 +77,7 @@ export class Pipeline {
     this.sink.write('call_errors', {
       ts: receivedAt, received_at: receivedAt, cp_id: conn.cpId, ocpp_version: conn.version, node_id: this.nodeId,
       direction, action, message_id: messageId ?? '', error_code: code, error_description: description, ref: typeof ref === 'string' ? ref : '',
-    });
+    }, true);
   }
 
   /** Maps anything thrown to a CallError; non-CallErrors are logged with attribution. */
@@ -140,6 +148,11 @@ export class Pipeline {
     const check = validator.validate(action, 'request', payload, conn.lenient);
     if (!check.ok) return this.failFrame(conn, action, id, noReply, receivedAt, check.error);
 
+    // Refused before any hook runs, so that a refused call has no effect at all. Which actions
+    // write rows is learnt from their calls (entry.learnt); the first call of an action
+    // after a start is admitted regardless, into the sink's reserve above its admission mark.
+    if (entry.learnt.writesRows && !this.sink.admit()) return this.failFrame(conn, action, id, noReply, receivedAt, ANALYTICS_FULL);
+
     const ctx = this.contexts.call(conn, { messageId: id, action, receivedAt }, check.deviations ?? []);
     let result: Record<string, unknown> | undefined;
     let plugin: string | undefined;
@@ -172,11 +185,13 @@ export class Pipeline {
         throw Object.assign(bug, { code: 'OCR_ERR_PLUGIN_INVALID_RESPONSE', details: out.error.details });
       }
     } catch (err) {
+      if (this.contexts.wroteRows(ctx)) entry.learnt.writesRows = true;
       const ce = this.toCallError(err, { plugin, hook, conn, messageId: id, action });
       this.runAfter(entry, ctx, payload, { error: ce });
       this.runOnError(v, ctx, ce, err);
       return { ...this.failFrame(conn, action, id, noReply, receivedAt, ce), deviations: check.deviations };
     }
+    if (!entry.learnt.writesRows && this.contexts.wroteRows(ctx)) entry.learnt.writesRows = true;
     this.runAfter(entry, ctx, payload, { result });
     const res: FrameResult = { reply: noReply ? undefined : serializeCallResult(id, result), action, outcome: 'ok', deviations: check.deviations };
     if (action === 'BootNotification') res.identity = bootIdentity(v, payload);
@@ -215,7 +230,7 @@ export class Pipeline {
     this.sink.write('ocpp_events', {
       ts: now, received_at: now, cp_id: conn.cpId, ocpp_version: conn.version, node_id: this.nodeId,
       kind: kind === 'onConnect' ? 'connected' : 'disconnected', action: '', payload: JSON.stringify(info),
-    });
+    }, true);
     const regs = this.table[kind][conn.version];
     if (regs.length === 0) return;
     const ctx = this.contexts.connection(conn);

@@ -47,6 +47,12 @@ export interface ActionTable {
   onCall: Registered<OnCallHook>[];
   onResult: Registered<OnResultHook>[];
   after: Registered<AfterHook>[];
+  /**
+   * What the pipeline learns at run time (the one mutable part of a frozen table):
+   * `writesRows`, a call of this action wrote analytics rows (ctx.emit in onCall, the
+   * handler or onResult); such calls are refused while the analytics sink is full.
+   */
+  readonly learnt: { writesRows: boolean };
 }
 
 export interface HookTable {
@@ -111,7 +117,7 @@ function emptyTable(): HookTable {
 
 function actionTable(t: HookTable, v: OcppVersion, action: string): ActionTable {
   let e = t.byAction[v].get(action);
-  if (!e) t.byAction[v].set(action, (e = { onCall: [], onResult: [], after: [] }));
+  if (!e) t.byAction[v].set(action, (e = { onCall: [], onResult: [], after: [], learnt: { writesRows: false } }));
   return e;
 }
 

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { ClickHouseSink, createAnalyticsSink, type ClickHouseSinkOptions } from '../../../core/analytics/clickhouse-sink.js';
 import { COLUMNS, TABLES, migrate } from '../../../core/analytics/schema.js';
+import { Spool } from '../../../core/analytics/spool.js';
 import { startClickHouse, freePort } from '../../services/index.js';
 import { createTestDatabase, uniqueName, useClickHouse, type TestLike } from '../../helpers/services.js';
 
@@ -88,7 +89,7 @@ t.test('rows written through the sink read back with the right types', async (t)
   sink.write('meter_values', { ts: 'garbage', cp_id: 'CP-2', evse_id: -5, connector_id: 1e12, value: 'NaN' });
   await sink.flush();
 
-  t.same(sink.stats(), { buffered: 0, written: 5, spooled: 0, dropped: 0, replayed: 0, failures: 0 });
+  t.same(sink.stats(), { buffered: 0, written: 5, spooled: 0, dropped: 0, replayed: 0, failures: 0, refused: 0 });
 
   const [mv] = await rows(c, `SELECT toUnixTimestamp(ts) AS ts_s, ts_ms, toUnixTimestamp(received_at) AS recv, cp_id, ocpp_version, node_id,
       evse_id, connector_id, transaction_id, measurand, phase, unit, value FROM ${db}.meter_values WHERE cp_id = 'CP-1'`);
@@ -148,7 +149,7 @@ t.test('rows are inserted in chunks of batchRows, UTF-8 text intact, an unencoda
   const hostile = { toString() { throw new Error('no string for you'); } };
   t.equal(sink.write('ocpp_events', { cp_id: 'bad', payload: hostile as never }), false, 'a value whose String() throws: that row dropped');
   await sink.flush();
-  t.same(sink.stats(), { buffered: 0, written: 11, spooled: 0, dropped: 1, replayed: 0, failures: 0 });
+  t.same(sink.stats(), { buffered: 0, written: 11, spooled: 0, dropped: 1, replayed: 0, failures: 0, refused: 0 });
   const got = await rows<{ cp_id: string; payload: string }>(client(), `SELECT cp_id, payload FROM ${db}.ocpp_events ORDER BY ts, ts_ms`);
   t.same(got, Array.from({ length: 11 }, (_, i) => ({ cp_id: `CP-${i}`, payload: texts[i % texts.length] })));
 });
@@ -187,10 +188,71 @@ t.test('write() is synchronous, bounded, and never throws', async (t) => {
   t.equal(sink.write('ocpp_events', { cp_id: 'x' }), true);
   t.equal(sink.write('call_errors', { cp_id: 'x' }), false, 'the 4th row exceeds maxBufferRows: dropped');
   t.equal(sink.write('nope' as never, { cp_id: 'x' }), false, 'unknown table: dropped, no throw');
-  t.same(sink.stats(), { buffered: 3, written: 0, spooled: 0, dropped: 2, replayed: 0, failures: 0 });
+  t.same(sink.stats(), { buffered: 3, written: 0, spooled: 0, dropped: 2, replayed: 0, failures: 0, refused: 0 });
   await sink.close();
   t.equal(sink.stats().spooled, 3, 'close() flushed to the spool');
   t.equal(sink.write('meter_values', { cp_id: 'x' }), false, 'closed: dropped');
+});
+
+t.test('spool full: rows are held in memory, not dropped; admit() says no near the bound; stored once there is room', async (t) => {
+  const dir = spoolDir(t);
+  const events: string[] = [];
+  const log = { debug() {}, info: (o: { event?: string }) => events.push(String(o.event)), warn: (o: { event?: string }) => events.push(String(o.event)), error: (o: { event?: string }) => events.push(String(o.event)) };
+  // 8 KB of spool holds about 13 of these rows; the sink keeps up to 100 in memory.
+  const sink = new ClickHouseSink({ spool: { dir, maxBytes: 8000, fullRescanMs: 20 }, maxBufferRows: 100, flushIntervalMs: 60_000, log });
+  await sink.start();
+  t.teardown(() => sink.close());
+  const row = (id: number) => ({ ts: Date.now(), cp_id: `CP${id}`, kind: 'test', action: 'Test', payload: `${id}:${'x'.repeat(500)}` });
+  let next = 0;
+  for (; next < 40; next++) t.equal(sink.write('ocpp_events', row(next)), true);
+  await sink.flush();
+  const first = sink.stats();
+  t.ok(first.spooled > 0 && first.spooled < 40, `${first.spooled} rows fit in the spool`);
+  t.equal(first.buffered, 40 - first.spooled, 'the rest are held in memory');
+  t.equal(first.dropped, 0, 'none dropped');
+  t.same(events, ['ocr.analytics.spool_full'], 'one warning as holding starts');
+
+  t.equal(sink.admit(), true, 'below nine tenths of maxBufferRows: admitted');
+  while (sink.stats().buffered < 90) sink.write('ocpp_events', row(next++));
+  t.equal(sink.admit(), false, 'at nine tenths: refused');
+  t.equal(sink.stats().refused, 1, 'the refusal is counted');
+  t.equal(sink.write('call_errors', { ts: Date.now(), cp_id: 'x' }, true), false, 'an incidental row is shed from the mark on');
+  // Rows of messages admitted before the mark still have room, up to maxBufferRows.
+  while (sink.stats().buffered < 100) t.equal(sink.write('ocpp_events', row(next++)), true);
+  t.equal(sink.write('ocpp_events', row(-1)), false, 'beyond maxBufferRows: dropped');
+  t.equal(sink.stats().dropped, 2, 'the incidental row and the one beyond the bound');
+  await sink.flush();
+  t.equal(sink.stats().buffered, 100, 'still nowhere to go: all kept');
+
+  // A replayer elsewhere (another thread or process with ClickHouse) drains the spool.
+  const drainer = new Spool({ dir });
+  const delivered: string[] = [];
+  for (let i = 0; i < 20 && sink.stats().buffered > 0; i++) {
+    await sink.spool.roll();
+    await drainer.replay(async (_table, rows) => { for (const r of rows) delivered.push(String(r.payload).split(':')[0]!); });
+    await new Promise((r) => setTimeout(r, 25));
+    await sink.flush();
+  }
+  t.equal(sink.stats().buffered, 0, 'every held row went to the spool as room came');
+  await sink.spool.roll();
+  await drainer.replay(async (_table, rows) => { for (const r of rows) delivered.push(String(r.payload).split(':')[0]!); });
+  t.same(delivered.map(Number).sort((a, b) => a - b), Array.from({ length: next }, (_, i) => i), 'every accepted row stored exactly once');
+  t.equal(sink.admit(), true, 'admitting again');
+  t.same(events, ['ocr.analytics.spool_full', 'ocr.analytics.held_rows_stored']);
+  await drainer.close();
+});
+
+t.test('rows still held at close are counted as dropped and logged', async (t) => {
+  const events: string[] = [];
+  const log = { debug() {}, info() {}, warn() {}, error: (o: { event?: string }) => events.push(String(o.event)) };
+  const sink = new ClickHouseSink({ spool: { dir: spoolDir(t), maxBytes: 1000 }, flushIntervalMs: 60_000, log });
+  await sink.start();
+  for (let i = 0; i < 20; i++) sink.write('ocpp_events', { ts: Date.now(), cp_id: `CP${i}`, payload: 'y'.repeat(200) });
+  await sink.close();
+  const s = sink.stats();
+  t.ok(s.spooled > 0 && s.spooled < 20);
+  t.same([s.buffered, s.dropped], [0, 20 - s.spooled], 'what the spool did not take is lost at close, and counted');
+  t.same(events, ['ocr.analytics.held_rows_lost']);
 });
 
 t.test('a sink without ClickHouse spools; a later sink with ClickHouse replays it', async (t) => {
