@@ -22,6 +22,13 @@ t.test('environment overrides the file, with coercion', async (t) => {
   t.throws(() => buildConfig({ processes: 2 }, {}), { code: 'OCR_ERR_CONFIG_INVALID', message: /processes > 1 needs redis\.url/ });
 });
 
+t.test('analytics.spoolMaxBytes: 1 GiB by default, set in bytes, bounded below', async (t) => {
+  t.equal(buildConfig({}, {}).analytics.spoolMaxBytes, 1024 ** 3);
+  t.equal(buildConfig({}, { OCR_ANALYTICS_SPOOL_MAX_BYTES: '21474836480' }).analytics.spoolMaxBytes, 20 * 1024 ** 3, 'beyond 32 bits, from the environment');
+  t.throws(() => buildConfig({ analytics: { spoolMaxBytes: 1000 } }, {}), { code: 'OCR_ERR_CONFIG_INVALID', message: /analytics\.spoolMaxBytes must be >= 65536/ });
+  t.throws(() => buildConfig({}, { OCR_ANALYTICS_SPOOL_MAX_BYTES: '1GiB' }), { message: /analytics\.spoolMaxBytes must be integer \(from OCR_ANALYTICS_SPOOL_MAX_BYTES\)/ });
+});
+
 t.test('errors name the key (and the env variable)', async (t) => {
   t.throws(() => buildConfig({ server: { port: 70000 } }, {}), { code: 'OCR_ERR_CONFIG_INVALID', message: /server\.port must be <= 65535/ });
   t.throws(() => buildConfig({ servr: {} }, {}), { message: /servr is not a known key/ });
