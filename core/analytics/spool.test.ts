@@ -90,6 +90,7 @@ async function runTests(): Promise<void> {
     const spool = new Spool({ dir, segmentBytes: 200 });
     const rows = rowsOf(20); // ~40 bytes per line
     t.equal(await spool.append('status_events', rows), 20);
+    await spool.settled(); // rolls finish in the background
     const closed = files(dir, 'status_events').filter((n) => n.endsWith('.ndjson'));
     t.ok(closed.length >= 3, `rolled into ${closed.length} closed segments`);
     for (const f of closed) t.ok(readFileSync(join(dir, 'status_events', f)).length <= 200, `${f} within segmentBytes`);
@@ -98,6 +99,7 @@ async function runTests(): Promise<void> {
     await aged.append('ocpp_events', rowsOf(1));
     await sleep(30);
     await aged.append('ocpp_events', rowsOf(1, 1));
+    await aged.settled();
     const names = files(aged.dir, 'ocpp_events');
     t.equal(names.filter((n) => n.endsWith('.ndjson')).length, 1, 'old segment rolled by the next append');
     t.equal(names.filter((n) => n.endsWith('.open')).length, 1);

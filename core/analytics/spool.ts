@@ -42,8 +42,9 @@
  * may have made room since), and adds its own appends in between, so with several writers
  * the bound can be overshot by what the others appended since the last rescan.
  */
-import { open, readdir, readFile, rename, stat, unlink, mkdir, writeFile, type FileHandle } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
+import { readdir, readFile, rename, stat, unlink, mkdir, writeFile } from 'node:fs/promises';
+import { close, fsync, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { threadId } from 'node:worker_threads';
 import { errors } from '../errors.js';
@@ -171,12 +172,15 @@ function ownerAlive(pid: number, start: string): boolean {
   }
 }
 
+const fsyncAsync = promisify(fsync);
+const closeAsync = promisify(close);
+
 function isEnoent(err: unknown): boolean {
   return (err as NodeJS.ErrnoException | null)?.code === 'ENOENT';
 }
 
 interface ActiveSegment {
-  fh: FileHandle;
+  fd: number;
   path: string;
   base: string;
   bytes: number;
@@ -194,6 +198,8 @@ export class Spool {
   readonly #chunkRows: number;
   readonly #log: SpoolLogger;
   readonly #active = new Map<string, ActiveSegment>();
+  /** Segments being finished in the background (#retire). */
+  readonly #retiring = new Set<Promise<void>>();
   readonly #tableDirs = new Set<string>();
   // Appends, rolls and rescans are serialised on this chain so that one writer never
   // interleaves two batches in a segment or rolls a file under a pending write.
@@ -226,6 +232,15 @@ export class Spool {
       await this.#exclusive(() => this.#rescan());
     })();
     return this.#ready;
+  }
+
+  /**
+   * Resolves once the segments rolled so far are closed and replayable. Appends roll full
+   * and aged segments without waiting for that (the fsync, close and rename run in the
+   * background); roll(), rollAged(), replay and close() wait for it themselves.
+   */
+  async settled(): Promise<void> {
+    await Promise.all([...this.#retiring]);
   }
 
   /** The size bound (SpoolOptions.maxBytes). */
@@ -372,13 +387,19 @@ export class Spool {
       rest = rest.subarray(0, cut);
       accepted = countLines(rest);
     }
+    // Synchronous writes, and rolls finished in the background (#retire): an append is one
+    // step, whatever its size. Each await of an asynchronous write waits for an event-loop
+    // turn, and a loaded worker turns its loop every 100-300 ms: appends of a few MB crossing
+    // segment rolls (fsync, close, rename, open) then took 0.5-1 s each, and the sink's
+    // buffers filled meanwhile (bench/RESULTS.md, "Analytics rows"). A write to the page
+    // cache costs the thread about what copying the bytes costs.
     let written = 0;
     try {
       while (rest.length > 0) {
-        const seg = await this.#segment(table);
+        const seg = this.#segment(table);
         const fits = this.#segmentBytes - seg.bytes;
         if (rest.length <= fits) {
-          await this.#write(seg, rest);
+          this.#write(seg, rest);
           written += rest.length;
           break;
         }
@@ -387,17 +408,20 @@ export class Spool {
         let cut = fits > 0 ? rest.lastIndexOf(NL, fits - 1) + 1 : 0;
         if (cut === 0) {
           if (seg.bytes > 0) {
-            await this.#rollLocked(table);
+            void this.#retire(table);
             continue;
           }
           cut = rest.indexOf(NL) + 1 || rest.length;
         }
-        await this.#write(seg, rest.subarray(0, cut));
+        this.#write(seg, rest.subarray(0, cut));
         written += cut;
         rest = rest.subarray(cut);
-        await this.#rollLocked(table);
+        void this.#retire(table);
       }
     } catch (err) {
+      // A failed write may have left part of a line: later lines go to a fresh segment, so
+      // only this one is torn (skipped as corrupt on replay; the caller still has the row).
+      void this.#retire(table);
       const ok = countLines(data.subarray(0, written));
       this.#stats.appended += ok;
       this.#stats.dropped += rows - ok;
@@ -410,46 +434,71 @@ export class Spool {
     return accepted;
   }
 
-  async #write(seg: ActiveSegment, bytes: Buffer): Promise<void> {
-    await seg.fh.appendFile(bytes);
-    seg.bytes += bytes.length;
-    this.#usedBytes += bytes.length;
+  /** Writes all of `bytes` at the end of the segment (synchronously; see #appendLocked). */
+  #write(seg: ActiveSegment, bytes: Buffer): void {
+    let off = 0;
+    try {
+      while (off < bytes.length) off += writeSync(seg.fd, bytes, off, bytes.length - off);
+    } finally {
+      seg.bytes += off;
+      this.#usedBytes += off;
+    }
   }
 
   /** The writer's open segment of `table`, rolled first when too old. */
-  async #segment(table: string): Promise<ActiveSegment> {
+  #segment(table: string): ActiveSegment {
     let seg = this.#active.get(table);
     if (seg !== undefined && Date.now() - seg.openedAt >= this.#segmentMaxAgeMs) {
-      await this.#rollLocked(table);
+      void this.#retire(table);
       seg = undefined;
     }
     if (seg === undefined) {
       const tdir = join(this.dir, table);
       if (!this.#tableDirs.has(table)) {
-        await mkdir(tdir, { recursive: true });
+        mkdirSync(tdir, { recursive: true });
         this.#tableDirs.add(table);
       }
       const now = Date.now();
       const base = `${String(now).padStart(13, '0')}-${OWNER}-${threadId}-${++segmentSeq}`;
       const path = join(tdir, `${base}.open`);
-      seg = { fh: await open(path, 'ax'), path, base, bytes: 0, openedAt: now };
+      seg = { fd: openSync(path, 'ax'), path, base, bytes: 0, openedAt: now };
       this.#active.set(table, seg);
     }
     return seg;
   }
 
-  async #rollLocked(table: string): Promise<void> {
+  /**
+   * Takes `table`'s segment out of use at once and finishes it in the background: fsync (one
+   * per segment, not per row: closed segments survive a power loss), close, and rename to
+   * `.ndjson`, replayable. Resolves when it is finished; never rejects (a failure is logged:
+   * the rows stay in the `.open` file, which a later process recovers).
+   */
+  #retire(table: string): Promise<void> {
     const seg = this.#active.get(table);
-    if (seg === undefined) return;
+    if (seg === undefined) return Promise.resolve();
     this.#active.delete(table);
-    try {
-      // One fsync per segment, not per row: closed segments survive a power loss.
-      if (seg.bytes > 0) await seg.fh.sync();
-    } finally {
-      await seg.fh.close();
-    }
-    if (seg.bytes === 0) await unlink(seg.path).catch(() => {});
-    else await rename(seg.path, join(this.dir, table, `${seg.base}.ndjson`));
+    const done = (async () => {
+      try {
+        try {
+          if (seg.bytes > 0) await fsyncAsync(seg.fd);
+        } finally {
+          await closeAsync(seg.fd);
+        }
+        if (seg.bytes === 0) await unlink(seg.path).catch(() => {});
+        else await rename(seg.path, join(this.dir, table, `${seg.base}.ndjson`));
+      } catch (err) {
+        this.#log.error({ event: 'ocr.analytics.spool_roll_failed', file: seg.path, err }, 'analytics spool segment could not be closed; it is recovered by the next start');
+      }
+    })();
+    this.#retiring.add(done);
+    void done.finally(() => this.#retiring.delete(done));
+    return done;
+  }
+
+  /** Rolls `table`'s segment and waits until it is replayable; then also every earlier roll. */
+  async #rollLocked(table: string): Promise<void> {
+    await this.#retire(table);
+    await Promise.all([...this.#retiring]);
   }
 
   async #tables(): Promise<string[]> {
