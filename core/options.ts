@@ -118,7 +118,7 @@ export interface RouterConfig {
   };
   analytics: {
     /** @default './data/spool' */ spoolDir: string;
-    /** @default 5000 */ batchRows: number;
+    /** A thread flushes a table once it buffers this many rows (else every flushIntervalMs); rows per insert when the spool is replayed. @default 5000 */ batchRows: number;
     /** @default 1000 */ flushIntervalMs: number;
     /**
      * Analytics rows held in memory per router thread. Near this bound (within a tenth of it)

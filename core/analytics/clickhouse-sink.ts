@@ -11,7 +11,7 @@
  *                  │              in total with the held rows, overflow dropped+counted)
  *                  │ every flushIntervalMs, or as soon as one table holds batchRows
  *                  ▼
- *               flush ── chunks of ≤ batchRows rows ──► ClickHouse insert ──ok──► written
+ *               flush ── one chunk per table ──► ClickHouse insert ──ok──► written
  *                  │                            │ error (backoff starts)
  *                  │ no ClickHouse, or backing off
  *                  ▼                            ▼
@@ -105,7 +105,8 @@ export interface ClickHouseSinkOptions {
    */
   maxBufferRows?: number;
   /**
-   * Rows per insert; a table buffer reaching this size is flushed at once.
+   * A table buffer reaching this many rows is flushed at once (everything buffered goes in
+   * one insert per table); also the rows per insert when the spool is replayed.
    * @default 5000
    */
   batchRows?: number;
@@ -286,7 +287,7 @@ export class ClickHouseSink implements AnalyticsSink {
       return false;
     }
     try {
-      buf.add(row, this.#nodeId, this.#batchRows);
+      buf.add(row, this.#nodeId);
     } catch {
       // A value whose String() throws (a plugin's odd object): that row only.
       this.#counts.dropped++;
@@ -369,14 +370,23 @@ export class ClickHouseSink implements AnalyticsSink {
         await this.#deliverBatch(h.table, h);
       }
     }
+    // Take every table's rows first, then deliver each in one insert or one spool append:
+    // every step of a delivery waits for an event-loop turn, and a worker under load turns
+    // its loop seldom (tens of ms: it runs all the batches queued for it in one go), so a
+    // flush that went chunk by chunk fell behind the rows written meanwhile (MeterValues at
+    // eight in flight: 5,000-row chunks at ≈ 80 ms each, the buffers at their bound within
+    // a second; bench/RESULTS.md, "Analytics rows"). Rows written during the awaits go to
+    // fresh buffers and count against maxBufferRows afresh: memory is bounded by
+    // maxBufferRows plus the rows of the flush in flight.
+    const taken: Array<{ table: AnalyticsTable; buf: EncodedRows; chunk: EncodedChunk; buffer: Buffer }> = [];
     for (const [table, buf] of this.#buffers) {
       if (buf.rows === 0) continue;
-      // Take the bytes out: rows written during the awaits below go to a fresh buffer, and
-      // count against maxBufferRows afresh. Memory is thus bounded by maxBufferRows plus
-      // the one batch in flight.
-      const { chunks, buffer } = buf.take();
-      for (const c of chunks) this.#buffered -= c.rows;
-      for (const c of chunks) await this.#deliverBatch(table, c);
+      const { chunk, buffer } = buf.take();
+      this.#buffered -= chunk.rows;
+      taken.push({ table, buf, chunk, buffer });
+    }
+    for (const { table, buf, chunk, buffer } of taken) {
+      await this.#deliverBatch(table, chunk);
       // Delivered (inserted, spooled, or copied into #held): nothing uses the bytes any more.
       buf.recycle(buffer);
     }
@@ -557,16 +567,13 @@ interface HeldChunk extends EncodedChunk {
 }
 
 /**
- * A table's buffered rows as JSONEachRow bytes in one growing Buffer, with a cut after
- * every `batchRows` rows so a flush can insert them in chunks without scanning.
+ * A table's buffered rows as JSONEachRow bytes in one growing Buffer.
  * Written by this module only; why bytes and not row objects: see `rowEncoder`.
  */
 class EncodedRows {
   rows = 0;
   #buf: Buffer = Buffer.allocUnsafe(64 * 1024);
   #len = 0;
-  #cuts: number[] = [];
-  #cutRows: number[] = [];
   // Lines not yet in #buf. Copied PENDING_LINES at a time: one join and one UTF-8 write of
   // a flat string cost much less than a write per line, each of which flattens a
   // concatenated string first (Buffer#write was 5-11% of worker CPU per line on the
@@ -576,13 +583,10 @@ class EncodedRows {
   #spare: Buffer | null = null;
   constructor(readonly encode: RowEncoder) {}
 
-  add(row: AnalyticsRow, nodeId: string, batchRows: number): void {
+  add(row: AnalyticsRow, nodeId: string): void {
     this.#pending.push(this.encode(row, Date.now(), nodeId));
-    if (++this.rows % batchRows === 0) {
-      this.#commit();
-      this.#cuts.push(this.#len);
-      this.#cutRows.push(this.rows);
-    } else if (this.#pending.length >= PENDING_LINES) this.#commit();
+    this.rows++;
+    if (this.#pending.length >= PENDING_LINES) this.#commit();
   }
 
   #commit(): void {
@@ -599,24 +603,16 @@ class EncodedRows {
   }
 
   /**
-   * Hands out everything buffered, in chunks (views of `buffer`), and starts afresh with twice
+   * Hands out everything buffered, as one chunk (a view of `buffer`), and starts afresh with twice
    * what was used (shrinking by half at most): at a steady rate the next buffer never has to
    * grow (each growth copies it). The new buffer is the one given back by recycle() when it
    * fits: a fresh multi-megabyte Buffer per flush and table is external memory that V8 answers
    * with full mark-compacts (MeterValues at 10,000 msg/s: ≈ 50 MB a second per thread, a
    * mark-compact every ≈ 0.5 s pausing the thread 2-6 ms; bench/RESULTS.md, "inline").
    */
-  take(): { chunks: EncodedChunk[]; buffer: Buffer } {
+  take(): { chunk: EncodedChunk; buffer: Buffer } {
     this.#commit();
-    const out: EncodedChunk[] = [];
-    let from = 0;
-    let fromRows = 0;
-    for (let i = 0; i < this.#cuts.length; i++) {
-      out.push({ bytes: this.#buf.subarray(from, this.#cuts[i]), rows: this.#cutRows[i]! - fromRows });
-      from = this.#cuts[i]!;
-      fromRows = this.#cutRows[i]!;
-    }
-    if (this.rows > fromRows) out.push({ bytes: this.#buf.subarray(from, this.#len), rows: this.rows - fromRows });
+    const chunk: EncodedChunk = { bytes: this.#buf.subarray(0, this.#len), rows: this.rows };
     const taken = this.#buf;
     const want = Math.max(64 * 1024, 2 * this.#len, taken.length >> 1);
     const spare = this.#spare;
@@ -625,9 +621,7 @@ class EncodedRows {
     this.#buf = spare !== null && spare.length >= want && spare.length <= 4 * want ? spare : Buffer.allocUnsafe(want);
     this.#len = 0;
     this.rows = 0;
-    this.#cuts = [];
-    this.#cutRows = [];
-    return { chunks: out, buffer: taken };
+    return { chunk, buffer: taken };
   }
 
   /** A buffer handed out by take() whose chunks are no longer used: the next take() may reuse it. */
