@@ -259,11 +259,11 @@ export interface RunRecord {
    * The router's batches over the cell (warm-up and wind-down included; ServerHandle.stats):
    * how many frames each batch carried and the share run inline on the socket thread.
    */
-  batches?: { batches: number; itemsPerBatch: number; inlineShare: number; analyticsDropped: number };
+  batches?: { batches: number; itemsPerBatch: number; inlineShare: number; analyticsDropped: number; analyticsRefused: number };
 }
 
 /** Batch figures between two ServerHandle.stats() readings of the router. */
-export function batchFigures(a: Record<string, number>, b: Record<string, number>): { batches: number; itemsPerBatch: number; inlineShare: number; analyticsDropped: number } {
+export function batchFigures(a: Record<string, number>, b: Record<string, number>): { batches: number; itemsPerBatch: number; inlineShare: number; analyticsDropped: number; analyticsRefused: number } {
   const worker = (b.workerBatches ?? 0) - (a.workerBatches ?? 0);
   const socket = (b.socketBatches ?? 0) - (a.socketBatches ?? 0);
   const batches = worker + socket;
@@ -271,7 +271,9 @@ export function batchFigures(a: Record<string, number>, b: Record<string, number
   // Rows the router's analytics sinks dropped in the window (buffer or spool full): a run that
   // drops rows did less work than it answered for.
   const analyticsDropped = (b.analytics_dropped ?? 0) - (a.analytics_dropped ?? 0);
-  return { batches, itemsPerBatch: batches ? +(items / batches).toFixed(1) : 0, inlineShare: batches ? +(socket / batches).toFixed(3) : 0, analyticsDropped };
+  // Messages it refused (InternalError, counted in the errors too) for want of analytics room.
+  const analyticsRefused = (b.analytics_refused ?? 0) - (a.analytics_refused ?? 0);
+  return { batches, itemsPerBatch: batches ? +(items / batches).toFixed(1) : 0, inlineShare: batches ? +(socket / batches).toFixed(3) : 0, analyticsDropped, analyticsRefused };
 }
 
 export interface CellSummary {
@@ -511,7 +513,7 @@ export async function runMatrix(o: MatrixOptions, log: (s: string) => void = (s)
           runs.push({ rep, server: h.kind, action, inflight, settle: s, result, ...(batches ? { batches } : {}) });
           n++;
           const w = result.window;
-          log(`[${n}/${total}] rep ${rep} ${h.kind.padEnd(8)} ${action.padEnd(18)} k=${inflight}  ${String(w.rps).padStart(7)} rt/s  p50 ${(w.latencyUs.p50 / 1000).toFixed(2)} ms  p99 ${(w.latencyUs.p99 / 1000).toFixed(2)} ms  server ${result.server?.cpuUsPerRoundTrip ?? '?'} µs/rt (${result.server?.cores ?? '?'} cores)${result.side?.redis ? `  redis ${result.side.redis.cpuUsPerRoundTrip} µs/rt (${result.side.redis.cores} cores)` : ''}  gen ${result.generator.cores} cores  other ${result.machine.foreignCores} cores  errors ${result.errors.total + result.connect.failed}${batches ? `  batches ${batches.itemsPerBatch} items, ${Math.round(batches.inlineShare * 100)} % inline` : ''}${batches?.analyticsDropped ? `  ANALYTICS ROWS DROPPED ${batches.analyticsDropped}` : ''}`);
+          log(`[${n}/${total}] rep ${rep} ${h.kind.padEnd(8)} ${action.padEnd(18)} k=${inflight}  ${String(w.rps).padStart(7)} rt/s  p50 ${(w.latencyUs.p50 / 1000).toFixed(2)} ms  p99 ${(w.latencyUs.p99 / 1000).toFixed(2)} ms  server ${result.server?.cpuUsPerRoundTrip ?? '?'} µs/rt (${result.server?.cores ?? '?'} cores)${result.side?.redis ? `  redis ${result.side.redis.cpuUsPerRoundTrip} µs/rt (${result.side.redis.cores} cores)` : ''}  gen ${result.generator.cores} cores  other ${result.machine.foreignCores} cores  errors ${result.errors.total + result.connect.failed}${batches ? `  batches ${batches.itemsPerBatch} items, ${Math.round(batches.inlineShare * 100)} % inline` : ''}${batches?.analyticsDropped ? `  ANALYTICS ROWS DROPPED ${batches.analyticsDropped}` : ''}${batches?.analyticsRefused ? `  REFUSED FOR ANALYTICS ROOM ${batches.analyticsRefused}` : ''}`);
           if (result.connect.failed || result.errors.total) log(`    ${[...result.connect.failures, ...result.errors.samples].join('\n    ')}`);
           if (h.exited && (await Promise.race([h.exited.then(() => true), sleep(0).then(() => false)]))) throw new Error(`${h.kind} exited during the run; stderr:\n${h.stderr.join('\n')}`);
         }

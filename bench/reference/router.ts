@@ -7,7 +7,11 @@
  * Prints one JSON line on stdout once listening: {"ready":true,"port":N,"pid":P,"threads":T,"stats":true,…}.
  * Local data (API key store, analytics spool) goes to a fresh temp dir, removed on exit.
  * State: in process unless the config sets `redis.url` (the matrix passes its throwaway
- * redis-server's URL under --router-state=redis). Analytics: the local spool (no ClickHouse).
+ * redis-server's URL under --router-state=redis). Analytics: the local spool (no ClickHouse),
+ * drained once a second by deleting its closed segments, as a replayer into ClickHouse would
+ * empty it: a full spool would make the router refuse MeterValues (back-pressure), and a
+ * matrix run writes several GB. The deletes run on this process's main thread and count in
+ * its CPU (a few unlinks a second; a real replayer costs more, in another process).
  * Code: compiled (dist/, built first when stale), as the CLI runs it.
  * Plugins: `core`, then the bench fixture bench/fixtures/authorize-plugin.ts (Authorize with
  * one state read per message; the product has no auth plugin yet), seeded with the token
@@ -15,10 +19,12 @@
  * SIGTERM / SIGINT / stdin closing: close the router, remove the temp dir, exit.
  * A `stats` line on stdin: one `{"stats":{...}}` line on stdout with the router's batch
  * counters so far (batches run by a worker and inline on the socket thread, items in them)
- * and its analytics rows by outcome (`analytics_spooled`, `analytics_dropped`…), read from its
- * own metrics registry: where a cell's round trips went (ServerHandle.stats).
+ * and its analytics rows by outcome (`analytics_spooled`, `analytics_dropped`…) and messages
+ * refused for want of analytics room (`analytics_refused`), read from its own metrics
+ * registry: where a cell's round trips went (ServerHandle.stats).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
+import { readdir, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -54,8 +60,26 @@ async function batchStats(): Promise<Record<string, number>> {
   // Analytics rows of every thread, so a run can show that none was dropped.
   const rows = router.metrics.registry.getSingleMetric('ocr_analytics_rows_total');
   for (const v of rows ? (await rows.get()).values : []) out[`analytics_${String(v.labels.outcome)}`] = v.value;
+  const refused = router.metrics.registry.getSingleMetric('ocr_analytics_refused_messages_total');
+  out.analytics_refused = refused ? ((await refused.get()).values[0]?.value ?? 0) : 0;
   return out;
 }
+
+/** Deletes the spool's closed segments (`<table>/*.ndjson`); open ones are still being written. */
+async function drainSpool(): Promise<void> {
+  const spool = join(dir, 'spool');
+  for (const table of await readdir(spool).catch(() => [] as string[])) {
+    for (const name of await readdir(join(spool, table)).catch(() => [] as string[])) {
+      if (name.endsWith('.ndjson')) await unlink(join(spool, table, name)).catch(() => undefined);
+    }
+  }
+}
+let draining = false;
+setInterval(() => {
+  if (draining) return;
+  draining = true;
+  void drainSpool().finally(() => { draining = false; });
+}, 1000).unref();
 createInterface({ input: process.stdin }).on('line', (line) => {
   if (line.trim() === 'stats') void batchStats().then((stats) => process.stdout.write(JSON.stringify({ stats }) + '\n'));
 });
