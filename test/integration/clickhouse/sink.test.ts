@@ -139,7 +139,7 @@ t.test('migrate is idempotent and restores missing columns', async (t) => {
   t.equal((await rows(c, `SELECT name FROM system.tables WHERE database = '${db2}'`)).length, TABLES.length);
 });
 
-t.test('a flush inserts each table'"'"'s rows at once (past batchRows too), UTF-8 text intact, an unencodable row dropped alone', async (t) => {
+t.test("a flush inserts each table's rows at once (past batchRows too), UTF-8 text intact, an unencodable row dropped alone", async (t) => {
   const db = await createTestDatabase(t, url);
   const sink = createAnalyticsSink({ ...sinkOptions(t, db), batchRows: 4, flushIntervalMs: 60_000 });
   t.teardown(() => sink.close());
