@@ -372,12 +372,12 @@ export class ClickHouseSink implements AnalyticsSink {
     }
     // Take every table's rows first, then deliver each in one insert or one spool append:
     // every step of a delivery waits for an event-loop turn, and a worker under load turns
-    // its loop seldom (tens of ms: it runs all the batches queued for it in one go), so a
-    // flush that went chunk by chunk fell behind the rows written meanwhile (MeterValues at
-    // eight in flight: 5,000-row chunks at ≈ 80 ms each, the buffers at their bound within
-    // a second; bench/RESULTS.md, "Analytics rows"). Rows written during the awaits go to
-    // fresh buffers and count against maxBufferRows afresh: memory is bounded by
-    // maxBufferRows plus the rows of the flush in flight.
+    // its loop every 100-300 ms (it runs the batches in hand first; core/worker/entry.ts),
+    // so a flush that went chunk by chunk fell behind the rows written meanwhile
+    // (MeterValues at eight in flight: 5,000-row chunks at ≈ 80 ms each, the buffers at
+    // their bound within a second; bench/RESULTS.md, "Why MeterValues k = 8 dropped rows").
+    // Rows written during the awaits go to fresh buffers and count against maxBufferRows
+    // afresh: memory is bounded by maxBufferRows plus the rows of the flush in flight.
     const taken: Array<{ table: AnalyticsTable; buf: EncodedRows; chunk: EncodedChunk; buffer: Buffer }> = [];
     for (const [table, buf] of this.#buffers) {
       if (buf.rows === 0) continue;

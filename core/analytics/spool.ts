@@ -391,8 +391,8 @@ export class Spool {
     // step, whatever its size. Each await of an asynchronous write waits for an event-loop
     // turn, and a loaded worker turns its loop every 100-300 ms: appends of a few MB crossing
     // segment rolls (fsync, close, rename, open) then took 0.5-1 s each, and the sink's
-    // buffers filled meanwhile (bench/RESULTS.md, "Analytics rows"). A write to the page
-    // cache costs the thread about what copying the bytes costs.
+    // buffers filled meanwhile (bench/RESULTS.md, "Why MeterValues k = 8 dropped rows"). A
+    // write to the page cache costs the thread about what copying the bytes costs.
     let written = 0;
     try {
       while (rest.length > 0) {
@@ -498,7 +498,7 @@ export class Spool {
   /** Rolls `table`'s segment and waits until it is replayable; then also every earlier roll. */
   async #rollLocked(table: string): Promise<void> {
     await this.#retire(table);
-    await Promise.all([...this.#retiring]);
+    await this.settled();
   }
 
   async #tables(): Promise<string[]> {

@@ -185,17 +185,22 @@ export class Pipeline {
         throw Object.assign(bug, { code: 'OCR_ERR_PLUGIN_INVALID_RESPONSE', details: out.error.details });
       }
     } catch (err) {
-      if (this.contexts.wroteRows(ctx)) entry.learnt.writesRows = true;
+      this.learnRows(entry, ctx);
       const ce = this.toCallError(err, { plugin, hook, conn, messageId: id, action });
       this.runAfter(entry, ctx, payload, { error: ce });
       this.runOnError(v, ctx, ce, err);
       return { ...this.failFrame(conn, action, id, noReply, receivedAt, ce), deviations: check.deviations };
     }
-    if (!entry.learnt.writesRows && this.contexts.wroteRows(ctx)) entry.learnt.writesRows = true;
+    this.learnRows(entry, ctx);
     this.runAfter(entry, ctx, payload, { result });
     const res: FrameResult = { reply: noReply ? undefined : serializeCallResult(id, result), action, outcome: 'ok', deviations: check.deviations };
     if (action === 'BootNotification') res.identity = bootIdentity(v, payload);
     return res;
+  }
+
+  /** Marks the action as one whose calls write analytics rows, once a call of it did (see runFrame). */
+  private learnRows(entry: ActionTable, ctx: CallContext): void {
+    if (!entry.learnt.writesRows && this.contexts.wroteRows(ctx)) entry.learnt.writesRows = true;
   }
 
   /**
