@@ -31,7 +31,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem, release } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
-import { DEFAULT_MATRIX, SERVERS, gitInfo, packageVersion, settle, type MatrixOptions } from './e2e-throughput.js';
+import { DEFAULT_MATRIX, SERVERS, batchFigures, gitInfo, packageVersion, settle, type MatrixOptions } from './e2e-throughput.js';
 import { preflight } from './lib/preflight.js';
 import { runResultChild, startServer, type ServerHandle } from './lib/proc.js';
 import { spread, fmtSpread, type Spread } from './lib/stats.js';
@@ -122,7 +122,11 @@ function runGenerator(opts: Partial<OpenLoopOptions> & Pick<OpenLoopOptions, 'po
 
 // ── aggregation ───────────────────────────────────────────────────────────────────────────
 
-export interface OpenLoopRun { rep: number; server: string; action: BenchAction; rate: number; settle: { waitedMs: number; foreignCores: number }; result: OpenLoopResult }
+export interface OpenLoopRun {
+  rep: number; server: string; action: BenchAction; rate: number; settle: { waitedMs: number; foreignCores: number }; result: OpenLoopResult;
+  /** The router's batches over the cell (e2e-throughput's batchFigures): frames per batch, share run inline. */
+  batches?: ReturnType<typeof batchFigures>;
+}
 
 export interface OpenLoopCell {
   server: string;
@@ -151,6 +155,9 @@ export interface OpenLoopCell {
   keptUp: boolean;
   /** In at least one repetition the generator wrote < 98 % of the offered rate (it, or the machine, fell behind). */
   generatorBehind: boolean;
+  /** The router's frames per batch and share of batches run inline (n = 0 for the references). */
+  itemsPerBatch: Spread;
+  inlineShare: Spread;
 }
 
 function summarize(runs: OpenLoopRun[]): OpenLoopCell[] {
@@ -178,6 +185,8 @@ function summarize(runs: OpenLoopRun[]): OpenLoopCell[] {
       serverCores: f((x) => x.server?.cores),
       generatorCores: f((x) => x.generator.cores),
       foreignCores: f((x) => x.machine.foreignCores),
+      itemsPerBatch: spread(rs.filter((r) => r.batches).map((r) => r.batches!.itemsPerBatch)),
+      inlineShare: spread(rs.filter((r) => r.batches).map((r) => r.batches!.inlineShare)),
       missing: rs.reduce((n, r) => n + r.result.missing, 0),
       scheduled: rs.reduce((n, r) => n + r.result.window.scheduled, 0),
       errors: rs.reduce((n, r) => n + r.result.errors.total + r.result.connect.failed, 0),
@@ -222,6 +231,12 @@ function markdown(rep: OpenLoopReport): string {
   }
   if (!o.servers.includes('uws-bare')) L.push('', 'No bare uWS responder in this run: no generator ceiling at these rates, and no p99 − bare. Add `uws-bare` to --servers to know what generator + transport cost.');
   if (rep.cells.some((c) => !c.keptUp)) L.push('', 'ˣ did not keep up in at least one repetition: replies/s below 98 % of the offered rate, or replies missing after the drain. Its percentiles are over the replies that came; the missing ones are not in them.');
+  const batched = sorted.filter((c) => c.itemsPerBatch.n);
+  if (batched.length) {
+    L.push('', 'Router batches per cell (warm-up and drain included): frames per batch, and the share of batches run inline on the socket thread (the rest went to a worker), median (min–max).', '');
+    L.push('| action | offered msg/s | server | items per batch | inline share |', '|---|---:|---|---:|---:|');
+    for (const c of batched) L.push(`| ${c.action} | ${c.rate.toLocaleString('en-US')} | ${c.server} | ${fmtSpread(c.itemsPerBatch, 1)} | ${fmtSpread(c.inlineShare, 2)} |`);
+  }
   if (rep.cells.some((c) => c.generatorBehind)) L.push('', 'ᵍ the generator wrote less than 98 % of the offered rate in at least one repetition (see send lag and other load): the server was not offered the full load, and the latency includes the generator\'s lateness.');
   // The issue's target, per action and rate, where both servers ran.
   const targets: string[] = [];
@@ -265,14 +280,17 @@ async function main(o: OpenLoopMatrix, command: string, log: (s: string) => void
         const order = servers.map((_, i) => servers[(i + rep - 1) % servers.length]!);
         for (const h of order) {
           const s = await settle(servers.map((x) => x.pid), m);
+          const st0 = await h.stats(); // the router's batch counters; null for the references
           const result = await runGenerator({
             port: h.port, serverPid: h.pid, version: o.version, action, chargers: o.chargers, rate,
             warmupSec: o.warmup, durationSec: o.duration, drainMs: o.drain * 1000, idPrefix: `ol${rep}-${h.kind}-${action}-${rate}-${Date.now().toString(36)}`,
           }, o);
-          runs.push({ rep, server: h.kind, action, rate, settle: s, result });
+          const st1 = st0 ? await h.stats() : null;
+          const batches = st0 && st1 ? batchFigures(st0, st1) : undefined;
+          runs.push({ rep, server: h.kind, action, rate, settle: s, result, ...(batches ? { batches } : {}) });
           n++;
           const w = result.window;
-          log(`[${n}/${total}] rep ${rep} ${h.kind.padEnd(8)} ${action.padEnd(18)} ${String(rate).padStart(6)}/s  sent ${w.sendRate}/s  replies ${w.replyRate}/s  p50 ${(w.latencyUs.p50 / 1000).toFixed(2)}  p99 ${(w.latencyUs.p99 / 1000).toFixed(2)}  p99.9 ${(w.latencyUs.p999 / 1000).toFixed(2)}  max ${(w.latencyUs.max / 1000).toFixed(1)} ms  lag p99 ${(w.sendLagUs.p99 / 1000).toFixed(2)} ms  missing ${result.missing}  server ${result.server?.cpuUsPerMessage ?? '?'} µs/msg (${result.server?.cores ?? '?'} cores)  gen ${result.generator.cores} cores  other ${result.machine.foreignCores}  errors ${result.errors.total + result.connect.failed}`);
+          log(`[${n}/${total}] rep ${rep} ${h.kind.padEnd(8)} ${action.padEnd(18)} ${String(rate).padStart(6)}/s  sent ${w.sendRate}/s  replies ${w.replyRate}/s  p50 ${(w.latencyUs.p50 / 1000).toFixed(2)}  p99 ${(w.latencyUs.p99 / 1000).toFixed(2)}  p99.9 ${(w.latencyUs.p999 / 1000).toFixed(2)}  max ${(w.latencyUs.max / 1000).toFixed(1)} ms  lag p99 ${(w.sendLagUs.p99 / 1000).toFixed(2)} ms  missing ${result.missing}  server ${result.server?.cpuUsPerMessage ?? '?'} µs/msg (${result.server?.cores ?? '?'} cores)  gen ${result.generator.cores} cores  other ${result.machine.foreignCores}  errors ${result.errors.total + result.connect.failed}${batches ? `  batches ${batches.itemsPerBatch} items, ${Math.round(batches.inlineShare * 100)} % inline` : ''}`);
           if (result.connect.failed || result.errors.total) log(`    ${[...result.connect.failures, ...result.errors.samples].join('\n    ')}`);
           if (await Promise.race([h.exited.then(() => true), sleep(0).then(() => false)])) throw new Error(`${h.kind} exited during the run; stderr:\n${h.stderr.join('\n')}`);
         }
