@@ -36,7 +36,9 @@ t.test('errors name the key (and the env variable)', async (t) => {
   t.throws(() => buildConfig({ redis: { url: 'localhost:6379' } }, {}), { message: /redis\.url must match pattern/ });
   t.throws(() => buildConfig({ plugins: [{ options: {} }] }, {}), { message: /plugins\.0 must have required property 'name'/ });
   t.throws(() => buildConfig({ pool: { inline: { maxLoad: 2 } } }, {}), { message: /pool\.inline\.maxLoad must be <= 1/ });
+  t.throws(() => buildConfig({ pool: { inline: { minOffload: -1 } } }, {}), { message: /pool\.inline\.minOffload must be >= 0/ });
+  t.equal(buildConfig({}, { OCR_POOL_INLINE_MIN_OFFLOAD: '0' }).pool.inline.minOffload, 0, 'from the environment');
   t.throws(() => buildConfig({}, { OCR_POOL_INLINE_MAX_BATCH: '0' }), { message: /pool\.inline\.maxBatch must be >= 1 \(from OCR_POOL_INLINE_MAX_BATCH\)/ });
   t.equal(buildConfig({}, { OCR_POOL_INLINE_ENABLED: 'false' }).pool.inline.enabled, false, 'inline batches can be turned off from the environment');
-  t.same(buildConfig({}, {}).pool.inline, { enabled: true, maxBatch: 64, maxLoad: 0.5 }, 'defaults');
+  t.same(buildConfig({}, {}).pool.inline, { enabled: true, maxBatch: 64, maxLoad: 0.5, minOffload: 32 }, 'defaults');
 });

@@ -100,6 +100,13 @@ export interface RouterConfig {
        * first; 1: whatever the load. @default 0.5
        */
       maxLoad: number;
+      /**
+       * Batches of fewer items than this run inline whatever the load (0: never): handing a
+       * handful of frames to a worker costs both threads more than running them here (at
+       * 10,000 msg/s, batches of 9-16 frames: twice the CPU per message; bench/RESULTS.md,
+       * "Open loop"). Under real load batches grow past it by themselves. @default 32
+       */
+      minOffload: number;
     };
   };
   calls: {
@@ -219,6 +226,7 @@ export const configSchema = {
             enabled: { type: 'boolean', default: true },
             maxBatch: int(1, 65536, 64),
             maxLoad: { type: 'number', minimum: 0, maximum: 1, default: 0.5 },
+            minOffload: int(0, 65536, 32),
           },
         },
       },

@@ -26,7 +26,11 @@
  * the writer's frames in place and answers in JS; the buffer is reused), when (1) every item is
  * one the inline plugins handle completely (InlineSupport), (2) it holds at most
  * `inline.maxBatch` items, and (3) this thread's event loop was less than `inline.maxLoad`
- * busy over the last LOAD_SAMPLE_MS. A worker batch costs two thread wake-ups; on this
+ * busy over the last LOAD_SAMPLE_MS, or the batch has fewer than `inline.minOffload` items:
+ * handing a handful of frames to a worker costs this thread about what running them does, and
+ * the worker as much again (10,000 msg/s on a slow VM: the load read ≈ 0.5, batches of 9-16
+ * frames went to workers at twice the CPU per message; bench/RESULTS.md, "Open loop"). A
+ * worker batch costs two thread wake-ups; on this
  * machine (a VM, where waking a thread on another core is expensive) that made a message at
  * 1,000 msg/s cost ≈ 8× what the bare transport spends on it (bench/RESULTS.md, "inline").
  * Under load the socket thread is busy and batches are large, so work goes to the workers as
@@ -128,7 +132,7 @@ export interface DispatcherOptions {
   maxPendingFrames: number;
   backlogPerCharger: number;
   workerData: WorkerData;
-  inline: { enabled: boolean; maxBatch: number; maxLoad: number };
+  inline: { enabled: boolean; maxBatch: number; maxLoad: number; minOffload: number };
 }
 
 export interface DispatchHooks {
@@ -443,8 +447,9 @@ export class Dispatcher {
    */
   private runsInline(): boolean {
     if (this.inlineRunner === null || !this.batchInline || this.writer.count > this.opts.inline.maxBatch || this.inlineInFlight >= this.maxInFlight) return false;
-    // maxLoad 1: whatever the load (a busy loop's utilization reads exactly 1).
-    if (this.load < this.opts.inline.maxLoad || this.opts.inline.maxLoad >= 1) return true;
+    // maxLoad 1: whatever the load (a busy loop's utilization reads exactly 1). A batch below
+    // minOffload runs here whatever the load: see the file header.
+    if (this.load < this.opts.inline.maxLoad || this.opts.inline.maxLoad >= 1 || this.writer.count < this.opts.inline.minOffload) return true;
     if (this.workers === Workers.Running) return false;
     this.wakeWorkers('load');
     return true;

@@ -87,7 +87,8 @@ t.test('one charger mixing inline and worker messages: replies and effects in se
   t.ok(m.socket > 0 && m.worker > 0, `both kinds of batch ran (socket ${m.socket}, worker ${m.worker})`);
 });
 
-for (const [label, inline] of [['turned off', { enabled: false }], ['socket thread busy (maxLoad 0)', { maxLoad: 0 }], ['batch larger than maxBatch', { maxBatch: 1 }]] as const) {
+// minOffload 0 where the load decides: by default a batch this small runs inline whatever the load.
+for (const [label, inline] of [['turned off', { enabled: false }], ['socket thread busy (maxLoad 0)', { maxLoad: 0, minOffload: 0 }], ['batch larger than maxBatch', { maxBatch: 1 }]] as const) {
   t.test(`inline ${label}: the workers run everything`, async (t) => {
     const r = await startRouter(t, { plugins: probes, pool: { inline } });
     const c = await TestCharger.connect(r.url('INL-OFF'));
@@ -109,3 +110,23 @@ for (const [label, inline] of [['turned off', { enabled: false }], ['socket thre
     t.equal(batches((await r.api('GET', '/metrics')).body as string).socket, 0, 'no socket-thread batch');
   });
 }
+
+t.test('socket thread busy, batch smaller than minOffload: runs inline all the same; one that big goes to a worker', async (t) => {
+  // maxLoad 0: the socket thread always counts as busy; only the batch's size decides.
+  const r = await startRouter(t, { plugins: probes, pool: { inline: { maxLoad: 0, minOffload: 2 } } });
+  const c = await TestCharger.connect(r.url('INL-MIN'));
+  t.teardown(() => c.close());
+  for (let i = 0; i < 3; i++) {
+    const f = await c.call('DataTransfer', { vendorId: 'test.thread' });
+    t.equal((f[2] as { data: string }).data, '0', `a batch of one (< minOffload 2): the socket thread answered (${i})`);
+  }
+  // Two frames in one read: one batch of 2, not below minOffload.
+  const p1 = c.reply('m1');
+  const p2 = c.reply('m2');
+  c.ws.send(JSON.stringify([2, 'm1', 'DataTransfer', { vendorId: 'test.thread' }]));
+  c.ws.send(JSON.stringify([2, 'm2', 'DataTransfer', { vendorId: 'test.thread' }]));
+  const [f1, f2] = await Promise.all([p1, p2]);
+  t.ok([f1, f2].every((f) => (f[2] as { data: string }).data !== '0'), 'a batch of two went to a worker');
+  const m = batches((await r.api('GET', '/metrics')).body as string);
+  t.ok(m.socket >= 3 && m.worker >= 1, `both counted (socket ${m.socket}, worker ${m.worker})`);
+});
