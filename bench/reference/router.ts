@@ -24,11 +24,11 @@
  * registry: where a cell's round trips went (ServerHandle.stats).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { readdir, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { stopWithParent } from '../lib/proc.js';
+import { drainSpool } from '../lib/spool-drain.js';
 import { importRouterCore } from '../lib/router-code.js';
 import { BENCH_ID_TOKEN } from '../lib/ocpp-payloads.js';
 
@@ -65,20 +65,11 @@ async function batchStats(): Promise<Record<string, number>> {
   return out;
 }
 
-/** Deletes the spool's closed segments (`<table>/*.ndjson`); open ones are still being written. */
-async function drainSpool(): Promise<void> {
-  const spool = join(dir, 'spool');
-  for (const table of await readdir(spool).catch(() => [] as string[])) {
-    for (const name of await readdir(join(spool, table)).catch(() => [] as string[])) {
-      if (name.endsWith('.ndjson')) await unlink(join(spool, table, name)).catch(() => undefined);
-    }
-  }
-}
 let draining = false;
 setInterval(() => {
   if (draining) return;
   draining = true;
-  void drainSpool().finally(() => { draining = false; });
+  void drainSpool(join(dir, 'spool')).finally(() => { draining = false; });
 }, 1000).unref();
 createInterface({ input: process.stdin }).on('line', (line) => {
   if (line.trim() === 'stats') void batchStats().then((stats) => process.stdout.write(JSON.stringify({ stats }) + '\n'));
