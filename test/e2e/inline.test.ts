@@ -19,6 +19,14 @@ function batches(metrics: string): { socket: number; worker: number } {
   return { socket: n('socket'), worker: n('worker') };
 }
 
+/** Sends two thread probes in one socket write, so one batch of two; the threads that answered ('0': the socket thread). */
+async function twoInOneBatch(c: TestCharger, a: string, b: string): Promise<string[]> {
+  const replies = [c.reply(a), c.reply(b)];
+  c.ws.send(JSON.stringify([2, a, 'DataTransfer', { vendorId: 'test.thread' }]));
+  c.ws.send(JSON.stringify([2, b, 'DataTransfer', { vendorId: 'test.thread' }]));
+  return (await Promise.all(replies)).map((f) => (f[2] as { data: string }).data);
+}
+
 // Inline whatever the load (maxLoad 1): this test process runs router and chargers in one
 // thread, and in a loaded suite its event loop is often more than half busy, which would
 // rightly send batches to the workers. The load rule itself: the maxLoad 0 test below.
@@ -94,13 +102,8 @@ for (const [label, inline] of [['turned off', { enabled: false }], ['socket thre
     const c = await TestCharger.connect(r.url('INL-OFF'));
     t.teardown(() => c.close());
     if (label.startsWith('batch')) {
-      // Two frames in one read: one batch of 2 > maxBatch 1.
-      const p1 = c.reply('x1');
-      const p2 = c.reply('x2');
-      c.ws.send(JSON.stringify([2, 'x1', 'DataTransfer', { vendorId: 'test.thread' }]));
-      c.ws.send(JSON.stringify([2, 'x2', 'DataTransfer', { vendorId: 'test.thread' }]));
-      const [f1, f2] = await Promise.all([p1, p2]);
-      t.ok([f1, f2].some((f) => (f[2] as { data: string }).data !== '0'), 'a batch of two went to a worker');
+      // One batch of 2 > maxBatch 1.
+      t.ok((await twoInOneBatch(c, 'x1', 'x2')).some((thread) => thread !== '0'), 'a batch of two went to a worker');
       return;
     }
     for (let i = 0; i < 3; i++) {
@@ -120,13 +123,8 @@ t.test('socket thread busy, batch smaller than minOffload: runs inline all the s
     const f = await c.call('DataTransfer', { vendorId: 'test.thread' });
     t.equal((f[2] as { data: string }).data, '0', `a batch of one (< minOffload 2): the socket thread answered (${i})`);
   }
-  // Two frames in one read: one batch of 2, not below minOffload.
-  const p1 = c.reply('m1');
-  const p2 = c.reply('m2');
-  c.ws.send(JSON.stringify([2, 'm1', 'DataTransfer', { vendorId: 'test.thread' }]));
-  c.ws.send(JSON.stringify([2, 'm2', 'DataTransfer', { vendorId: 'test.thread' }]));
-  const [f1, f2] = await Promise.all([p1, p2]);
-  t.ok([f1, f2].every((f) => (f[2] as { data: string }).data !== '0'), 'a batch of two went to a worker');
+  // One batch of 2, not below minOffload.
+  t.ok((await twoInOneBatch(c, 'm1', 'm2')).every((thread) => thread !== '0'), 'a batch of two went to a worker');
   const m = batches((await r.api('GET', '/metrics')).body as string);
   t.ok(m.socket >= 3 && m.worker >= 1, `both counted (socket ${m.socket}, worker ${m.worker})`);
 });
