@@ -236,6 +236,9 @@ export class Dispatcher {
     this.workers = Workers.Warming;
     const pings = await this.ping(pool);
     this.workers = Workers.Running;
+    // Idle from now: a pool that took longer than idleTimeoutMs to load its plugins (a loaded
+    // host) was otherwise stopped on its first idle check, before any batch could use it.
+    this.lastWorkerUse = performance.now();
     if (this.opts.idleTimeoutMs > 0) {
       this.idleTimer = setInterval(() => this.checkIdle(), Math.max(10, Math.min(1000, this.opts.idleTimeoutMs / 4)));
       this.idleTimer.unref();
@@ -252,7 +255,10 @@ export class Dispatcher {
     this.workers = Workers.Warming;
     this.ping(pool).then(
       () => {
-        if (this.pool === pool && this.workers === Workers.Warming) this.workers = Workers.Running;
+        if (this.pool === pool && this.workers === Workers.Warming) {
+          this.workers = Workers.Running;
+          this.lastWorkerUse = performance.now();
+        }
       },
       (err: Error) => {
         // Marked Running all the same: batches sent to a pool that cannot start fail like

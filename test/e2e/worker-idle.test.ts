@@ -75,6 +75,21 @@ t.test('idle workers drain and stop; a batch that needs one starts them again', 
   t.ok(await until(async () => (await metricWith(r, 'ocr_analytics_rows_total', 'outcome="spooled"')) === second), `/metrics: both generations' rows counted (${second})`);
 });
 
+t.test('idle time counts from when the workers are up, not from when they began to load', async (t) => {
+  // Workers that take longer than idleTimeoutMs to set up (a slow plugin, a loaded host) were
+  // stopped on the pool's first idle check, before any batch could use them.
+  const r = await startRouter(t, {
+    plugins: [...probes, { name: './test/fixtures/plugins/slow-setup.ts', options: { delayMs: 1700 } }],
+    pool: { threads: 1, idleTimeoutMs: 1500, inline: { enabled: false } },
+  });
+  await new Promise((res) => setTimeout(res, 500)); // past the first idle check (every 375 ms)
+  const c = await TestCharger.connect(r.url('SLOW-1'), { protocols: 'ocpp2.0.1' });
+  t.teardown(() => c.close());
+  const f = await c.call('DataTransfer', { vendorId: 'test.thread' });
+  t.not((f[2] as { data: string }).data, '0', 'answered by a worker');
+  t.equal(await metric(r, 'ocr_worker_starts_total'), 0, 'by the workers started with the router: they were not stopped and started again');
+});
+
 t.test('running workers report their analytics counters to /metrics within a second', async (t) => {
   const r = await startRouter(t, { plugins: probes, pool: { threads: 2, idleTimeoutMs: 0, inline: { enabled: false } }, analytics: { flushIntervalMs: 600_000, batchRows: 1_000_000 } });
   const c = await TestCharger.connect(r.url('REPORT-1'), { protocols: 'ocpp2.0.1' });
