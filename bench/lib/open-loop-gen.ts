@@ -84,6 +84,14 @@ export interface OpenLoopResult {
     sendLagUs: HistogramSummary;
     /** Per whole second of the window: CALLs written, replies read. */
     perSecond: { sent: number[]; replies: number[] };
+    /**
+     * Where in the window the slow replies were: per TIMELINE_MS of intended send time, the
+     * longest latency (µs) and how many CALLs took over SLOW_US. A stall of the server shows
+     * as a run of buckets with many slow CALLs; a scattered tail as single ones.
+     * `startEpochMs`: the window's start on the wall clock, to line up with a server trace
+     * (bench/reference/router.ts, BENCH_ROUTER_TRACE).
+     */
+    timeline: { bucketMs: number; slowUs: number; startEpochMs: number; maxUs: number[]; slow: number[]; maxSendLagUs: number[] };
   };
   /** The window's CALLs without a reply when the drain ended, or never written (their charger had closed). */
   missing: number;
@@ -103,11 +111,33 @@ export interface OpenLoopResult {
 
 // ── the run ───────────────────────────────────────────────────────────────────────────────
 
+const TIMELINE_MS = 50;
+const SLOW_US = 10_000;
+
 class Run extends WindowRun<OpenLoopOptions> {
   readonly latency = new Histogram();
   readonly sendLag = new Histogram();
   scheduled = 0;
   answered = 0;
+  readonly maxUs: number[] = [];
+  readonly slow: number[] = [];
+  readonly maxLag: number[] = [];
+
+  /** Send lag of a window CALL intended at `at`. */
+  lag(at: number, us: number): void {
+    this.sendLag.record(us);
+    const b = Math.floor((at - this.wStart) / TIMELINE_MS);
+    if (us > (this.maxLag[b] ?? 0)) this.maxLag[b] = us;
+  }
+
+  /** Latency of a window CALL intended at `at`. */
+  record(at: number, us: number): void {
+    this.latency.record(us);
+    this.answered++;
+    const b = Math.floor((at - this.wStart) / TIMELINE_MS);
+    if (us > (this.maxUs[b] ?? 0)) this.maxUs[b] = us;
+    if (us > SLOW_US) this.slow[b] = (this.slow[b] ?? 0) + 1;
+  }
 }
 
 /** One simulated charger: a pre-built masked CALL, sent whenever the schedule says. */
@@ -150,7 +180,7 @@ class OpenCharger extends OpenLoopCharger<Run> {
       const { seq } = this.nextSlot(at);
       if (run.inWindow(at)) {
         run.scheduled++;
-        run.sendLag.record((now - at) * 1000);
+        run.lag(at, (now - at) * 1000);
       }
       run.bump(run.sentPerSecond, now);
       this.writeId(out, base + this.idOffset, seq);
@@ -163,10 +193,7 @@ class OpenCharger extends OpenLoopCharger<Run> {
     const run = this.run;
     run.bump(run.repliesPerSecond, now);
     if (callError) run.error('callError', frameText(b, s, len));
-    else if (run.inWindow(at)) {
-      run.latency.record((now - at) * 1000);
-      run.answered++;
-    }
+    else if (run.inWindow(at)) run.record(at, (now - at) * 1000);
   }
 }
 
@@ -267,6 +294,14 @@ export async function runOpenLoop(input: Partial<OpenLoopOptions> & Pick<OpenLoo
       latencyUs: run.latency.summary(),
       sendLagUs: run.sendLag.summary(),
       perSecond,
+      timeline: {
+        bucketMs: TIMELINE_MS,
+        slowUs: SLOW_US,
+        startEpochMs: Math.round(performance.timeOrigin + run.wStart),
+        maxUs: Array.from({ length: Math.ceil((run.wEnd - run.wStart) / TIMELINE_MS) }, (_, i) => Math.round(run.maxUs[i] ?? 0)),
+        slow: Array.from({ length: Math.ceil((run.wEnd - run.wStart) / TIMELINE_MS) }, (_, i) => run.slow[i] ?? 0),
+        maxSendLagUs: Array.from({ length: Math.ceil((run.wEnd - run.wStart) / TIMELINE_MS) }, (_, i) => Math.round(run.maxLag[i] ?? 0)),
+      },
     },
     missing,
     errors: run.errors,

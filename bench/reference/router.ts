@@ -22,11 +22,19 @@
  * and its analytics rows by outcome (`analytics_spooled`, `analytics_dropped`…) and messages
  * refused for want of analytics room (`analytics_refused`), read from its own metrics
  * registry: where a cell's round trips went (ServerHandle.stats).
+ * BENCH_ROUTER_TRACE=<dir> (diagnosis, off by default): the socket thread's timeline, written
+ * to <dir>/router-<pid>.json on exit: per 50 ms its event-loop delay (max, µs), utilization and
+ * the dispatcher's queues (batches in flight, frames waiting), and every garbage collection (wall-clock start, duration, kind), to line up with an open-loop
+ * run's latency timeline (its `timeline.startEpochMs`) when asking where a p99 comes from.
+ * With BENCH_ROUTER_ALLOC=1 too: where the socket thread allocates (router-<pid>.heapprofile).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { monitorEventLoopDelay, performance, PerformanceObserver, type EventLoopUtilization } from 'node:perf_hooks';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { getHeapSpaceStatistics } from 'node:v8';
+import { Session } from 'node:inspector/promises';
 import { stopWithParent } from '../lib/proc.js';
 import { drainSpool } from '../lib/spool-drain.js';
 import { importRouterCore } from '../lib/router-code.js';
@@ -75,6 +83,56 @@ createInterface({ input: process.stdin }).on('line', (line) => {
   if (line.trim() === 'stats') void batchStats().then((stats) => process.stdout.write(JSON.stringify({ stats }) + '\n'));
 });
 
+function startTrace(traceDir: string): () => void {
+  const BUCKET_MS = 50;
+  const gc: { t: number; ms: number; kind: number }[] = [];
+  const obs = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) gc.push({ t: Math.round(performance.timeOrigin + e.startTime), ms: +e.duration.toFixed(2), kind: ((e as PerformanceEntry & { detail?: { kind?: number } }).detail)?.kind ?? 0 });
+  });
+  obs.observe({ entryTypes: ['gc'] });
+  const delay = monitorEventLoopDelay({ resolution: 2 });
+  delay.enable();
+  // Per sample, its own wall-clock time: interval timers drift by their lateness.
+  const loop = { bucketMs: BUCKET_MS, t: [] as number[], maxDelayUs: [] as number[], utilization: [] as number[], dispatcher: [] as (typeof router.dispatcher.stats)[] };
+  let elu: EventLoopUtilization = performance.eventLoopUtilization();
+  const sampler = setInterval(() => {
+    loop.t.push(Date.now());
+    loop.dispatcher.push(router.dispatcher.stats);
+    loop.maxDelayUs.push(Math.round(delay.max / 1000));
+    delay.reset();
+    const now = performance.eventLoopUtilization();
+    loop.utilization.push(+performance.eventLoopUtilization(now, elu).utilization.toFixed(3));
+    elu = now;
+  }, BUCKET_MS);
+  sampler.unref();
+  return () => {
+    clearInterval(sampler);
+    obs.disconnect();
+    delay.disable();
+    mkdirSync(traceDir, { recursive: true });
+    const heap = getHeapSpaceStatistics().map((x) => ({ space: x.space_name, sizeMb: +(x.space_size / 1e6).toFixed(1) }));
+    writeFileSync(join(traceDir, `router-${process.pid}.json`), JSON.stringify({ pid: process.pid, gc, loop, heap }));
+  };
+}
+const writeTrace = process.env.BENCH_ROUTER_TRACE ? startTrace(process.env.BENCH_ROUTER_TRACE) : null;
+
+/**
+ * Where the socket thread allocates, garbage included (V8's sampling heap profiler with the
+ * objects minor and major GCs collected): a Chrome DevTools .heapprofile on exit.
+ */
+async function startAllocationSampling(dir: string): Promise<() => Promise<void>> {
+  const session = new Session();
+  session.connect();
+  await session.post('HeapProfiler.startSampling', { samplingInterval: 16_384, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true } as never);
+  return async () => {
+    const { profile } = await session.post('HeapProfiler.stopSampling');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, `router-${process.pid}.heapprofile`), JSON.stringify(profile));
+    session.disconnect();
+  };
+}
+const writeAllocations = process.env.BENCH_ROUTER_TRACE && process.env.BENCH_ROUTER_ALLOC === '1' ? await startAllocationSampling(process.env.BENCH_ROUTER_TRACE) : null;
+
 let stopping = false;
 async function stop(code: number): Promise<void> {
   if (stopping) return;
@@ -82,6 +140,8 @@ async function stop(code: number): Promise<void> {
   const hard = setTimeout(() => process.exit(code || 1), 15_000);
   hard.unref();
   try {
+    writeTrace?.();
+    await writeAllocations?.();
     await router.close();
   } finally {
     rmSync(dir, { recursive: true, force: true });
