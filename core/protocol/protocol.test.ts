@@ -26,6 +26,23 @@ t.test('peek reads type, id and action from bytes', async (t) => {
   t.notOk(hb('[2,"a","Heartbeat",{},1]'));
 });
 
+t.test('peek: actions of every version, unknown ones, and frames inside a larger buffer', async (t) => {
+  t.equal(peekFrame(enc('[2,"1","StatusNotification",{}]'))!.action, 'StatusNotification', '1.6');
+  t.equal(peekFrame(enc('[2,"1","NotifyEVChargingNeeds",{}]'))!.action, 'NotifyEVChargingNeeds', '2.0.1');
+  t.equal(peekFrame(enc('[2,"1","BatterySwap",{}]'))!.action, 'BatterySwap', '2.1');
+  // Not a known action, a prefix of one, one of the same length: read as sent (the pipeline answers NotImplemented).
+  for (const a of ['FooBar', 'Heartbea', 'HeartbeaT', 'heartbeat', 'Z']) t.equal(peekFrame(enc(`[2,"1","${a}",{}]`))!.action, a, `unknown action ${a}`);
+  t.equal(peekFrame(enc('[2,"1","Heart\\u0062eat",{}]')), undefined, 'escaped action left to the parser');
+  t.equal(peekFrame(enc('[2,"1","Heartbeaté",{}]')), undefined, 'non-ASCII action left to the parser');
+  t.equal(peekFrame(enc('[2,"a\\tb","Heartbeat",{}]')), undefined, 'escape in the id left to the parser');
+  t.equal(peekFrame(enc('[2,"a\u0001","Heartbeat",{}]')), undefined, 'control character in the id left to the parser');
+  // uWS hands a view: offsets are the view's, not its ArrayBuffer's.
+  const big = enc('xxxx[3,"id-7",{}][2,"id-8","Authorize",{"idTag":"T"}]yyyy');
+  t.same(peekFrame(big.subarray(4, 17)), { type: 3, id: 'id-7' });
+  t.same(peekFrame(big.subarray(17, big.length - 4)), { type: 2, id: 'id-8', action: 'Authorize', payloadAt: 21 });
+  t.same(peekFrame(Buffer.from('[2,"b","Heartbeat",{}]')), { type: 2, id: 'b', action: 'Heartbeat', payloadAt: 18 }, 'a Buffer (Bun transport)');
+});
+
 t.test('parseFrame and serializers', async (t) => {
   t.match(parseFrame('[2,"a","Heartbeat",{}]', '1.6'), { type: 2, id: 'a', action: 'Heartbeat', payload: {} });
   t.match(parseFrame('[3,"a",{"x":1}]', '2.0.1'), { type: 3, id: 'a', payload: { x: 1 } });
