@@ -22,6 +22,7 @@ import type { OcppVersion } from '../protocol/dialect.js';
 import type { ActionTable, HookTable, Registered } from './plugin-loader.js';
 import type { CallContext, Logger } from '../plugin-api.js';
 import { ContextFactory, type ConnMeta } from './context.js';
+import { Deadlines } from './deadlines.js';
 import { errors } from '../errors.js';
 import { wireCode } from '../protocol/call-error.js';
 import type { AnalyticsSink } from '../analytics/sink.js';
@@ -106,22 +107,27 @@ export class Pipeline {
     return this.withDeadline<R>(reg, ctx, p);
   }
 
-  private async withDeadline<R>(reg: Registered<(...a: never[]) => unknown>, ctx: CallContext, p: Promise<unknown>): Promise<R> {
+  /** See deadlines.ts: one timer for every pending hook call of this pipeline. */
+  private readonly deadlines = new Deadlines();
+
+  private withDeadline<R>(reg: Registered<(...a: never[]) => unknown>, ctx: CallContext, p: Promise<unknown>): Promise<R> {
     const timeoutMs = reg.timeoutMs ?? this.defaultTimeoutMs;
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      return (await Promise.race([
-        p,
-        new Promise((_, reject) => {
-          timer = setTimeout(() => {
-            (ctx as unknown as { abort(): void }).abort?.();
-            reject(new errors.OCR_ERR_PLUGIN_TIMEOUT(reg.plugin, 'call', timeoutMs));
-          }, timeoutMs);
-        }),
-      ])) as R;
-    } finally {
-      clearTimeout(timer);
-    }
+    return new Promise<R>((resolve, reject) => {
+      const d = this.deadlines.add(timeoutMs, () => {
+        (ctx as unknown as { abort?(): void }).abort?.();
+        reject(new errors.OCR_ERR_PLUGIN_TIMEOUT(reg.plugin, 'call', timeoutMs));
+      });
+      p.then(
+        (v) => {
+          this.deadlines.settle(d);
+          resolve(v as R);
+        },
+        (err: unknown) => {
+          this.deadlines.settle(d);
+          reject(err);
+        },
+      );
+    });
   }
 
   async runFrame(conn: ConnMeta, text: string, receivedAt: number): Promise<FrameResult> {

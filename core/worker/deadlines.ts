@@ -1,0 +1,102 @@
+/**
+ * Deadlines of plugin hook calls, without a timer per call: every async hook call of every
+ * frame has one (pool.hookTimeoutMs, or the hook's own timeoutMs), and almost none fire.
+ *
+ * Why not setTimeout + Promise.race per call, as before: at 10,000 StatusNotifications a
+ * second on the socket thread that pair was its third-largest allocation site (a Timeout, a
+ * race array, two promises and their reactions per call: ≈ 670 bytes of garbage each,
+ * bench/trace-report.ts), and a timer-list insert and removal per call.
+ *
+ * How: calls with the same timeout expire in the order they started, so each timeout value
+ * keeps its pending calls in a doubly-linked list, oldest first; a call that settles unlinks
+ * itself (and is garbage at once: nothing else holds it). One timer per Deadlines is armed
+ * at the oldest pending deadline, but never sooner than `granularityMs` from now (timeoutMs /
+ * 10, between 1 and 100 ms), so a deadline fires between its time and its time + granularity.
+ * When it wakes to find that call settled, it re-arms at the new oldest: under steady load,
+ * about once per timeout.
+ *
+ * Owns: when a deadline fires. Must not: know what a hook is (the caller's `expire` says what
+ * a missed deadline does).
+ */
+
+export class Deadline {
+  prev: Deadline | null = null;
+  next: Deadline | null = null;
+  constructor(readonly list: PendingList, readonly at: number, readonly expire: () => void) {}
+}
+
+/** The pending calls of one timeout value, oldest first. */
+class PendingList {
+  first: Deadline | null = null;
+  last: Deadline | null = null;
+}
+
+export class Deadlines {
+  readonly #lists = new Map<number, PendingList>();
+  #pending = 0;
+  #timer: NodeJS.Timeout | null = null;
+  #granularityMs = 100;
+
+  /** Calls `expire` once `timeoutMs` have passed, unless settle() was called with the result first. */
+  add(timeoutMs: number, expire: () => void): Deadline {
+    let list = this.#lists.get(timeoutMs);
+    if (list === undefined) {
+      this.#lists.set(timeoutMs, (list = new PendingList()));
+      this.#granularityMs = Math.min(this.#granularityMs, Math.max(1, Math.floor(timeoutMs / 10)));
+    }
+    const d = new Deadline(list, performance.now() + timeoutMs, expire);
+    d.prev = list.last;
+    if (list.last !== null) list.last.next = d;
+    else list.first = d;
+    list.last = d;
+    this.#pending++;
+    if (this.#timer === null) this.#arm(d.at);
+    return d;
+  }
+
+  /** The guarded call ended (success or failure): its deadline will not fire. Idempotent. */
+  settle(d: Deadline): void {
+    const list = d.list;
+    if (d.prev === null && list.first !== d) return; // already settled or expired
+    if (d.prev !== null) d.prev.next = d.next;
+    else list.first = d.next;
+    if (d.next !== null) d.next.prev = d.prev;
+    else list.last = d.prev;
+    d.prev = d.next = null;
+    this.#pending--;
+  }
+
+  /** Calls whose deadline is pending. */
+  get size(): number {
+    return this.#pending;
+  }
+
+  #arm(at: number): void {
+    const now = performance.now();
+    this.#timer = setTimeout(() => this.#sweep(), Math.max(at - now, this.#granularityMs));
+  }
+
+  #sweep(): void {
+    this.#timer = null;
+    const now = performance.now();
+    let next = Infinity;
+    for (const list of this.#lists.values()) {
+      let d = list.first;
+      while (d !== null && d.at <= now) {
+        this.settle(d);
+        d.expire();
+        d = list.first;
+      }
+      if (d !== null && d.at < next) next = d.at;
+    }
+    if (next !== Infinity && this.#timer === null) this.#arm(next);
+  }
+
+  /** Stops the timer; pending deadlines never fire (the thread is closing). */
+  close(): void {
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+    for (const list of this.#lists.values()) list.first = list.last = null;
+    this.#pending = 0;
+  }
+}
