@@ -10,7 +10,7 @@
  *   node --import tsx bench/open-loop.ts [--servers=uws-bare,ws-json,ocpp-rpc,router]
  *        [--actions=Heartbeat,StatusNotification,MeterValues] [--rates=10000] [--chargers=1000]
  *        [--reps=3] [--duration=5] [--warmup=2] [--drain=5] [--threads=0] [--version=1.6]
- *        [--router-config='{json}'] [--quiet-cores=0.3] [--quiet-wait=5] [--out=bench/results/open-loop-latest.json]
+ *        [--router-config='{json}'] [--router-state=memory|redis] [--quiet-cores=0.3] [--quiet-wait=5] [--out=bench/results/open-loop-latest.json]
  *   e.g. the knee:  --rates=2000,10000,20000 --actions=Heartbeat,MeterValues
  *   BENCH_PROFILE=1: the router runs with --cpu-prof (profiles in bench/results/profiles)
  *
@@ -22,8 +22,10 @@
  * ceiling: its latency is what generator + transport cost; a figure near it measures the
  * generator. Markdown on stdout, JSON (every run, every option) to --out.
  *
- * The router runs with its state in process (routerState 'memory': no Redis), as in
- * bench/storm.ts.
+ * The router's state: in process by default (as in bench/storm.ts); --router-state=redis puts
+ * it in one throwaway redis-server for the run (flushed between repetitions), the product's
+ * production path. The redis-server's CPU is not in the router's figure; it shows in "other
+ * load" (the machine's CPU beside generator and server).
  *
  * Owns: the rates × actions × servers × repetitions loop, aggregation and the report. Must
  * not: generate load itself, or reach into core/ (servers are SERVERS of e2e-throughput.ts).
@@ -31,7 +33,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem, release } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
-import { DEFAULT_MATRIX, SERVERS, batchFigures, gitInfo, packageVersion, settle, type MatrixOptions } from './e2e-throughput.js';
+import { DEFAULT_MATRIX, SERVERS, batchFigures, gitInfo, packageVersion, settle, type MatrixOptions, type RouterState } from './e2e-throughput.js';
+import { redisCommand, startRedis } from './lib/redis-server.js';
 import { preflight } from './lib/preflight.js';
 import { runResultChild, startServer, type ServerHandle } from './lib/proc.js';
 import { spread, fmtSpread, type Spread } from './lib/stats.js';
@@ -52,6 +55,7 @@ export interface OpenLoopMatrix {
   threads: number;
   version: BenchVersion;
   routerConfig: Record<string, unknown>;
+  routerState: RouterState;
   quietCores: number;
   quietWaitSec: number;
   out: string;
@@ -69,6 +73,7 @@ const DEFAULTS: OpenLoopMatrix = {
   threads: 0,
   version: '1.6',
   routerConfig: {},
+  routerState: 'memory',
   quietCores: 0.3,
   quietWaitSec: 5,
   out: join(root, 'bench/results/open-loop-latest.json'),
@@ -93,10 +98,14 @@ function parse(argv: string[]): OpenLoopMatrix {
     else if (k === 'threads') o.threads = num();
     else if (k === 'version') o.version = v as BenchVersion;
     else if (k === 'router-config') o.routerConfig = JSON.parse(v) as Record<string, unknown>;
+    else if (k === 'router-state') {
+      if (v !== 'memory' && v !== 'redis') throw new Error('--router-state must be memory or redis');
+      o.routerState = v;
+    }
     else if (k === 'quiet-cores') o.quietCores = num();
     else if (k === 'quiet-wait') o.quietWaitSec = num();
     else if (k === 'out') o.out = resolve(v);
-    else throw new Error(`unknown option --${k} (known: servers, actions, rates, chargers, reps, duration, warmup, drain, threads, version, router-config, quiet-cores, quiet-wait, out)`);
+    else throw new Error(`unknown option --${k} (known: servers, actions, rates, chargers, reps, duration, warmup, drain, threads, version, router-config, router-state, quiet-cores, quiet-wait, out)`);
   }
   for (const s of o.servers) if (!SERVERS[s]) throw new Error(`unknown server "${s}" (known: ${Object.keys(SERVERS).join(', ')})`);
   for (const a of o.actions) if (!BENCH_ACTIONS.includes(a)) throw new Error(`unknown action "${a}" (known: ${BENCH_ACTIONS.join(', ')})`);
@@ -107,12 +116,13 @@ function parse(argv: string[]): OpenLoopMatrix {
   if (o.duration < 1 || o.duration > 120) throw new Error('--duration must be 1..120 seconds');
   if (o.warmup > 60) throw new Error('--warmup must be at most 60 seconds');
   if (o.drain < 0.1 || o.drain > 60) throw new Error('--drain must be 0.1..60 seconds');
+  if ((o.routerConfig.redis as { url?: unknown } | undefined)?.url !== undefined) throw new Error('--router-config must not set redis.url: use --router-state=redis (a throwaway redis-server)');
   return o;
 }
 
-/** The e2e matrix options SERVERS and settle() read (router state in process, no Redis). */
+/** The e2e matrix options SERVERS and settle() read. */
 function matrixFor(o: OpenLoopMatrix): MatrixOptions {
-  return { ...DEFAULT_MATRIX, threads: o.threads, version: o.version, routerConfig: o.routerConfig, routerState: 'memory', quietCores: o.quietCores, quietWaitSec: o.quietWaitSec, profile: process.env.BENCH_PROFILE === '1' };
+  return { ...DEFAULT_MATRIX, threads: o.threads, version: o.version, routerConfig: o.routerConfig, routerState: o.routerState, quietCores: o.quietCores, quietWaitSec: o.quietWaitSec, profile: process.env.BENCH_PROFILE === '1' };
 }
 
 function runGenerator(opts: Partial<OpenLoopOptions> & Pick<OpenLoopOptions, 'port' | 'action'>, o: OpenLoopMatrix): Promise<OpenLoopResult> {
@@ -221,7 +231,7 @@ interface OpenLoopReport {
 function markdown(rep: OpenLoopReport): string {
   const o = rep.options;
   const L: string[] = [];
-  L.push(`Open loop: N = ${o.chargers} chargers (OCPP ${o.version}, raw client), each sending every N/R s at a random phase, no waiting for replies; latency from the intended send time. ${o.reps} repetition${o.reps > 1 ? 's' : ''} × ${o.duration} s after ${o.warmup} s warm-up, drain ≤ ${o.drain} s; median (min–max).`, '');
+  L.push(`Open loop: N = ${o.chargers} chargers (OCPP ${o.version}, raw client), each sending every N/R s at a random phase, no waiting for replies; latency from the intended send time. ${o.reps} repetition${o.reps > 1 ? 's' : ''} × ${o.duration} s after ${o.warmup} s warm-up, drain ≤ ${o.drain} s; median (min–max). Router state: ${o.routerState === 'redis' ? 'in a throwaway redis-server (its CPU is not in the router\'s figures; it counts as other load)' : 'in process'}.`, '');
   L.push('| action | offered msg/s | server | sent/s | replies/s | p50 ms | p99 ms | p99.9 ms | max ms | p99 − bare ms | missing | errors | server CPU µs/msg | server cores | generator cores | send lag p99 ms | other load (cores) |');
   L.push('|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   const sorted = [...rep.cells].sort((a, b) => o.actions.indexOf(a.action) - o.actions.indexOf(b.action) || a.rate - b.rate || o.servers.indexOf(a.server) - o.servers.indexOf(b.server));
@@ -264,40 +274,50 @@ async function main(o: OpenLoopMatrix, command: string, log: (s: string) => void
   const cells = o.actions.flatMap((action) => o.rates.map((rate) => ({ action, rate })));
   const total = o.reps * cells.length * o.servers.length;
   let n = 0;
-  for (let rep = 1; rep <= o.reps; rep++) {
-    const servers: ServerHandle[] = [];
-    try {
-      for (const name of o.servers) {
-        const def = SERVERS[name]!;
-        const h = await startServer(name, join(root, def.script), def.args(m), { nodeArgs: def.nodeArgs?.(m), cwd: root });
-        servers.push(h);
-        serverInfo[name] ??= { describe: def.describe + (name === 'router' ? '; state in process' : ''), threads: h.threads };
-        const p = await preflight(h.port, o.version, o.actions);
-        pre[`${name}#${rep}`] = p;
-        if (!p.ok) throw new Error(`pre-flight failed for ${name}: ${JSON.stringify({ problems: p.problems, answers: p.answers })}`);
+  const redis = o.servers.some((s) => SERVERS[s]!.usesRedis?.(m)) ? await startRedis() : null;
+  if (redis) log(`redis-server on port ${redis.port} (pid ${redis.pid}) for the router's state`);
+  try {
+    for (let rep = 1; rep <= o.reps; rep++) {
+      const servers: ServerHandle[] = [];
+      if (redis) {
+        const reply = await redisCommand(redis.port, 'FLUSHALL', 5000);
+        if (reply !== '+OK') throw new Error(`redis-server FLUSHALL answered ${reply}`);
       }
-      for (const { action, rate } of cells) {
-        const order = servers.map((_, i) => servers[(i + rep - 1) % servers.length]!);
-        for (const h of order) {
-          const s = await settle(servers.map((x) => x.pid), m);
-          const st0 = await h.stats(); // the router's batch counters; null for the references
-          const result = await runGenerator({
-            port: h.port, serverPid: h.pid, version: o.version, action, chargers: o.chargers, rate,
-            warmupSec: o.warmup, durationSec: o.duration, drainMs: o.drain * 1000, idPrefix: `ol${rep}-${h.kind}-${action}-${rate}-${Date.now().toString(36)}`,
-          }, o);
-          const st1 = st0 ? await h.stats() : null;
-          const batches = st0 && st1 ? batchFigures(st0, st1) : undefined;
-          runs.push({ rep, server: h.kind, action, rate, settle: s, result, ...(batches ? { batches } : {}) });
-          n++;
-          const w = result.window;
-          log(`[${n}/${total}] rep ${rep} ${h.kind.padEnd(8)} ${action.padEnd(18)} ${String(rate).padStart(6)}/s  sent ${w.sendRate}/s  replies ${w.replyRate}/s  p50 ${(w.latencyUs.p50 / 1000).toFixed(2)}  p99 ${(w.latencyUs.p99 / 1000).toFixed(2)}  p99.9 ${(w.latencyUs.p999 / 1000).toFixed(2)}  max ${(w.latencyUs.max / 1000).toFixed(1)} ms  lag p99 ${(w.sendLagUs.p99 / 1000).toFixed(2)} ms  missing ${result.missing}  server ${result.server?.cpuUsPerMessage ?? '?'} µs/msg (${result.server?.cores ?? '?'} cores)  gen ${result.generator.cores} cores  other ${result.machine.foreignCores}  errors ${result.errors.total + result.connect.failed}${batches ? `  batches ${batches.itemsPerBatch} items, ${Math.round(batches.inlineShare * 100)} % inline` : ''}`);
-          if (result.connect.failed || result.errors.total) log(`    ${[...result.connect.failures, ...result.errors.samples].join('\n    ')}`);
-          if (await Promise.race([h.exited.then(() => true), sleep(0).then(() => false)])) throw new Error(`${h.kind} exited during the run; stderr:\n${h.stderr.join('\n')}`);
+      try {
+        for (const name of o.servers) {
+          const def = SERVERS[name]!;
+          const h = await startServer(name, join(root, def.script), def.args(m, { redisUrl: redis?.url ?? null }), { nodeArgs: def.nodeArgs?.(m), cwd: root });
+          servers.push(h);
+          serverInfo[name] ??= { describe: def.describe + (name === 'router' ? (redis ? '; state in a throwaway redis-server (its CPU not counted)' : '; state in process') : ''), threads: h.threads };
+          const p = await preflight(h.port, o.version, o.actions);
+          pre[`${name}#${rep}`] = p;
+          if (!p.ok) throw new Error(`pre-flight failed for ${name}: ${JSON.stringify({ problems: p.problems, answers: p.answers })}`);
         }
+        for (const { action, rate } of cells) {
+          const order = servers.map((_, i) => servers[(i + rep - 1) % servers.length]!);
+          for (const h of order) {
+            const s = await settle([...servers.map((x) => x.pid), ...(redis ? [redis.pid] : [])], m);
+            const st0 = await h.stats(); // the router's batch counters; null for the references
+            const result = await runGenerator({
+              port: h.port, serverPid: h.pid, version: o.version, action, chargers: o.chargers, rate,
+              warmupSec: o.warmup, durationSec: o.duration, drainMs: o.drain * 1000, idPrefix: `ol${rep}-${h.kind}-${action}-${rate}-${Date.now().toString(36)}`,
+            }, o);
+            const st1 = st0 ? await h.stats() : null;
+            const batches = st0 && st1 ? batchFigures(st0, st1) : undefined;
+            runs.push({ rep, server: h.kind, action, rate, settle: s, result, ...(batches ? { batches } : {}) });
+            n++;
+            const w = result.window;
+            log(`[${n}/${total}] rep ${rep} ${h.kind.padEnd(8)} ${action.padEnd(18)} ${String(rate).padStart(6)}/s  sent ${w.sendRate}/s  replies ${w.replyRate}/s  p50 ${(w.latencyUs.p50 / 1000).toFixed(2)}  p99 ${(w.latencyUs.p99 / 1000).toFixed(2)}  p99.9 ${(w.latencyUs.p999 / 1000).toFixed(2)}  max ${(w.latencyUs.max / 1000).toFixed(1)} ms  lag p99 ${(w.sendLagUs.p99 / 1000).toFixed(2)} ms  missing ${result.missing}  server ${result.server?.cpuUsPerMessage ?? '?'} µs/msg (${result.server?.cores ?? '?'} cores)  gen ${result.generator.cores} cores  other ${result.machine.foreignCores}  errors ${result.errors.total + result.connect.failed}${batches ? `  batches ${batches.itemsPerBatch} items, ${Math.round(batches.inlineShare * 100)} % inline` : ''}`);
+            if (result.connect.failed || result.errors.total) log(`    ${[...result.connect.failures, ...result.errors.samples].join('\n    ')}`);
+            if (await Promise.race([h.exited.then(() => true), sleep(0).then(() => false)])) throw new Error(`${h.kind} exited during the run; stderr:\n${h.stderr.join('\n')}`);
+          }
+        }
+      } finally {
+        for (const h of servers) await h.stop();
       }
-    } finally {
-      for (const h of servers) await h.stop();
     }
+  } finally {
+    await redis?.stop();
   }
   return {
     kind: 'open-loop',
