@@ -26,7 +26,9 @@
  * to <dir>/router-<pid>.json on exit: per 50 ms its event-loop delay (max, µs), utilization and
  * the dispatcher's queues (batches in flight, frames waiting), and every garbage collection (wall-clock start, duration, kind), to line up with an open-loop
  * run's latency timeline (its `timeline.startEpochMs`) when asking where a p99 comes from.
- * With BENCH_ROUTER_ALLOC=1 too: where the socket thread allocates (router-<pid>.heapprofile).
+ * With BENCH_ROUTER_ALLOC=1 too: where the socket thread allocates (router-<pid>.heapprofile);
+ * BENCH_ROUTER_ALLOC=old: only what survived to the old generation (promoted, then collected
+ * by a mark-compact or still alive at exit): what makes the mark-compacts.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { monitorEventLoopDelay, performance, PerformanceObserver, type EventLoopUtilization } from 'node:perf_hooks';
@@ -120,10 +122,10 @@ const writeTrace = process.env.BENCH_ROUTER_TRACE ? startTrace(process.env.BENCH
  * Where the socket thread allocates, garbage included (V8's sampling heap profiler with the
  * objects minor and major GCs collected): a Chrome DevTools .heapprofile on exit.
  */
-async function startAllocationSampling(dir: string): Promise<() => Promise<void>> {
+async function startAllocationSampling(dir: string, includeYoungGarbage: boolean): Promise<() => Promise<void>> {
   const session = new Session();
   session.connect();
-  await session.post('HeapProfiler.startSampling', { samplingInterval: 16_384, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true } as never);
+  await session.post('HeapProfiler.startSampling', { samplingInterval: 16_384, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: includeYoungGarbage } as never);
   return async () => {
     const { profile } = await session.post('HeapProfiler.stopSampling');
     mkdirSync(dir, { recursive: true });
@@ -131,7 +133,8 @@ async function startAllocationSampling(dir: string): Promise<() => Promise<void>
     session.disconnect();
   };
 }
-const writeAllocations = process.env.BENCH_ROUTER_TRACE && process.env.BENCH_ROUTER_ALLOC === '1' ? await startAllocationSampling(process.env.BENCH_ROUTER_TRACE) : null;
+const alloc = process.env.BENCH_ROUTER_ALLOC;
+const writeAllocations = process.env.BENCH_ROUTER_TRACE && (alloc === '1' || alloc === 'old') ? await startAllocationSampling(process.env.BENCH_ROUTER_TRACE, alloc === '1') : null;
 
 let stopping = false;
 async function stop(code: number): Promise<void> {

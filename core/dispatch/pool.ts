@@ -105,7 +105,20 @@ interface LaneState {
   backlog: BacklogItem[];
   /** Resolved when the lane's in-flight batch has come back and its replies are sent. */
   waiters: Array<() => void>;
+  /** Given an item since the last sweep of idle lanes (see LANE_SWEEP_MS). */
+  used: boolean;
 }
+
+/**
+ * How long an idle lane stays in the map before it is swept (between one and two periods).
+ * Why not deleted once idle, as before: a charger sending every 100 ms then added and deleted
+ * its lane for every message, and the map's rehashed tables, live for a few hundred
+ * milliseconds each, were the socket thread's largest source of promoted garbage at 10,000
+ * StatusNotifications/s (≈ 15 % of what reached the old generation, whose growth sets the
+ * rate of mark-compacts; bench/RESULTS.md, "Where the 10,000 msg/s tail comes from"). A lane
+ * is a few dozen bytes; those of chargers quiet for a period go.
+ */
+const LANE_SWEEP_MS = 1000;
 
 interface BacklogItem {
   conn: Connection;
@@ -194,8 +207,12 @@ export class Dispatcher {
   /** Buffers of finished inline batches, for the next writers (see flush()). */
   private readonly spare: Uint8Array[] = [];
 
+  private readonly laneSweep: NodeJS.Timeout;
+
   constructor(private readonly opts: DispatcherOptions, private readonly hooks: DispatchHooks, private readonly metrics: Metrics, private readonly log: PinoLogger) {
     this.maxInFlight = opts.threads * opts.concurrentTasksPerWorker;
+    this.laneSweep = setInterval(() => this.sweepLanes(), LANE_SWEEP_MS);
+    this.laneSweep.unref();
   }
 
   private createPool(): Piscina {
@@ -310,6 +327,7 @@ export class Dispatcher {
   /** Stops the workers at once, without draining (startup failed). */
   async destroy(): Promise<void> {
     if (this.idleTimer) clearInterval(this.idleTimer);
+    clearInterval(this.laneSweep);
     await this.pool?.destroy().catch(() => undefined);
     this.pool = null;
     this.workers = Workers.Stopped;
@@ -358,13 +376,29 @@ export class Dispatcher {
 
   private lane(cpId: string): LaneState {
     let l = this.lanes.get(cpId);
-    if (!l) this.lanes.set(cpId, (l = { state: Lane.Idle, inBatch: 0, backlog: [], waiters: [] }));
+    if (!l) this.lanes.set(cpId, (l = { state: Lane.Idle, inBatch: 0, backlog: [], waiters: [], used: true }));
     return l;
   }
 
   /** True when the charger has nothing queued or in flight (socket-thread answers are safe). */
   isIdle(cpId: string): boolean {
-    return !this.lanes.has(cpId);
+    const l = this.lanes.get(cpId);
+    return l === undefined || (l.state === Lane.Idle && l.backlog.length === 0);
+  }
+
+  /** Deletes the lanes that stayed idle since the last sweep (LANE_SWEEP_MS). */
+  private sweepLanes(): void {
+    for (const [k, l] of this.lanes) {
+      if (l.used) l.used = false;
+      else if (l.state === Lane.Idle && l.backlog.length === 0 && l.waiters.length === 0) this.lanes.delete(k);
+    }
+  }
+
+  /** Lanes with work queued, in a batch or in flight (idle ones wait for the sweep). */
+  private busyLanes(): number {
+    let n = 0;
+    for (const l of this.lanes.values()) if (l.state !== Lane.Idle || l.backlog.length > 0) n++;
+    return n;
   }
 
   /**
@@ -390,7 +424,7 @@ export class Dispatcher {
     const existing = this.lanes.get(conn.cpId);
     // One charger must not fill the shared queue: the bound covers its items waiting in the
     // batch being built as well as behind its in-flight batch. (No lane is created on this
-    // path: an idle lane left in the map would look busy forever.)
+    // path: a refused frame needs none.)
     if (existing && existing.inBatch + existing.backlog.length >= this.opts.backlogPerCharger) {
       this.metrics.dropped.inc({ reason: 'backlog_full' });
       return this.answerInternal(conn, peekId, 'OCR_ERR_LANE_BACKLOG_FULL');
@@ -430,6 +464,7 @@ export class Dispatcher {
     this.ctxs.push({ conn: it.conn, kind: it.kind, peekId: it.peekId });
     if (this.batchInline && !this.inlineable(it.kind, it.conn.version, it.action)) this.batchInline = false;
     l.inBatch++;
+    l.used = true;
     if (l.state === Lane.Idle) {
       l.state = Lane.InBatch;
       this.laneKeys.push(it.conn.cpId);
@@ -637,7 +672,6 @@ export class Dispatcher {
         this.backlogFrames--;
         this.addLane(l, items[i]!);
       }
-      if (l.state === Lane.Idle && l.backlog.length === 0) this.lanes.delete(k);
     }
   }
 
@@ -693,12 +727,13 @@ export class Dispatcher {
    */
   async close(timeoutMs = 10_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
-    while ((this.inFlight > 0 || this.inlineInFlight > 0 || this.writer.count > 0 || this.lanes.size > 0) && Date.now() < deadline) {
+    while ((this.inFlight > 0 || this.inlineInFlight > 0 || this.writer.count > 0 || this.busyLanes() > 0) && Date.now() < deadline) {
       this.flush(true);
       await new Promise((r) => setTimeout(r, 5));
     }
     if (this.loadTimer) clearInterval(this.loadTimer);
     if (this.idleTimer) clearInterval(this.idleTimer);
+    clearInterval(this.laneSweep);
     // From here on every batch goes to a worker (none should come: the sockets are closed).
     this.inlineRunner = null;
     await this.stopping;

@@ -46,6 +46,24 @@ t.test('never overtakes an earlier message of the same charger', async (t) => {
   t.same(c.received.filter((f) => f[0] === 3).map((f) => f[1]), ['slow', 'hb'], 'replies in sending order');
 });
 
+t.test('idle lanes stay for a while (no map churn per message) and are swept once quiet', async (t) => {
+  const r = await startRouter(t);
+  const lanes = (r.router.dispatcher as unknown as { lanes: Map<string, unknown> }).lanes;
+  const cs = await Promise.all(['LANE-1', 'LANE-2', 'LANE-3'].map((id) => TestCharger.connect(r.url(id))));
+  t.teardown(() => Promise.all(cs.map((c) => c.close())));
+  for (const c of cs) await c.call('StatusNotification', { connectorId: 1, errorCode: 'NoError', status: 'Available' });
+  t.ok(lanes.has('LANE-1') && r.router.dispatcher.isIdle('LANE-1'), 'an answered charger keeps its lane, idle');
+  // LANE-1 stays busy for 2.5 s (past two sweeps); the others go quiet.
+  const end = Date.now() + 2500;
+  while (Date.now() < end) {
+    t.equal((await cs[0]!.call('StatusNotification', { connectorId: 1, errorCode: 'NoError', status: 'Charging' }))[0], 3);
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  t.ok(lanes.has('LANE-1'), 'the active charger\'s lane is kept');
+  t.notOk(lanes.has('LANE-2') || lanes.has('LANE-3'), 'the quiet chargers\' lanes were swept');
+  t.equal((await cs[1]!.call('Heartbeat', {}))[0], 3, 'a swept charger is served as before');
+});
+
 t.test('a plugin hooking Heartbeat turns the fast path off for that version', async (t) => {
   const r = await startRouter(t, { plugins: [{ name: 'core' }, { name: './test/fixtures/plugins/heartbeat-watcher.ts' }] });
   const c16 = await TestCharger.connect(r.url('HB-16'));
