@@ -99,6 +99,7 @@ interface ItemCtx {
  * Connect and frames stay in one order (review finding: per-connection lanes ran them at once).
  */
 interface LaneState {
+  /** Idle: no item in the batch being built or in flight, and so none in the backlog or waiters (release() empties both). */
   state: Lane;
   /** Items of this lane in the batch being built (bounded by backlogPerCharger with the backlog). */
   inBatch: number;
@@ -383,21 +384,21 @@ export class Dispatcher {
   /** True when the charger has nothing queued or in flight (socket-thread answers are safe). */
   isIdle(cpId: string): boolean {
     const l = this.lanes.get(cpId);
-    return l === undefined || (l.state === Lane.Idle && l.backlog.length === 0);
+    return l === undefined || l.state === Lane.Idle;
   }
 
   /** Deletes the lanes that stayed idle since the last sweep (LANE_SWEEP_MS). */
   private sweepLanes(): void {
     for (const [k, l] of this.lanes) {
       if (l.used) l.used = false;
-      else if (l.state === Lane.Idle && l.backlog.length === 0 && l.waiters.length === 0) this.lanes.delete(k);
+      else if (l.state === Lane.Idle) this.lanes.delete(k);
     }
   }
 
   /** Lanes with work queued, in a batch or in flight (idle ones wait for the sweep). */
   private busyLanes(): number {
     let n = 0;
-    for (const l of this.lanes.values()) if (l.state !== Lane.Idle || l.backlog.length > 0) n++;
+    for (const l of this.lanes.values()) if (l.state !== Lane.Idle) n++;
     return n;
   }
 
