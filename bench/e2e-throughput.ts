@@ -7,7 +7,7 @@
  *   node --import tsx bench/e2e-throughput.ts [--servers=uws-bare,ws-json,ocpp-rpc,router]
  *        [--actions=Heartbeat,StatusNotification,MeterValues,Authorize] [--inflight=1,8] [--chargers=1000]
  *        [--reps=3] [--duration=3] [--warmup=1] [--threads=0] [--client=raw|ws] [--version=1.6]
- *        [--router-state=redis|memory] [--router-config='{json}'] [--profile] [--out=file.json]
+ *        [--router-state=redis|memory] [--router-config='{json}'] [--profile] [--server-cpus=1] [--out=file.json]
  *   (every flag also reads BENCH_<NAME>, e.g. BENCH_CHARGERS=500)
  *
  * Owns: the matrix (servers × actions × in-flight × repetitions), server processes (and the
@@ -67,6 +67,12 @@ export interface MatrixOptions {
   routerConfig: Record<string, unknown>;
   /** Start the router with --cpu-prof (profiles in bench/results/profiles). */
   profile: boolean;
+  /**
+   * CPUs (indices) the servers and the router's redis-server are pinned to (taskset), the
+   * generator and this process to the others: how a server's figures scale with the cores it
+   * is given (docs/performance.md). null: nothing pinned, everything shares every core.
+   */
+  serverCpus: number[] | null;
   /** Wait (bounded) before each run until other processes use less than this many cores. */
   quietCores: number;
   quietWaitSec: number;
@@ -91,6 +97,7 @@ export const DEFAULT_MATRIX: MatrixOptions = {
   routerState: 'redis',
   routerConfig: {},
   profile: false,
+  serverCpus: null,
   quietCores: 0.3,
   // 96 runs in the standard matrix: at most 2 s of waiting each keeps `npm run bench` bounded.
   quietWaitSec: 2,
@@ -117,7 +124,7 @@ export function parseArgs(argv: string[], defaults: MatrixOptions = DEFAULT_MATR
     return n;
   };
   const o: MatrixOptions = { ...defaults, routerConfig: { ...defaults.routerConfig } };
-  const known = new Set(['servers', 'actions', 'inflight', 'chargers', 'reps', 'duration', 'warmup', 'threads', 'client', 'version', 'router-state', 'router-config', 'profile', 'quiet-cores', 'quiet-wait', 'out']);
+  const known = new Set(['servers', 'actions', 'inflight', 'chargers', 'reps', 'duration', 'warmup', 'threads', 'client', 'version', 'router-state', 'router-config', 'profile', 'server-cpus', 'quiet-cores', 'quiet-wait', 'out']);
   for (const k of raw.keys()) if (!known.has(k)) throw new Error(`unknown option --${k} (known: ${[...known].join(', ')})`);
   let v: string | undefined;
   if ((v = get('servers'))) o.servers = list(v);
@@ -133,6 +140,12 @@ export function parseArgs(argv: string[], defaults: MatrixOptions = DEFAULT_MATR
   if ((v = get('router-state'))) o.routerState = v as RouterState;
   if ((v = get('router-config'))) o.routerConfig = JSON.parse(v) as Record<string, unknown>;
   if ((v = get('profile'))) o.profile = v === 'true' || v === '1';
+  if ((v = get('server-cpus'))) {
+    o.serverCpus = list(v).map((x) => num('server-cpus', x));
+    const n = cpus().length;
+    if (o.serverCpus.length === 0 || o.serverCpus.some((c) => !Number.isInteger(c) || c >= n)) throw new Error(`--server-cpus must list CPU indices 0..${n - 1}, got "${v}"`);
+    if (otherCpus(o.serverCpus).length === 0) throw new Error('--server-cpus must leave at least one CPU to the generator');
+  }
   if ((v = get('quiet-cores'))) o.quietCores = num('quiet-cores', v);
   if ((v = get('quiet-wait'))) o.quietWaitSec = num('quiet-wait', v);
   if ((v = get('out'))) o.out = v;
@@ -150,6 +163,26 @@ export function parseArgs(argv: string[], defaults: MatrixOptions = DEFAULT_MATR
   if (o.warmup > 60) throw new Error('--warmup must be at most 60 seconds');
   for (const k of o.inflight) if (k < 1 || k > 256 || !Number.isInteger(k)) throw new Error('--inflight values must be integers 1..256');
   return o;
+}
+
+// ── CPU pinning (--server-cpus) ──────────────────────────────────────────────────────────
+
+/** The CPUs not in `list`. */
+export function otherCpus(list: number[]): number[] {
+  return cpus().map((_, i) => i).filter((i) => !list.includes(i));
+}
+
+/**
+ * Pins every thread of `pid` to `list` with util-linux's taskset (threads and processes
+ * started later inherit it). Written here rather than with a package: one call of a tool
+ * every Debian has, and no npm package sets another process's affinity without a native build.
+ */
+export function pinTo(pid: number, list: number[]): void {
+  try {
+    execFileSync('taskset', ['-a', '-cp', list.join(','), String(pid)], { stdio: 'ignore' });
+  } catch (err) {
+    throw new Error(`--server-cpus: taskset could not pin pid ${pid} to CPUs ${list.join(',')} (is util-linux installed?): ${(err as Error).message}`);
+  }
 }
 
 // ── servers ───────────────────────────────────────────────────────────────────────────────
@@ -423,6 +456,7 @@ export function markdown(rep: MatrixReport): string {
       ? `Router state in Redis (one throwaway redis-server ${rep.redis?.version ?? ''} for the run, flushed between repetitions), analytics to the local spool. **server CPU µs/rt is the router process alone** (all its threads); the redis-server's CPU over the same window is reported separately (redis µs/rt, redis cores), so the full cost of a round trip is their sum. Ratios compare the router process alone.`
       : 'Router state in process (--router-state=memory), analytics to the local spool.');
   }
+  if (o.serverCpus) lines.push('', `Servers${withRedis ? ' and the redis-server' : ''} pinned to CPU ${o.serverCpus.join(', ')} (taskset), the generator to CPU ${otherCpus(o.serverCpus).join(', ')}.`);
   lines.push('');
   lines.push(`| action | in flight | server | round trips/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/rt |${withRedis ? ' redis µs/rt | redis cores |' : ''} server cores | generator cores | other load (cores) | errors |`);
   lines.push(`|---|---:|---|---:|---:|---:|---:|---:|${withRedis ? '---:|---:|' : ''}---:|---:|---:|---:|`);
@@ -471,7 +505,11 @@ export async function runMatrix(o: MatrixOptions, log: (s: string) => void = (s)
   const total = o.reps * cells.length * o.servers.length;
   let n = 0;
   // One redis-server for the whole matrix, only when a server of it keeps its state there.
+  // Pinned: this process (and so every generator it spawns) to the other CPUs, each server
+  // and the router's redis-server to serverCpus as they start.
+  if (o.serverCpus) pinTo(process.pid, otherCpus(o.serverCpus));
   const redis: BenchRedis | null = o.servers.some((s) => SERVERS[s]!.usesRedis?.(o)) ? await startRedis() : null;
+  if (redis && o.serverCpus) pinTo(redis.pid, o.serverCpus);
   const redisInfo: MatrixReport['redis'] = redis && { version: redisVersion(redis.pid), port: redis.port, perRep: [] };
   if (redis) log(`redis-server ${redisInfo!.version} on port ${redis.port} (pid ${redis.pid}) for the router's state`);
   try {
@@ -484,6 +522,7 @@ export async function runMatrix(o: MatrixOptions, log: (s: string) => void = (s)
         const def = SERVERS[name]!;
         const h = await startServer(name, join(root, def.script), def.args(o, { redisUrl: redis?.url ?? null }), { nodeArgs: def.nodeArgs?.(o), cwd: root });
         servers.push(h);
+        if (o.serverCpus) pinTo(h.pid, o.serverCpus);
         const state = def.usesRedis ? (def.usesRedis(o) ? '; state in the matrix\'s redis-server (its CPU reported apart)' : '; state in process') : '';
         serverInfo[name] ??= { describe: def.describe + state, threads: h.threads, config: h.info.config };
         let p = await preflight(h.port, o.version, o.actions);
