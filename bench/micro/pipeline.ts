@@ -1,6 +1,7 @@
 /**
  * micro/pipeline: the worker's cost per frame, without sockets, threads or batches: the
- * real plugin loader, pipeline, core plugin, in-process state and the analytics sink
+ * real plugin loader, pipeline, core plugin (and the bench's Authorize fixture, as the bench
+ * router loads it), in-process state and the analytics sink
  * writing the local spool, driven in-process. What is left of a round trip's CPU once the
  * transport and the thread hop are taken away; e2e-throughput measures the whole.
  *
@@ -34,6 +35,8 @@ import { startRedis } from '../lib/redis-server.js';
 import { actionPayload, BENCH_ACTIONS, type BenchAction, type BenchVersion } from '../lib/ocpp-payloads.js';
 import { drainSpool } from '../lib/spool-drain.js';
 import core from '../../plugins/core/index.js';
+import authorizeFixture from '../fixtures/authorize-plugin.js';
+import { BENCH_ID_TOKEN } from '../lib/ocpp-payloads.js';
 
 const opts = { action: 'MeterValues' as BenchAction, version: '1.6' as BenchVersion, frames: 100_000, rounds: 4, state: 'memory' as 'memory' | 'redis' };
 for (const a of process.argv.slice(2)) {
@@ -60,7 +63,13 @@ const sink = createAnalyticsSink({ spoolDir: join(dir, 'spool'), nodeId: 'micro'
 await sink.start();
 const log = pino({ level: 'silent' }) as unknown as Logger;
 const services: WorkerServices = { store, sink, registry, log, nodeId: 'micro', send: async () => ({}) };
-const table = await loadPlugins([{ name: 'core', plugin: core, options: {} }], (plugin) => ({
+// The plugins of bench/reference/router.ts: core, and the Authorize fixture (one state read per
+// Authorize; without it Authorize would measure the NotSupported answer).
+const plugins = [
+  { name: 'core', plugin: core, options: {} },
+  { name: 'bench-authorize', plugin: authorizeFixture, options: { knownTokens: [BENCH_ID_TOKEN] } },
+];
+const table = await loadPlugins(plugins, (plugin) => ({
   log, globalState: scopeStore(store, `ocr:g:${plugin}:`), chargers: registry, router: { nodeId: 'micro', heartbeatIntervalSec: 300 },
 }));
 const pipeline = new Pipeline(table, new ContextFactory(services), log, 10_000, sink, 'micro');

@@ -12,13 +12,18 @@
  *   plain         no auto-pipelining: one socket write per command
  *   corked        no auto-pipelining, socket corked until the tick ends: one write per tick
  *   store         RedisStateStore (what the product runs)
- * Prints µs of this process's CPU per command per round; the first round includes warm-up.
+ *   script        (hset only) every HSET of a tick in one EVALSHA, each under pcall: what
+ *                 coalescing a batch's state writes would save on the client (not adopted:
+ *                 RESULTS.md, "Why the gaps remain")
+ * Prints µs of this process's CPU per command per round (the first round includes warm-up), and
+ * the redis-server's CPU per command over the last rounds beside it.
  *
  * Owns: nothing the product uses. Must not: touch any Redis but its own.
  */
 import { Redis } from 'ioredis';
 import { RedisStateStore } from '../../core/state/redis-store.js';
 import { startRedis } from '../lib/redis-server.js';
+import { processCpuMs } from '../lib/proc.js';
 
 const opts = { command: 'hset' as 'hset' | 'hget', commands: 200_000, batch: 512, rounds: 4 };
 for (const a of process.argv.slice(2)) {
@@ -30,7 +35,7 @@ for (const a of process.argv.slice(2)) {
   } else opts[m[1] as 'commands' | 'batch' | 'rounds'] = Math.max(1, Math.min(Number(m[2]) || 1, m[1] === 'rounds' ? 20 : 1_000_000));
 }
 
-const VARIANTS = ['auto-object', 'auto-flat', 'plain', 'corked', 'store'] as const;
+const VARIANTS = ['auto-object', 'auto-flat', 'plain', 'corked', 'store', 'script'] as const;
 type Variant = (typeof VARIANTS)[number];
 const FIELD = '1';
 const VALUE = JSON.stringify({ status: 'Available', errorCode: 'NoError', timestamp: new Date().toISOString() });
@@ -45,6 +50,7 @@ async function setup(variant: Variant, url: string): Promise<{ issue: Issue; clo
     const issue: Issue = opts.command === 'hset' ? (k) => store.hset(k, { [FIELD]: VALUE }) : (k) => store.hget(k, FIELD);
     return { issue, close: () => store.close() };
   }
+  if (variant === 'script') return coalesced(url);
   const client = new Redis(url, { enableAutoPipelining: variant.startsWith('auto'), commandTimeout: 2000, enableOfflineQueue: false, autoResendUnfulfilledCommands: false });
   await new Promise((resolve) => client.once('ready', resolve));
   let corked = false;
@@ -67,6 +73,50 @@ async function setup(variant: Variant, url: string): Promise<{ issue: Issue; clo
   return { issue, close: async () => void client.disconnect() };
 }
 
+// One EVALSHA per tick carrying every HSET of the tick (keys in KEYS, field/value pairs in ARGV);
+// each write runs under pcall so one bad key fails only its own caller.
+const HSET_MANY = `local out = {}
+for i = 1, #KEYS do
+  local r = redis.pcall('HSET', KEYS[i], ARGV[2*i-1], ARGV[2*i])
+  if type(r) == 'table' and r.err then out[i] = r.err else out[i] = 0 end
+end
+return out`;
+async function coalesced(url: string): Promise<{ issue: Issue; close: () => Promise<void> }> {
+  const client = new Redis(url, { commandTimeout: 2000, enableOfflineQueue: false, autoResendUnfulfilledCommands: false });
+  await new Promise((resolve) => client.once('ready', resolve));
+  client.defineCommand('hsetMany', { lua: HSET_MANY });
+  let keys: string[] = [];
+  let argv: string[] = [];
+  let waiters: { resolve: (v: unknown) => void; reject: (e: unknown) => void }[] = [];
+  const flush = () => {
+    const k = keys;
+    const a = argv;
+    const w = waiters;
+    keys = [];
+    argv = [];
+    waiters = [];
+    (client as unknown as { hsetMany(n: number, ...args: string[]): Promise<unknown[]> }).hsetMany(k.length, ...k, ...a).then(
+      (res) => {
+        for (let i = 0; i < w.length; i++) {
+          if (res[i] === 0) w[i]!.resolve(0);
+          else w[i]!.reject(new Error(String(res[i])));
+        }
+      },
+      (err) => {
+        for (const x of w) x.reject(err);
+      },
+    );
+  };
+  const issue: Issue = (k) => {
+    if (keys.length === 0) process.nextTick(flush);
+    keys.push(k);
+    argv.push(FIELD, VALUE);
+    return new Promise((resolve, reject) => waiters.push({ resolve, reject }));
+  };
+  return { issue, close: async () => void client.disconnect() };
+}
+
+let redisPid = 0;
 async function round(issue: Issue): Promise<number> {
   const c0 = process.cpuUsage();
   for (let i = 0; i < opts.commands; i += opts.batch) {
@@ -79,14 +129,21 @@ async function round(issue: Issue): Promise<number> {
 }
 
 const redis = await startRedis();
+redisPid = redis.pid;
 try {
-  console.log(`${opts.command}, ${opts.commands} commands per round in batches of ${opts.batch}; µs of client CPU per command`);
+  console.log(`${opts.command}, ${opts.commands} commands per round in batches of ${opts.batch}; µs of client CPU per command per round; redis-server's µs per command (rounds 2 on)`);
   for (const v of VARIANTS) {
+    if (v === 'script' && opts.command !== 'hset') continue;
     const { issue, close } = await setup(v, redis.url);
     const rounds: string[] = [];
-    for (let r = 0; r < opts.rounds; r++) rounds.push((await round(issue)).toFixed(2));
+    let r0 = 0;
+    for (let r = 0; r < opts.rounds; r++) {
+      if (r === 1 || opts.rounds === 1) r0 = processCpuMs(redisPid);
+      rounds.push((await round(issue)).toFixed(2));
+    }
+    const serverUs = ((processCpuMs(redisPid) - r0) * 1000) / (opts.commands * Math.max(1, opts.rounds - 1));
     await close();
-    console.log(`${v.padEnd(12)} ${rounds.join('  ')}`);
+    console.log(`${v.padEnd(12)} ${rounds.join('  ')}   redis-server ${serverUs.toFixed(2)}`);
   }
 } finally {
   await redis.stop();
