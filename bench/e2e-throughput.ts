@@ -504,10 +504,10 @@ export async function runMatrix(o: MatrixOptions, log: (s: string) => void = (s)
   const cells = o.actions.flatMap((action) => o.inflight.map((inflight) => ({ action, inflight })));
   const total = o.reps * cells.length * o.servers.length;
   let n = 0;
-  // One redis-server for the whole matrix, only when a server of it keeps its state there.
   // Pinned: this process (and so every generator it spawns) to the other CPUs, each server
   // and the router's redis-server to serverCpus as they start.
   if (o.serverCpus) pinTo(process.pid, otherCpus(o.serverCpus));
+  // One redis-server for the whole matrix, only when a server of it keeps its state there.
   const redis: BenchRedis | null = o.servers.some((s) => SERVERS[s]!.usesRedis?.(o)) ? await startRedis() : null;
   if (redis && o.serverCpus) pinTo(redis.pid, o.serverCpus);
   const redisInfo: MatrixReport['redis'] = redis && { version: redisVersion(redis.pid), port: redis.port, perRep: [] };

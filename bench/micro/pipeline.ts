@@ -32,11 +32,10 @@ import { RedisStateStore } from '../../core/state/redis-store.js';
 import { JournalingStore } from '../../core/state/journaling-store.js';
 import type { StateStore } from '../../core/state/store.js';
 import { startRedis } from '../lib/redis-server.js';
-import { actionPayload, BENCH_ACTIONS, type BenchAction, type BenchVersion } from '../lib/ocpp-payloads.js';
+import { actionPayload, BENCH_ACTIONS, BENCH_ID_TOKEN, type BenchAction, type BenchVersion } from '../lib/ocpp-payloads.js';
 import { drainSpool } from '../lib/spool-drain.js';
 import core from '../../plugins/core/index.js';
 import authorizeFixture from '../fixtures/authorize-plugin.js';
-import { BENCH_ID_TOKEN } from '../lib/ocpp-payloads.js';
 
 const opts = { action: 'MeterValues' as BenchAction, version: '1.6' as BenchVersion, frames: 100_000, rounds: 4, state: 'memory' as 'memory' | 'redis' };
 for (const a of process.argv.slice(2)) {
