@@ -16,7 +16,8 @@
  *                 coalescing a batch's state writes would save on the client (not adopted:
  *                 RESULTS.md, "Why the gaps remain")
  * Prints µs of this process's CPU per command per round (the first round includes warm-up), and
- * the redis-server's CPU per command over the last rounds beside it.
+ * the redis-server's CPU per command over the last rounds beside it (read from /proc in 10 ms
+ * ticks: meaningful from ≈ 100,000 commands per round).
  *
  * Owns: nothing the product uses. Must not: touch any Redis but its own.
  */
@@ -116,7 +117,6 @@ async function coalesced(url: string): Promise<{ issue: Issue; close: () => Prom
   return { issue, close: async () => void client.disconnect() };
 }
 
-let redisPid = 0;
 async function round(issue: Issue): Promise<number> {
   const c0 = process.cpuUsage();
   for (let i = 0; i < opts.commands; i += opts.batch) {
@@ -129,7 +129,6 @@ async function round(issue: Issue): Promise<number> {
 }
 
 const redis = await startRedis();
-redisPid = redis.pid;
 try {
   console.log(`${opts.command}, ${opts.commands} commands per round in batches of ${opts.batch}; µs of client CPU per command per round; redis-server's µs per command (rounds 2 on)`);
   for (const v of VARIANTS) {
@@ -138,10 +137,10 @@ try {
     const rounds: string[] = [];
     let r0 = 0;
     for (let r = 0; r < opts.rounds; r++) {
-      if (r === 1 || opts.rounds === 1) r0 = processCpuMs(redisPid);
+      if (r === 1 || opts.rounds === 1) r0 = processCpuMs(redis.pid);
       rounds.push((await round(issue)).toFixed(2));
     }
-    const serverUs = ((processCpuMs(redisPid) - r0) * 1000) / (opts.commands * Math.max(1, opts.rounds - 1));
+    const serverUs = ((processCpuMs(redis.pid) - r0) * 1000) / (opts.commands * Math.max(1, opts.rounds - 1));
     await close();
     console.log(`${v.padEnd(12)} ${rounds.join('  ')}   redis-server ${serverUs.toFixed(2)}`);
   }
