@@ -109,11 +109,11 @@ export const DEFAULT_MATRIX: MatrixOptions = {
 export function parseArgs(argv: string[], defaults: MatrixOptions = DEFAULT_MATRIX): MatrixOptions {
   const raw = new Map<string, string>();
   for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
+    const a = argv[i];
     if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}`);
     const eq = a.indexOf('=');
     if (eq > 0) raw.set(a.slice(2, eq), a.slice(eq + 1));
-    else if (argv[i + 1] !== undefined && !argv[i + 1]!.startsWith('--')) raw.set(a.slice(2), argv[++i]!);
+    else if (argv[i + 1] !== undefined && !argv[i + 1].startsWith('--')) raw.set(a.slice(2), argv[++i]);
     else raw.set(a.slice(2), 'true');
   }
   const get = (name: string): string | undefined => raw.get(name) ?? process.env[`BENCH_${name.replace(/-/g, '_').toUpperCase()}`];
@@ -181,7 +181,7 @@ export function pinTo(pid: number, list: number[]): void {
   try {
     execFileSync('taskset', ['-a', '-cp', list.join(','), String(pid)], { stdio: 'ignore' });
   } catch (err) {
-    throw new Error(`--server-cpus: taskset could not pin pid ${pid} to CPUs ${list.join(',')} (is util-linux installed?): ${(err as Error).message}`);
+    throw new Error(`--server-cpus: taskset could not pin pid ${pid} to CPUs ${list.join(',')} (is util-linux installed?): ${(err as Error).message}`, { cause: err });
   }
 }
 
@@ -245,7 +245,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
  */
 export async function settle(pids: number[], o: MatrixOptions): Promise<{ waitedMs: number; foreignCores: number }> {
   const t0 = Date.now();
-  let foreign = 0;
+  let foreign: number;
   for (;;) {
     const s0 = pids.map((pid) => processCpuMs(pid));
     const m0 = machineCpuMs();
@@ -254,7 +254,7 @@ export async function settle(pids: number[], o: MatrixOptions): Promise<{ waited
     const s1 = pids.map((pid) => processCpuMs(pid));
     const m1 = machineCpuMs();
     const self = process.cpuUsage(self0);
-    const serversMs = s1.reduce((n, v, i) => n + v - s0[i]!, 0);
+    const serversMs = s1.reduce((n, v, i) => n + v - s0[i], 0);
     foreign = Math.max(0, (m1.busy - m0.busy - serversMs - (self.user + self.system) / 1000) / 500);
     const serversIdle = serversMs / 500 < 0.05;
     if ((serversIdle && foreign <= o.quietCores) || Date.now() - t0 > o.quietWaitSec * 1000) break;
@@ -401,7 +401,7 @@ export function summarize(runs: RunRecord[], baselines: readonly string[] = RATI
   for (const rs of groups.values()) {
     const f = (g: (x: LoadResult) => number | undefined) => spread(rs.map((r) => g(r.result) ?? NaN));
     cells.push({
-      server: rs[0]!.server, action: rs[0]!.action, inflight: rs[0]!.inflight,
+      server: rs[0].server, action: rs[0].action, inflight: rs[0].inflight,
       rps: f((x) => x.window.rps),
       p50Ms: f((x) => x.window.latencyUs.p50 / 1000),
       p99Ms: f((x) => x.window.latencyUs.p99 / 1000),
@@ -461,7 +461,7 @@ export function markdown(rep: MatrixReport): string {
   lines.push(`| action | in flight | server | round trips/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/rt |${withRedis ? ' redis µs/rt | redis cores |' : ''} server cores | generator cores | other load (cores) | errors |`);
   lines.push(`|---|---:|---|---:|---:|---:|---:|---:|${withRedis ? '---:|---:|' : ''}---:|---:|---:|---:|`);
   const order = (c: CellSummary) => [o.actions.indexOf(c.action), o.inflight.indexOf(c.inflight), o.servers.indexOf(c.server)];
-  const sorted = [...rep.cells].sort((a, b) => { const x = order(a), y = order(b); return x[0]! - y[0]! || x[1]! - y[1]! || x[2]! - y[2]!; });
+  const sorted = [...rep.cells].sort((a, b) => { const x = order(a), y = order(b); return x[0] - y[0] || x[1] - y[1] || x[2] - y[2]; });
   for (const c of sorted) {
     lines.push(`| ${c.action} | ${c.inflight} | ${c.server}${c.generatorBound ? ' ᵍ' : ''} | ${fmtSpread(c.rps)} | ${fmtSpread(c.p50Ms, 2)} | ${fmtSpread(c.p99Ms, 2)} | ${fmtSpread(c.p999Ms, 1)} | ${fmtSpread(c.serverCpuUsPerRt, 1)} |${withRedis ? ` ${fmtSpread(c.redisCpuUsPerRt, 1)} | ${fmtSpread(c.redisCores, 2)} |` : ''} ${fmtSpread(c.serverCores, 2)} | ${fmtSpread(c.generatorCores, 2)} | ${fmtSpread(c.foreignCores, 2)} | ${c.errors ? `${c.errors} (${Object.entries(c.errorKinds).map(([k, v]) => `${v} ${k}`).join(', ')})` : 0} |`);
   }
@@ -482,7 +482,7 @@ export function markdown(rep: MatrixReport): string {
     lines.push(`|---|---:|---|${bases.map(() => '---:|---:').join('|')}|`);
     const rows = new Map<string, RatioSummary[]>();
     for (const r of rep.ratios) rows.set(`${r.action}|${r.inflight}|${r.server}`, [...(rows.get(`${r.action}|${r.inflight}|${r.server}`) ?? []), r]);
-    const rs = [...rows.values()].map((g) => g[0]!).sort((a, b) => o.actions.indexOf(a.action) - o.actions.indexOf(b.action) || a.inflight - b.inflight || o.servers.indexOf(a.server) - o.servers.indexOf(b.server));
+    const rs = [...rows.values()].map((g) => g[0]).sort((a, b) => o.actions.indexOf(a.action) - o.actions.indexOf(b.action) || a.inflight - b.inflight || o.servers.indexOf(a.server) - o.servers.indexOf(b.server));
     for (const r of rs) {
       const cols = bases.map((b) => {
         const x = rows.get(`${r.action}|${r.inflight}|${r.server}`)!.find((y) => y.baseline === b);
@@ -508,7 +508,7 @@ export async function runMatrix(o: MatrixOptions, log: (s: string) => void = (s)
   // and the router's redis-server to serverCpus as they start.
   if (o.serverCpus) pinTo(process.pid, otherCpus(o.serverCpus));
   // One redis-server for the whole matrix, only when a server of it keeps its state there.
-  const redis: BenchRedis | null = o.servers.some((s) => SERVERS[s]!.usesRedis?.(o)) ? await startRedis() : null;
+  const redis: BenchRedis | null = o.servers.some((s) => SERVERS[s].usesRedis?.(o)) ? await startRedis() : null;
   if (redis && o.serverCpus) pinTo(redis.pid, o.serverCpus);
   const redisInfo: MatrixReport['redis'] = redis && { version: redisVersion(redis.pid), port: redis.port, perRep: [] };
   if (redis) log(`redis-server ${redisInfo!.version} on port ${redis.port} (pid ${redis.pid}) for the router's state`);
@@ -519,7 +519,7 @@ export async function runMatrix(o: MatrixOptions, log: (s: string) => void = (s)
     if (redis) await redisCall(redis, 'FLUSHALL', /^\+OK/);
     try {
       for (const name of o.servers) {
-        const def = SERVERS[name]!;
+        const def = SERVERS[name];
         const h = await startServer(name, join(root, def.script), def.args(o, { redisUrl: redis?.url ?? null }), { nodeArgs: def.nodeArgs?.(o), cwd: root });
         servers.push(h);
         if (o.serverCpus) pinTo(h.pid, o.serverCpus);
@@ -538,10 +538,10 @@ export async function runMatrix(o: MatrixOptions, log: (s: string) => void = (s)
       }
       for (const { action, inflight } of cells) {
         // Rotate the server order per repetition so slow drift (thermal, neighbours) spreads evenly.
-        const order = servers.map((_, i) => servers[(i + rep - 1) % servers.length]!);
+        const order = servers.map((_, i) => servers[(i + rep - 1) % servers.length]);
         for (const h of order) {
           const s = await settle([...servers.map((x) => x.pid), ...(redis ? [redis.pid] : [])], o);
-          const sidePids = redis && SERVERS[h.kind]!.usesRedis?.(o) ? { redis: redis.pid } : undefined;
+          const sidePids = redis && SERVERS[h.kind].usesRedis?.(o) ? { redis: redis.pid } : undefined;
           const st0 = await h.stats(); // the router's batch counters; null for the references
           const result = await runLoadgen({
             port: h.port, serverPid: h.pid, sidePids, version: o.version, action, chargers: o.chargers, inflight,
@@ -554,7 +554,7 @@ export async function runMatrix(o: MatrixOptions, log: (s: string) => void = (s)
           const w = result.window;
           log(`[${n}/${total}] rep ${rep} ${h.kind.padEnd(8)} ${action.padEnd(18)} k=${inflight}  ${String(w.rps).padStart(7)} rt/s  p50 ${(w.latencyUs.p50 / 1000).toFixed(2)} ms  p99 ${(w.latencyUs.p99 / 1000).toFixed(2)} ms  server ${result.server?.cpuUsPerRoundTrip ?? '?'} µs/rt (${result.server?.cores ?? '?'} cores)${result.side?.redis ? `  redis ${result.side.redis.cpuUsPerRoundTrip} µs/rt (${result.side.redis.cores} cores)` : ''}  gen ${result.generator.cores} cores  other ${result.machine.foreignCores} cores  errors ${result.errors.total + result.connect.failed}${batches ? `  batches ${batches.itemsPerBatch} items, ${Math.round(batches.inlineShare * 100)} % inline` : ''}${batches?.analyticsDropped ? `  ANALYTICS ROWS DROPPED ${batches.analyticsDropped}` : ''}${batches?.analyticsRefused ? `  REFUSED FOR ANALYTICS ROOM ${batches.analyticsRefused}` : ''}`);
           if (result.connect.failed || result.errors.total) log(`    ${[...result.connect.failures, ...result.errors.samples].join('\n    ')}`);
-          if (h.exited && (await Promise.race([h.exited.then(() => true), sleep(0).then(() => false)]))) throw new Error(`${h.kind} exited during the run; stderr:\n${h.stderr.join('\n')}`);
+          if (h.exited !== undefined && (await Promise.race([h.exited.then(() => true), sleep(0).then(() => false)]))) throw new Error(`${h.kind} exited during the run; stderr:\n${h.stderr.join('\n')}`);
         }
       }
       if (redis) redisInfo!.perRep.push({ rep, keys: Number((await redisCall(redis, 'DBSIZE', /^:\d+$/)).slice(1)) });

@@ -115,10 +115,10 @@ const FANOUT_SERVERS: Record<string, FanoutServer> = {
     args: (_o, _m, sha256) => [JSON.stringify({ apiKeySha256: sha256 })],
   },
   router: {
-    script: SERVERS.router!.script,
-    describe: `${SERVERS.router!.describe}; state in process; the operator API on the chargers' port, one API key from the config`,
-    args: (o, m, sha256) => SERVERS.router!.args({ ...m, routerConfig: { ...o.routerConfig, api: { ...(o.routerConfig.api as object | undefined), keys: [{ name: 'bench-fanout', sha256 }] } } }),
-    nodeArgs: (m) => SERVERS.router!.nodeArgs?.(m) ?? [],
+    script: SERVERS.router.script,
+    describe: `${SERVERS.router.describe}; state in process; the operator API on the chargers' port, one API key from the config`,
+    args: (o, m, sha256) => SERVERS.router.args({ ...m, routerConfig: { ...o.routerConfig, api: { ...(o.routerConfig.api as object | undefined), keys: [{ name: 'bench-fanout', sha256 }] } } }),
+    nodeArgs: (m) => SERVERS.router.nodeArgs?.(m) ?? [],
   },
 };
 
@@ -170,7 +170,7 @@ function summarize(runs: FanoutRun[]): FanoutCell[] {
     const failures: Record<string, number> = {};
     for (const r of rs) for (const [k, v] of Object.entries(r.result.measured.failures)) failures[k] = (failures[k] ?? 0) + v;
     return {
-      server: rs[0]!.server, concurrency: rs[0]!.concurrency,
+      server: rs[0].server, concurrency: rs[0].concurrency,
       commandsPerSec: f((x) => x.measured.commandsPerSec),
       p50Ms: f((x) => x.measured.latencyUs.p50 / 1000),
       p99Ms: f((x) => x.measured.latencyUs.p99 / 1000),
@@ -232,13 +232,13 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     const hs: ServerHandle[] = [];
     try {
       for (const name of o.servers) {
-        const def = FANOUT_SERVERS[name]!;
+        const def = FANOUT_SERVERS[name];
         const h = await startServer(name, join(root, def.script), def.args(o, m, sha256), { nodeArgs: def.nodeArgs?.(m), cwd: root });
         hs.push(h);
         servers[name] ??= { describe: def.describe, script: def.script, threads: h.threads };
       }
       for (const concurrency of o.concurrency) {
-        const order = hs.map((_, i) => hs[(i + rep - 1) % hs.length]!);
+        const order = hs.map((_, i) => hs[(i + rep - 1) % hs.length]);
         for (const h of order) {
           const s = await settle(hs.map((x) => x.pid), m);
           const result = await runGenerator({

@@ -220,7 +220,7 @@ function markdown(rep: FleetMixReport): string {
   }
   const alls = rep.cells.filter((c) => c.action === 'all');
   if (alls.length) {
-    const a = alls[0]!;
+    const a = alls[0];
     L.push('', `Expected rate at steady state ${fmtSpread(a.expectedRate!)} msg/s; in the window, sessions started ${fmtSpread(a.sessions!)} and faults ${fmtSpread(a.faults!)} per run (${a.server}). The schedule is seeded by the repetition: every server gets the same fleet life in a repetition (send times differ only by the generator's lateness).`);
   }
   for (const c of alls) if (c.otherErrors) L.push('', `${c.server}: ${c.otherErrors} other errors (closes, unparsed, connect failures): ${c.errorSamples?.join(' | ')}`);
@@ -247,7 +247,7 @@ async function main(o: FleetMixMatrix, command: string, log: (s: string) => void
     const servers: ServerHandle[] = [];
     try {
       for (const name of o.servers) {
-        const def = SERVERS[name]!;
+        const def = SERVERS[name];
         const h = await startServer(name, join(root, def.script), def.args(m), { nodeArgs: def.nodeArgs?.(m), cwd: root });
         servers.push(h);
         serverInfo[name] ??= { describe: def.describe + (name === 'router' ? '; state in process' : ''), threads: h.threads };
@@ -255,7 +255,7 @@ async function main(o: FleetMixMatrix, command: string, log: (s: string) => void
         pre[`${name}#${rep}`] = p;
         if (!p.ok) throw new Error(`pre-flight failed for ${name}: ${JSON.stringify({ problems: p.problems, answers: p.answers })}`);
       }
-      const order = servers.map((_, i) => servers[(i + rep - 1) % servers.length]!);
+      const order = servers.map((_, i) => servers[(i + rep - 1) % servers.length]);
       for (const h of order) {
         const s = await settle(servers.map((x) => x.pid), m);
         const result = await runGenerator({

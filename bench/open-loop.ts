@@ -182,7 +182,7 @@ function summarize(runs: OpenLoopRun[]): OpenLoopCell[] {
       return b && r.server !== 'uws-bare' ? (r.result.window.latencyUs.p99 - b.result.window.latencyUs.p99) / 1000 : NaN;
     });
     cells.push({
-      server: rs[0]!.server, action: rs[0]!.action, rate: rs[0]!.rate,
+      server: rs[0].server, action: rs[0].action, rate: rs[0].rate,
       sendRate: f((x) => x.window.sendRate),
       replyRate: f((x) => x.window.replyRate),
       p50Ms: f((x) => x.window.latencyUs.p50 / 1000),
@@ -274,7 +274,7 @@ async function main(o: OpenLoopMatrix, command: string, log: (s: string) => void
   const cells = o.actions.flatMap((action) => o.rates.map((rate) => ({ action, rate })));
   const total = o.reps * cells.length * o.servers.length;
   let n = 0;
-  const redis = o.servers.some((s) => SERVERS[s]!.usesRedis?.(m)) ? await startRedis() : null;
+  const redis = o.servers.some((s) => SERVERS[s].usesRedis?.(m)) ? await startRedis() : null;
   if (redis) log(`redis-server on port ${redis.port} (pid ${redis.pid}) for the router's state`);
   try {
     for (let rep = 1; rep <= o.reps; rep++) {
@@ -285,7 +285,7 @@ async function main(o: OpenLoopMatrix, command: string, log: (s: string) => void
       }
       try {
         for (const name of o.servers) {
-          const def = SERVERS[name]!;
+          const def = SERVERS[name];
           const h = await startServer(name, join(root, def.script), def.args(m, { redisUrl: redis?.url ?? null }), { nodeArgs: def.nodeArgs?.(m), cwd: root });
           servers.push(h);
           serverInfo[name] ??= { describe: def.describe + (name === 'router' ? (redis ? '; state in a throwaway redis-server (its CPU not counted)' : '; state in process') : ''), threads: h.threads };
@@ -294,7 +294,7 @@ async function main(o: OpenLoopMatrix, command: string, log: (s: string) => void
           if (!p.ok) throw new Error(`pre-flight failed for ${name}: ${JSON.stringify({ problems: p.problems, answers: p.answers })}`);
         }
         for (const { action, rate } of cells) {
-          const order = servers.map((_, i) => servers[(i + rep - 1) % servers.length]!);
+          const order = servers.map((_, i) => servers[(i + rep - 1) % servers.length]);
           for (const h of order) {
             const s = await settle([...servers.map((x) => x.pid), ...(redis ? [redis.pid] : [])], m);
             const st0 = await h.stats(); // the router's batch counters; null for the references

@@ -212,7 +212,7 @@ interface StormAgg {
 /** All generators storm together (start at one instant); the phases merged. */
 async function stormAll(gens: Gen[], sizes: number[], prefix: string, budgetMs: number): Promise<{ agg: Omit<StormAgg, 'serverCpuMs' | 'redisCpuMs' | 'otherCores'>; phases: GenPhase[] }> {
   const startAt = Date.now() + 300;
-  const phases = (await Promise.all(gens.map((g, i) => g.request<{ op: 'storm'; phase: GenPhase }>('storm', { op: 'storm', n: sizes[i]!, prefix: `${prefix}-g${i}`, startAt }, budgetMs)))).map((r) => r.phase);
+  const phases = (await Promise.all(gens.map((g, i) => g.request<{ op: 'storm'; phase: GenPhase }>('storm', { op: 'storm', n: sizes[i], prefix: `${prefix}-g${i}`, startAt }, budgetMs)))).map((r) => r.phase);
   const hs = new Histogram();
   const bt = new Histogram();
   const failures: Record<string, number> = {};
@@ -268,10 +268,10 @@ async function startTarget(name: string, o: Options): Promise<Target> {
     return {
       name, describe: `the ocpp-router CLI, --processes ${o.processes} (SO_REUSEPORT), pool.threads ${o.processThreads} per process, state in a throwaway Redis`,
       port: r.port, rootPid: r.pid, threads: o.processThreads, processes: o.processes, routerPids: r.routerPids, redisPid: r.redis.pid, redisPort: r.redis.port,
-      alive: r.alive, restarts: r.restarts, output: () => r.output, stop: r.stop,
+      alive: () => r.alive(), restarts: () => r.restarts(), output: () => r.output, stop: () => r.stop(),
     };
   }
-  const def = SERVERS[name]!;
+  const def = SERVERS[name];
   const m = { ...DEFAULT_MATRIX, threads: o.threads, routerConfig: o.routerConfig };
   const h = await startServer(name, join(root, def.script), def.args(m), { cwd: root });
   let gone = false;
@@ -320,7 +320,7 @@ export interface StormServerResult {
 }
 
 async function runServer(name: string, o: Options, nextAddress: { k: number }): Promise<StormServerResult> {
-  const n = o.chargers[name]!;
+  const n = o.chargers[name];
   const t = await startTarget(name, o);
   const gens: Gen[] = [];
   try {
@@ -347,7 +347,7 @@ async function runServer(name: string, o: Options, nextAddress: { k: number }): 
     const self0 = process.cpuUsage();
     const s = await stormAll(gens, gens.map((g) => g.chargers), idPrefix, stormBudget);
     const cpuPer1 = pids.map((p) => { try { return processCpuMs(p); } catch { return 0; } });
-    const serverCpuMs = cpuPer1.reduce((a, v, i) => a + v - cpuPer0[i]!, 0);
+    const serverCpuMs = cpuPer1.reduce((a, v, i) => a + v - cpuPer0[i], 0);
     const redisCpuMs = t.redisPid ? processCpuMs(t.redisPid) - redisCpu0 : null;
     const m1 = machineCpuMs();
     const self = process.cpuUsage(self0);
@@ -390,7 +390,7 @@ async function runServer(name: string, o: Options, nextAddress: { k: number }): 
     const afterClose = sampleTree(processTree(t.rootPid), false).totalRssKB;
 
     const booted = storm.booted || 1;
-    const byPid = (smp: TreeSample, pid: number, f: 'rssKB' | 'pssKB' | 'fds') => { const i = smp.pids.indexOf(pid); return i < 0 ? NaN : smp[f][i]!; };
+    const byPid = (smp: TreeSample, pid: number, f: 'rssKB' | 'pssKB' | 'fds') => { const i = smp.pids.indexOf(pid); return i < 0 ? NaN : smp[f][i]; };
     const perProcess: PerProcess[] = pids.map((pid, i) => {
       const router = t.routerPids.includes(pid);
       const fdsIdle = byPid(idle, pid, 'fds'), fdsHold = byPid(holdStart, pid, 'fds');
@@ -398,7 +398,7 @@ async function runServer(name: string, o: Options, nextAddress: { k: number }): 
         pid, role: t.processes > 1 ? (pid === t.rootPid ? 'supervisor' : router ? 'router' : commOf(pid)) : pid === t.rootPid ? 'server' : commOf(pid),
         rssKB: { idle: byPid(idle, pid, 'rssKB'), holdStart: byPid(holdStart, pid, 'rssKB'), holdEnd: byPid(holdEnd, pid, 'rssKB') },
         pssKB: { idle: byPid(idle, pid, 'pssKB'), holdStart: byPid(holdStart, pid, 'pssKB'), holdEnd: byPid(holdEnd, pid, 'pssKB') },
-        fds: { idle: fdsIdle, holdStart: fdsHold }, connections: fdsHold - fdsIdle, cpuStormMs: cpuPer1[i]! - cpuPer0[i]!,
+        fds: { idle: fdsIdle, holdStart: fdsHold }, connections: fdsHold - fdsIdle, cpuStormMs: cpuPer1[i] - cpuPer0[i],
       };
     });
     const conns = perProcess.filter((p) => p.role === 'router' || p.role === 'server').map((p) => p.connections).filter(Number.isFinite);
@@ -408,7 +408,7 @@ async function runServer(name: string, o: Options, nextAddress: { k: number }): 
     return {
       server: name, describe: t.describe, chargers: n, processes: t.processes, threadsPerProcess: t.threads,
       generator: { cpuMs: s.agg.generatorCpuMs },
-      generators: gens.map((g, i) => ({ pid: g.pid, chargers: g.chargers, localAddresses: g.cfg.localAddresses, concurrency: g.cfg.concurrency, cpuMs: s.phases[i]!.cpuMs, sysMs: s.phases[i]!.sysMs, cores: gcores(s.phases[i]!), loopDelayMs: s.phases[i]!.loopDelayMs })),
+      generators: gens.map((g, i) => ({ pid: g.pid, chargers: g.chargers, localAddresses: g.cfg.localAddresses, concurrency: g.cfg.concurrency, cpuMs: s.phases[i].cpuMs, sysMs: s.phases[i].sysMs, cores: gcores(s.phases[i]), loopDelayMs: s.phases[i].loopDelayMs })),
       warmup: { booted: w.agg.booted, failures: w.agg.attempted - w.agg.booted },
       rssKB: { idle: idle.totalRssKB, holdStart: holdStart.totalRssKB, holdEnd: holdEnd.totalRssKB, afterClose, perSecond: rssPerSecond },
       pssKB: { idle: idle.totalPssKB, holdStart: holdStart.totalPssKB, holdEnd: holdEnd.totalPssKB },
@@ -428,7 +428,7 @@ async function runServer(name: string, o: Options, nextAddress: { k: number }): 
       restarts,
     };
   } catch (err) {
-    throw new Error(`${name}: ${(err as Error).message}\nserver output (last lines):\n${t.output().slice(-30).join('\n')}`);
+    throw new Error(`${name}: ${(err as Error).message}\nserver output (last lines):\n${t.output().slice(-30).join('\n')}`, { cause: err });
   } finally {
     await Promise.all(gens.map((g) => g.exit()));
     await t.stop();
@@ -468,7 +468,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const command = `node --import tsx bench/storm.ts ${process.argv.slice(2).join(' ')}`.trim();
   const started = Date.now();
   // Whole-run bound: per server its storm budget, hold and slack.
-  const budgetMs = o.servers.reduce((a, s) => a + 240_000 + (Math.ceil(o.chargers[s]! / o.concurrency) + 2) * 20_000 + o.hold * 1000, 0);
+  const budgetMs = o.servers.reduce((a, s) => a + 240_000 + (Math.ceil(o.chargers[s] / o.concurrency) + 2) * 20_000 + o.hold * 1000, 0);
   setTimeout(() => { process.stderr.write(`storm: exceeded its ${Math.round(budgetMs / 1000)} s budget\n`); process.exit(3); }, budgetMs).unref();
   const rows: StormServerResult[] = [];
   const nextAddress = { k: 0 };

@@ -69,14 +69,14 @@ function report(run: RunEntry, trace: RouterTrace, o: ReturnType<typeof args>): 
   if (!tl) return [...out, '  (no timeline: a result from before bench/lib/open-loop-gen.ts recorded one)'];
   const L = trace.loop;
   for (let i = 0; i < tl.maxUs.length; i++) {
-    if (tl.maxUs[i]! < o.slowMs * 1000) continue;
+    if (tl.maxUs[i] < o.slowMs * 1000) continue;
     const t = tl.startEpochMs + i * tl.bucketMs;
-    out.push(`  +${i * tl.bucketMs} ms: slowest ${(tl.maxUs[i]! / 1000).toFixed(1)} ms, ${tl.slow[i]} CALLs over ${tl.slowUs / 1000} ms, generator send lag up to ${((tl.maxSendLagUs?.[i] ?? 0) / 1000).toFixed(1)} ms`);
+    out.push(`  +${i * tl.bucketMs} ms: slowest ${(tl.maxUs[i] / 1000).toFixed(1)} ms, ${tl.slow[i]} CALLs over ${tl.slowUs / 1000} ms, generator send lag up to ${((tl.maxSendLagUs?.[i] ?? 0) / 1000).toFixed(1)} ms`);
     const loop: string[] = [];
     for (let k = 0; k < L.t.length; k++) {
-      if (L.t[k]! < t - L.bucketMs || L.t[k]! >= t + 3 * L.bucketMs) continue;
-      const d = L.dispatcher[k]!;
-      loop.push(`${L.t[k]! - t >= 0 ? '+' : ''}${L.t[k]! - t}: delay ${Math.round(L.maxDelayUs[k]! / 1000)} ms, busy ${L.utilization[k]}, worker batches ${d.inFlight}, pending ${d.pendingFrames}`);
+      if (L.t[k] < t - L.bucketMs || L.t[k] >= t + 3 * L.bucketMs) continue;
+      const d = L.dispatcher[k];
+      loop.push(`${L.t[k] - t >= 0 ? '+' : ''}${L.t[k] - t}: delay ${Math.round(L.maxDelayUs[k] / 1000)} ms, busy ${L.utilization[k]}, worker batches ${d.inFlight}, pending ${d.pendingFrames}`);
     }
     out.push(`      loop ${loop.join(' | ')}`);
     const gcs = trace.gc.filter((g) => g.t >= t - 2 * tl.bucketMs && g.t <= t + 3 * tl.bucketMs);

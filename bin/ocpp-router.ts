@@ -97,7 +97,7 @@ async function main(): Promise<number> {
     const base = (input.nodeId as string | undefined) ?? process.env.OCR_NODE_ID ?? hostname().replace(/[^A-Za-z0-9._-]/g, '-');
     return superviseProcesses({
       count: cfg.processes,
-      script: process.argv[1]!,
+      script: process.argv[1],
       args: process.argv.slice(2).filter((a, i, all) => !/^(-P|--processes)(=|$)/.test(a) && !/^(-P|--processes)$/.test(all[i - 1] ?? '')),
       execArgv: process.execArgv,
       nodeIdBase: base,

@@ -33,12 +33,12 @@ export function createError(code: string, template: string, statusCode?: number)
   function RouterErrorImpl(this: unknown, ...args: unknown[]): RouterError {
     const last = args[args.length - 1] as { cause?: unknown } | undefined;
     const hasCause = last !== null && typeof last === 'object' && 'cause' in last && args.length > (template.match(/%s/g)?.length ?? 0);
-    const err = new Error(format(template, args), hasCause ? { cause: last!.cause } : undefined) as Error & { code: string; statusCode?: number };
+    const err = new Error(format(template, args), hasCause ? { cause: last.cause } : undefined) as Error & { code: string; statusCode?: number };
     err.name = 'RouterError';
     err.code = code;
     if (statusCode !== undefined) err.statusCode = statusCode;
     Error.captureStackTrace?.(err, RouterErrorImpl);
-    return err as RouterError;
+    return err;
   }
   Object.defineProperty(RouterErrorImpl, 'code', { value: code });
   return RouterErrorImpl as unknown as RouterErrorCtor;

@@ -115,7 +115,6 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
   const connections = new ConnectionRegistry();
   const threads = config.pool.threads || availableParallelism();
   let gateway: Gateway;
-  let commands: CommandApi;
   const dispatcher = new Dispatcher(
     { threads, idleTimeoutMs: config.pool.idleTimeoutMs, batchSize: config.pool.batchSize, concurrentTasksPerWorker: config.pool.concurrentTasksPerWorker, maxPendingFrames: config.pool.maxPendingFrames, backlogPerCharger: config.server.backlogPerCharger, inline: config.pool.inline, workerData: { config, nodeId: config.nodeId, channel } },
     {
@@ -126,7 +125,7 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
     metrics,
     log,
   );
-  commands = new CommandApi(connections, dispatcher, metrics, log, config.calls.timeoutMs, config.server.backlogPerCharger);
+  const commands = new CommandApi(connections, dispatcher, metrics, log, config.calls.timeoutMs, config.server.backlogPerCharger);
   gateway = new Gateway(config, connections, dispatcher, commands, registry, metrics, log);
 
   // ctx.send() from plugins (validated by the caller's thread), on the connection the message came in on.
@@ -193,7 +192,7 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
         },
       };
       inlineRuntime = await BatchRuntime.create({ config, services, journaled: null, inlineOnly: true });
-      dispatcher.setInline(inlineRuntime, pings[0]!.inline);
+      dispatcher.setInline(inlineRuntime, pings[0].inline);
     }
     // Every worker loads the same plugins, so their answers agree (the inline support above
     // is taken from the first); for the Heartbeat fast path take the strictest anyway.

@@ -16,9 +16,9 @@ t.test('FrameHistogram renders exactly what prom-client renders for the same obs
   h.labels('Heartbeat').observe(Number.NaN); // ignored, like an invalid value
   t.equal(await ours.metrics(), await theirs.metrics());
   const json = await ours.getMetricsAsJSON();
-  t.equal(json[0]!.type, 'histogram');
+  t.equal(json[0].type, 'histogram');
   t.same(
-    (json[0]!.values as Array<{ labels: Record<string, unknown>; value: number; metricName?: string }>).filter((v) => v.metricName === 'x_seconds_count'),
+    (json[0].values as Array<{ labels: Record<string, unknown>; value: number; metricName?: string }>).filter((v) => v.metricName === 'x_seconds_count'),
     [{ labels: { action: 'Heartbeat' }, value: 3, metricName: 'x_seconds_count' }, { labels: { action: 'MeterValues' }, value: 3, metricName: 'x_seconds_count' }],
   );
   const child = h.labels('Heartbeat');

@@ -111,8 +111,8 @@ export class FrameHistogram {
         observe(v: number): void {
           if (!Number.isFinite(v)) return;
           let i = 0;
-          while (i < bounds.length && v > bounds[i]!) i++;
-          child.counts[i]!++;
+          while (i < bounds.length && v > bounds[i]) i++;
+          child.counts[i]++;
           child.sum += v;
         },
       };
@@ -127,10 +127,10 @@ export class FrameHistogram {
     for (const [lv, c] of this.#children) {
       let acc = 0;
       for (let i = 0; i < this.#bounds.length; i++) {
-        acc += c.counts[i]!;
-        values.push({ labels: { le: this.#bounds[i]!, [this.#label]: lv }, value: acc, metricName: `${this.name}_bucket` });
+        acc += c.counts[i];
+        values.push({ labels: { le: this.#bounds[i], [this.#label]: lv }, value: acc, metricName: `${this.name}_bucket` });
       }
-      acc += c.counts[this.#bounds.length]!;
+      acc += c.counts[this.#bounds.length];
       values.push({ labels: { le: '+Inf', [this.#label]: lv }, value: acc, metricName: `${this.name}_bucket` });
       values.push({ labels: { [this.#label]: lv }, value: c.sum, metricName: `${this.name}_sum` });
       values.push({ labels: { [this.#label]: lv }, value: acc, metricName: `${this.name}_count` });

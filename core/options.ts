@@ -285,10 +285,10 @@ function envOverrides(env: NodeJS.ProcessEnv): { values: Record<string, unknown>
     }
     let target = values;
     for (const p of path.slice(0, -1)) target = (target[p] ??= {}) as Record<string, unknown>;
-    target[path[path.length - 1]!] = value;
+    target[path[path.length - 1]] = value;
     sources.set('/' + path.join('/'), name);
   };
-  walk(configSchema as unknown as SchemaNode, []);
+  walk(configSchema, []);
   return { values, sources };
 }
 

@@ -105,7 +105,7 @@ export interface SendOptions {
 }
 
 /** Plugin-declared per-call fields (module augmentation: `declare module` on this interface). */
-// eslint-disable-next-line @typescript-eslint/no-empty-interface
+ 
 export interface PluginLocals {
   [key: string]: unknown;
 }

@@ -223,7 +223,7 @@ class AnsweringCharger implements ServerFrameSink {
         this.stats.triggeredSent++;
         out.push(maskedFrame(`[2,"h${String(++this.hb).padStart(ID_WIDTH - 1, '0')}","Heartbeat",{}]`, 0x1, this.mask));
       }
-      this.sock.write(out.length === 1 ? out[0]! : Buffer.concat(out));
+      this.sock.write(out.length === 1 ? out[0] : Buffer.concat(out));
       return;
     }
     if (kind !== 0x33 && kind !== 0x34) { this.stats.unparsed++; this.stats.note(`unparsed: ${text()}`); return; }
@@ -338,7 +338,7 @@ export async function runFanout(input: Partial<FanoutOptions> & Pick<FanoutOptio
   const def = COMMANDS[opts.version][opts.command];
   if (!def) throw new Error(`command ${opts.command} is not simulated for OCPP ${opts.version} (known: ${Object.keys(COMMANDS[opts.version]).join(', ')})`);
   const answers = new Map<string, Buffer>();
-  for (const d of Object.entries(COMMANDS[opts.version])) answers.set(d[0], Buffer.from(JSON.stringify(d[1]!.answer)));
+  for (const d of Object.entries(COMMANDS[opts.version])) answers.set(d[0], Buffer.from(JSON.stringify(d[1].answer)));
   const stats = new Stats();
   const chargers = Array.from({ length: opts.chargers }, (_, i) => new AnsweringCharger(stats, `${opts.idPrefix}-${i}`, opts.version, answers));
 
@@ -355,12 +355,12 @@ export async function runFanout(input: Partial<FanoutOptions> & Pick<FanoutOptio
   // Pre-flight: one command, the whole answer checked.
   let preflight: FanoutResult['preflight'];
   try {
-    const a = await conns[0]!.request(headFor(ok[0]!.cpId), body);
+    const a = await conns[0].request(headFor(ok[0].cpId), body);
     let problem: string | undefined;
     if (a.status !== 200) problem = `status ${a.status}`;
     else {
       const j = JSON.parse(a.body) as { chargerId?: string; action?: string; result?: unknown };
-      if (j.chargerId !== ok[0]!.cpId || j.action !== opts.command) problem = 'chargerId / action of the answer do not match the request';
+      if (j.chargerId !== ok[0].cpId || j.action !== opts.command) problem = 'chargerId / action of the answer do not match the request';
       else if (JSON.stringify(j.result) !== JSON.stringify(def.answer)) problem = `result ${JSON.stringify(j.result)} is not what the charger answered (${JSON.stringify(def.answer)})`;
     }
     preflight = { ok: !problem, status: a.status, body: a.body.slice(0, 500), problem };
@@ -377,7 +377,7 @@ export async function runFanout(input: Partial<FanoutOptions> & Pick<FanoutOptio
     let j = 0;
     await Promise.all(conns.map(async (conn) => {
       while (j < jobs.length) {
-        const cpId = ok[jobs[j++]!]!.cpId;
+        const cpId = ok[jobs[j++]].cpId;
         const t0 = performance.now();
         let kind: string | null = null;
         try {

@@ -211,34 +211,34 @@ class FleetCharger extends OpenLoopCharger<Run> {
     const run = this.run;
     if (this.phase !== 'run') {
       for (let f = 0; f < n; f++) {
-        if (!run.inWindow(this.dueT[f]!)) continue;
-        const a = KINDS[this.dueK[f]!]!.action;
-        run.all.scheduled++; run.perAction[a]!.scheduled++; run.all.missing++; run.perAction[a]!.missing++; run.unsent++;
+        if (!run.inWindow(this.dueT[f])) continue;
+        const a = KINDS[this.dueK[f]].action;
+        run.all.scheduled++; run.perAction[a].scheduled++; run.all.missing++; run.perAction[a].missing++; run.unsent++;
       }
       this.dueT.length = 0; this.dueK.length = 0;
       return;
     }
     let total = 0;
-    for (let f = 0; f < n; f++) total += this.templates[this.dueK[f]!]!.length;
+    for (let f = 0; f < n; f++) total += this.templates[this.dueK[f]]!.length;
     const out = Buffer.allocUnsafe(total);
     let base = 0;
     for (let f = 0; f < n; f++) {
-      const at = this.dueT[f]!;
-      const k = this.dueK[f]!;
+      const at = this.dueT[f];
+      const k = this.dueK[f];
       const t = this.templates[k]!;
-      const a = KINDS[k]!.action;
+      const a = KINDS[k].action;
       t.copy(out, base);
       const { seq, slot } = this.nextSlot(at);
       this.kindOf[slot] = k;
       if (run.inWindow(at)) {
         const lag = (now - at) * 1000;
         run.all.scheduled++; run.all.sendLag.record(lag);
-        const s = run.perAction[a]!;
+        const s = run.perAction[a];
         s.scheduled++; s.sendLag.record(lag);
-        run.perKind[k]!++;
+        run.perKind[k]++;
       }
-      if (run.bump(run.sentPerSecond, now)) { run.all.sent++; run.perAction[a]!.sent++; }
-      this.writeId(out, base + this.idOffsets[k]!, seq);
+      if (run.bump(run.sentPerSecond, now)) { run.all.sent++; run.perAction[a].sent++; }
+      this.writeId(out, base + this.idOffsets[k], seq);
       base += t.length;
     }
     this.dueT.length = 0; this.dueK.length = 0;
@@ -247,7 +247,7 @@ class FleetCharger extends OpenLoopCharger<Run> {
 
   protected onReply(slot: number, at: number, callError: boolean, now: number, b: Uint8Array, s: number, len: number): void {
     const run = this.run;
-    const st = run.perAction[KINDS[this.kindOf[slot]!]!.action]!;
+    const st = run.perAction[KINDS[this.kindOf[slot]].action];
     if (run.bump(run.repliesPerSecond, now)) { run.all.replies++; st.replies++; }
     if (callError) {
       run.error('callError', frameText(b, s, len));
@@ -263,9 +263,9 @@ class FleetCharger extends OpenLoopCharger<Run> {
   countMissing(): number {
     let n = 0;
     for (let i = 0; i <= this.ringMask; i++) {
-      if (this.pend[i]! >= 0 && this.run.inWindow(this.intended[i]!)) {
+      if (this.pend[i] >= 0 && this.run.inWindow(this.intended[i])) {
         n++;
-        this.run.perAction[KINDS[this.kindOf[i]!]!.action]!.missing++;
+        this.run.perAction[KINDS[this.kindOf[i]].action].missing++;
       }
     }
     this.run.all.missing += n;
@@ -285,7 +285,7 @@ class EventHeap {
     this.t.push(t); this.c.push(c); this.e.push(e);
     while (i > 0) {
       const p = (i - 1) >> 1;
-      if (this.t[p]! <= t) break;
+      if (this.t[p] <= t) break;
       this.t[i] = this.t[p]!; this.c[i] = this.c[p]!; this.e[i] = this.e[p]!;
       i = p;
     }
@@ -302,8 +302,8 @@ class EventHeap {
       const l = 2 * i + 1;
       if (l >= n) break;
       const r = l + 1;
-      const m = r < n && this.t[r]! < this.t[l]! ? r : l;
-      if (this.t[m]! >= lt) break;
+      const m = r < n && this.t[r] < this.t[l] ? r : l;
+      if (this.t[m] >= lt) break;
       this.t[i] = this.t[m]!; this.c[i] = this.c[m]!; this.e[i] = this.e[m]!;
       i = m;
     }
@@ -374,7 +374,7 @@ export async function runFleetMix(input: Partial<FleetMixOptions> & Pick<FleetMi
   const step = () => {
     heap.pop(ev);
     const { t, c: i, e } = ev;
-    const c = ok[i]!;
+    const c = ok[i];
     const send = (k: number) => { if (c.queue(k, t)) touched.add(c); };
     switch (e) {
       case Ev.Heartbeat:
@@ -468,8 +468,8 @@ export async function runFleetMix(input: Partial<FleetMixOptions> & Pick<FleetMi
       seconds: +seconds.toFixed(3),
       expectedRate: Math.round(expectedRate),
       all: fig(run.all),
-      perAction: Object.fromEntries(FLEET_ACTIONS.map((a, i) => [a, fig(run.perAction[i]!)])) as Record<FleetAction, ActionFigures>,
-      perKind: Object.fromEntries(KINDS.map((k, i) => [k.name, run.perKind[i]!]).filter(([, n]) => n)),
+      perAction: Object.fromEntries(FLEET_ACTIONS.map((a, i) => [a, fig(run.perAction[i])])) as Record<FleetAction, ActionFigures>,
+      perKind: Object.fromEntries(KINDS.map((k, i) => [k.name, run.perKind[i]] as const).filter(([, n]) => n)),
       sessions: run.sessions,
       faults: run.faults,
       perSecond: {

@@ -59,7 +59,7 @@ export class Histogram {
     let v = Math.round(value);
     if (v < 0) v = 0;
     if (v > 0x7fffffff) v = 0x7fffffff;
-    this.counts[indexOf(v)]!++;
+    this.counts[indexOf(v)]++;
     this.count++;
     this.sum += v;
     if (v < this.minV) this.minV = v;
@@ -75,7 +75,7 @@ export class Histogram {
   }
 
   merge(other: Histogram): void {
-    for (let i = 0; i < BUCKETS; i++) this.counts[i]! += other.counts[i]!;
+    for (let i = 0; i < BUCKETS; i++) this.counts[i] += other.counts[i];
     this.count += other.count;
     this.sum += other.sum;
     this.minV = Math.min(this.minV, other.minV);
@@ -84,14 +84,14 @@ export class Histogram {
 
   toData(): HistogramData {
     const buckets: [number, number][] = [];
-    for (let i = 0; i < BUCKETS; i++) if (this.counts[i]) buckets.push([i, this.counts[i]!]);
+    for (let i = 0; i < BUCKETS; i++) if (this.counts[i]) buckets.push([i, this.counts[i]]);
     return { buckets, count: this.count, sum: this.sum, min: this.count ? this.minV : 0, max: this.maxV };
   }
 
   /** Adds a histogram recorded elsewhere (another process) as if its values were recorded here. */
   mergeData(d: HistogramData): void {
     if (d.count === 0) return;
-    for (const [i, n] of d.buckets) if (i >= 0 && i < BUCKETS) this.counts[i]! += n;
+    for (const [i, n] of d.buckets) if (i >= 0 && i < BUCKETS) this.counts[i] += n;
     this.count += d.count;
     this.sum += d.sum;
     this.minV = Math.min(this.minV, d.min);
@@ -104,7 +104,7 @@ export class Histogram {
     const rank = Math.max(1, Math.ceil(q * this.count));
     let seen = 0;
     for (let i = 0; i < BUCKETS; i++) {
-      seen += this.counts[i]!;
+      seen += this.counts[i];
       if (seen >= rank) {
         const [lo, hi] = rangeOf(i);
         return Math.min(this.maxV, Math.max(this.minV, Math.round((lo + hi) / 2)));

@@ -154,7 +154,7 @@ abstract class Charger {
 
   protected sent(seq: number, now: number): void {
     const slot = seq & this.ringMask;
-    if (this.pend[slot]! >= 0) {
+    if (this.pend[slot] >= 0) {
       // The ring wrapped over a CALL that never came back: it is lost.
       this.run.error('timeout');
       this.outstanding--;
@@ -199,7 +199,7 @@ abstract class Charger {
     this.pend[slot] = -1;
     this.outstanding--;
     if (kind === 0x34) run.error('callError', frameText(b, s, len));
-    else run.complete(now, this.t0[slot]!);
+    else run.complete(now, this.t0[slot]);
     if (run.running) this.toSend++;
   }
 
@@ -207,7 +207,7 @@ abstract class Charger {
   expire(now: number): void {
     const limit = now - this.run.opts.timeoutMs;
     for (let i = 0; i <= this.ringMask; i++) {
-      if (this.pend[i]! >= 0 && this.t0[i]! < limit) {
+      if (this.pend[i] >= 0 && this.t0[i] < limit) {
         this.run.error('timeout', `${this.cpId} seq ${this.pend[i]} unanswered for ${this.run.opts.timeoutMs} ms`);
         this.pend[i] = -1;
         this.outstanding--;
@@ -242,7 +242,7 @@ export function replySeq(b: Uint8Array, s: number, len: number): number {
   const kind = b[s + 1];
   if (len < ID_WIDTH + 6 || b[s] !== 0x5b || (kind !== 0x33 && kind !== 0x34) || b[s + 2] !== 0x2c || b[s + 3] !== 0x22 || b[s + 4 + ID_WIDTH] !== 0x22) return -1;
   let seq = 0;
-  for (let k = s + 4; k < s + 4 + ID_WIDTH; k++) seq = seq * 10 + (b[k]! - 0x30);
+  for (let k = s + 4; k < s + 4 + ID_WIDTH; k++) seq = seq * 10 + (b[k] - 0x30);
   return seq;
 }
 
@@ -293,7 +293,7 @@ export async function connectAll<C extends Connectable>(chargers: readonly C[], 
   let next = 0;
   const worker = async () => {
     while (next < chargers.length) {
-      const c = chargers[next++]!;
+      const c = chargers[next++];
       let timer: NodeJS.Timeout | undefined;
       try {
         await c.open(port);
@@ -335,7 +335,7 @@ export function maskedFrame(text: string | Buffer, opcode: number, mask: Uint8Ar
   const h = frameHeader(p.length, opcode, mask);
   const out = Buffer.allocUnsafe(h.length + p.length);
   h.copy(out, 0);
-  for (let i = 0; i < p.length; i++) out[h.length + i] = p[i]! ^ mask[i & 3]!;
+  for (let i = 0; i < p.length; i++) out[h.length + i] = p[i] ^ mask[i & 3];
   return out;
 }
 
@@ -361,7 +361,7 @@ export function rawConnect(port: number, cpId: string, version: BenchVersion, on
       clearTimeout(timer);
       const lines = head.slice(0, end).split('\r\n');
       const headers = new Map(lines.slice(1).map((l) => [l.slice(0, l.indexOf(':')).trim().toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
-      if (!/^HTTP\/1\.1 101/.test(lines[0]!)) { sock.destroy(); return reject(new Error(`${cpId}: ${lines[0]}`)); }
+      if (!/^HTTP\/1\.1 101/.test(lines[0])) { sock.destroy(); return reject(new Error(`${cpId}: ${lines[0]}`)); }
       if (headers.get('sec-websocket-accept') !== expectAccept) { sock.destroy(); return reject(new Error(`${cpId}: bad Sec-WebSocket-Accept`)); }
       if (headers.get('sec-websocket-protocol') !== SUBPROTOCOL[version]) { sock.destroy(); return reject(new Error(`${cpId}: server chose subprotocol "${headers.get('sec-websocket-protocol')}"`)); }
       sock.on('data', onData);
@@ -399,8 +399,8 @@ export interface ServerFrameSink {
 export function readServerFrames(b: Buffer, now: number, sock: Socket, mask: Uint8Array, sink: ServerFrameSink): number {
   let i = 0;
   while (b.length - i >= 2) {
-    const b0 = b[i]!;
-    const b1 = b[i + 1]!;
+    const b0 = b[i];
+    const b1 = b[i + 1];
     let len = b1 & 0x7f;
     let h = 2;
     if (len === 126) {
@@ -474,7 +474,7 @@ class RawCharger extends Charger {
       for (let k = ID_WIDTH - 1; k >= 0; k--) {
         const d = seq % 10;
         seq = (seq - d) / 10;
-        out[base + this.idOffset + k] = (0x30 + d) ^ m[(4 + k) & 3]!;
+        out[base + this.idOffset + k] = (0x30 + d) ^ m[(4 + k) & 3];
       }
     }
     this.sock.write(out);

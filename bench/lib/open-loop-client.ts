@@ -96,7 +96,7 @@ export abstract class OpenLoopCharger<R extends WindowRun> implements ServerFram
   protected nextSlot(at: number): { seq: number; slot: number } {
     const seq = ++this.seq;
     const slot = seq & this.ringMask;
-    if (this.pend[slot]! >= 0) this.outstanding--;
+    if (this.pend[slot] >= 0) this.outstanding--;
     this.pend[slot] = seq;
     this.intended[slot] = at;
     this.outstanding++;
@@ -109,7 +109,7 @@ export abstract class OpenLoopCharger<R extends WindowRun> implements ServerFram
     for (let d = ID_WIDTH - 1; d >= 0; d--) {
       const digit = seq % 10;
       seq = (seq - digit) / 10;
-      out[off + d] = (0x30 + digit) ^ m[(4 + d) & 3]!;
+      out[off + d] = (0x30 + digit) ^ m[(4 + d) & 3];
     }
   }
 
@@ -130,7 +130,7 @@ export abstract class OpenLoopCharger<R extends WindowRun> implements ServerFram
     if (this.pend[slot] !== seq) return this.run.error('late');
     this.pend[slot] = -1;
     this.outstanding--;
-    this.onReply(slot, this.intended[slot]!, kind === 0x34, now, b, s, len);
+    this.onReply(slot, this.intended[slot], kind === 0x34, now, b, s, len);
   }
 
   /** A reply to the CALL of `slot`, intended at `at`; `callError`: a CALLERROR (frame at b[s, s+len)). */
@@ -139,7 +139,7 @@ export abstract class OpenLoopCharger<R extends WindowRun> implements ServerFram
   /** Outstanding CALLs whose intended time fell in the window. */
   missingInWindow(): number {
     let n = 0;
-    for (let i = 0; i <= this.ringMask; i++) if (this.pend[i]! >= 0 && this.run.inWindow(this.intended[i]!)) n++;
+    for (let i = 0; i <= this.ringMask; i++) if (this.pend[i] >= 0 && this.run.inWindow(this.intended[i])) n++;
     return n;
   }
 

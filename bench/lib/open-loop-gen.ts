@@ -174,7 +174,7 @@ class OpenCharger extends OpenLoopCharger<Run> {
     const L = t.length;
     const out = Buffer.allocUnsafe(L * n);
     for (let f = 0; f < n; f++) {
-      const at = this.due[f]!;
+      const at = this.due[f];
       const base = f * L;
       t.copy(out, base);
       const { seq } = this.nextSlot(at);
@@ -230,7 +230,7 @@ export async function runOpenLoop(input: Partial<OpenLoopOptions> & Pick<OpenLoo
   run.wEnd = run.wStart + opts.durationSec * 1000;
   let k = 0;
   let cycle = 0;
-  let nextT = T0 + phase[0]!;
+  let nextT = T0 + phase[0];
   // At most 20 ms of CALLs per tick, so a late generator still reads replies between bursts.
   const maxPerTick = Math.max(64, Math.ceil(offeredRate / 50));
   const touched: OpenCharger[] = [];
@@ -240,11 +240,11 @@ export async function runOpenLoop(input: Partial<OpenLoopOptions> & Pick<OpenLoo
     const now = performance.now();
     let n = 0;
     while (nextT <= now && nextT < run.wEnd && n < maxPerTick) {
-      const c = order[k]!;
+      const c = order[k];
       c.queue(nextT);
       touched.push(c);
       if (++k === order.length) { k = 0; cycle++; }
-      nextT = T0 + cycle * periodMs + phase[k]!;
+      nextT = T0 + cycle * periodMs + phase[k];
       n++;
     }
     for (const c of touched) c.flush(now);

@@ -105,18 +105,18 @@ export function treeCpuMs(pids: number[]): number {
 
 /** Busy and total CPU milliseconds of the whole machine so far (all cores, /proc/stat). */
 export function machineCpuMs(): { busy: number; total: number } {
-  const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
+  const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0];
   const f = line.trim().split(/\s+/).slice(1).map(Number);
   // user nice system idle iowait irq softirq steal (guest time is already in user)
   const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
-  const idle = f[3]! + f[4]!;
+  const idle = f[3] + f[4];
   return { busy: (total - idle) * TICK_MS, total: total * TICK_MS };
 }
 
 /** CPU milliseconds per live thread of `pid`, keyed by `<name>#<tid>`. */
 export function threadCpuMs(pid: number): Map<string, { name: string; ms: number }> {
   const out = new Map<string, { name: string; ms: number }>();
-  let tids: string[] = [];
+  let tids: string[];
   try { tids = readdirSync(`/proc/${pid}/task`); } catch { return out; }
   for (const tid of tids) {
     try {
@@ -181,7 +181,7 @@ export function startCpuWindow(serverPid?: number, sidePids: Record<string, numb
     return {
       windowMs,
       server: srv0 && srv1 ? { cpuMs: srv1.cpu - srv0.cpu, threads: threadDelta(serverPid!, srv0.threads, srv1.threads) } : undefined,
-      side: Object.fromEntries(sides.map(([name], i) => [name, side1[i]! - side0[i]!])),
+      side: Object.fromEntries(sides.map(([name], i) => [name, side1[i] - side0[i]])),
       generatorMs: (cli.user + cli.system) / 1000,
       machineBusyMs: m1.busy - m0.busy,
       eventLoopUtilization: elu.utilization,
@@ -356,8 +356,8 @@ export function runResultChild<T>(script: string, opts: unknown, budgetMs: numbe
     let result: T | undefined;
     const err: string[] = [];
     const timer = setTimeout(() => child.kill('SIGKILL'), budgetMs);
-    createInterface({ input: child.stdout! }).on('line', (l) => { if (l.startsWith('RESULT ')) result = JSON.parse(l.slice(7)) as T; });
-    createInterface({ input: child.stderr! }).on('line', (l) => { if (err.length < 50) err.push(l); });
+    createInterface({ input: child.stdout }).on('line', (l) => { if (l.startsWith('RESULT ')) result = JSON.parse(l.slice(7)) as T; });
+    createInterface({ input: child.stderr }).on('line', (l) => { if (err.length < 50) err.push(l); });
     child.once('exit', (code) => {
       clearTimeout(timer);
       if (result) resolve(result);

@@ -21,7 +21,7 @@ export function summarize(file: string, top = 25): string {
   const raw = readFileSync(file);
   const p = JSON.parse((file.endsWith('.gz') ? gunzipSync(raw) : raw).toString('utf8')) as Profile;
   const self = new Map<number, number>();
-  for (let i = 0; i < p.samples.length; i++) self.set(p.samples[i]!, (self.get(p.samples[i]!) ?? 0) + (p.timeDeltas[i] ?? 0));
+  for (let i = 0; i < p.samples.length; i++) self.set(p.samples[i], (self.get(p.samples[i]) ?? 0) + (p.timeDeltas[i] ?? 0));
   const byFn = new Map<string, number>();
   const byModule = new Map<string, number>();
   let total = 0;
@@ -52,7 +52,7 @@ function moduleOf(path: string): string {
   if (npm) return `npm:${npm[1]}`;
   if (path.startsWith('node:')) return 'node internals';
   const own = /^((?:core|plugins|bench)\/[^/]+)\//.exec(path);
-  return own ? own[1]! : path;
+  return own ? own[1] : path;
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

@@ -65,23 +65,23 @@ function listenInodes(port: number): Set<string> {
   const out = new Set<string>();
   const hex = port.toString(16).toUpperCase().padStart(4, '0');
   for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    let text = '';
+    let text: string;
     try { text = readFileSync(f, 'utf8'); } catch { continue; }
     for (const line of text.split('\n').slice(1)) {
       const c = line.trim().split(/\s+/);
-      if (c.length > 9 && c[3] === '0A' && c[1]!.endsWith(`:${hex}`)) out.add(c[9]!);
+      if (c.length > 9 && c[3] === '0A' && c[1].endsWith(`:${hex}`)) out.add(c[9]);
     }
   }
   return out;
 }
 
 function holdsSocket(pid: number, inodes: Set<string>): boolean {
-  let fds: string[] = [];
+  let fds: string[];
   try { fds = readdirSync(`/proc/${pid}/fd`); } catch { return false; }
   for (const fd of fds) {
     try {
       const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
-      if (m && inodes.has(m[1]!)) return true;
+      if (m && inodes.has(m[1])) return true;
     } catch { /* closed meanwhile */ }
   }
   return false;
@@ -117,7 +117,7 @@ export async function startRouterProcesses(o: RouterProcessesOptions): Promise<R
     live.add(pgid);
     const disarm = watchdog(-pgid, dir);
     const output: string[] = [];
-    for (const s of [child.stdout!, child.stderr!]) createInterface({ input: s }).on('line', (l) => { if (output.length < 400) output.push(l.slice(0, 1000)); });
+    for (const s of [child.stdout, child.stderr]) createInterface({ input: s }).on('line', (l) => { if (output.length < 400) output.push(l.slice(0, 1000)); });
     const exited = new Promise<void>((r) => child.once('exit', () => r()));
     const alive = () => child.exitCode === null && child.signalCode === null;
 

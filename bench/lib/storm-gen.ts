@@ -91,7 +91,7 @@ function maskedFrame(payload: Buffer, opcode: number): Buffer {
   if (payload.length < 126) out[1] = 0x80 | payload.length;
   else { out[1] = 0x80 | 126; out.writeUInt16BE(payload.length, 2); }
   mask.copy(out, h - 4);
-  for (let i = 0; i < payload.length; i++) out[h + i] = payload[i]! ^ mask[i & 3]!;
+  for (let i = 0; i < payload.length; i++) out[h + i] = payload[i] ^ mask[i & 3];
   return out;
 }
 
@@ -146,7 +146,7 @@ class StormCharger {
       clearTimeout(this.timer);
       const lines = head.slice(0, end).split('\r\n');
       const hdr = new Map(lines.slice(1).map((l) => [l.slice(0, l.indexOf(':')).trim().toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
-      const status = /^HTTP\/1\.1 (\d{3})/.exec(lines[0]!)?.[1] ?? 'bad';
+      const status = /^HTTP\/1\.1 (\d{3})/.exec(lines[0])?.[1] ?? 'bad';
       // The body (the router's reason, e.g. "Overloaded" or "Registry unavailable") if it came with the head.
       const body = head.slice(end + 4, end + 84).replace(/\s+/g, ' ').trim();
       if (status !== '101') return this.failNow(`http-${status}`, `${this.cpId}: ${lines[0]}${hdr.get('retry-after') ? ` (retry-after ${hdr.get('retry-after')})` : ''}${body ? `: ${body}` : ''}`);
@@ -199,12 +199,12 @@ class StormCharger {
   }
 
   private onData(chunk: Buffer): void {
-    let b = this.rest ? Buffer.concat([this.rest, chunk]) : chunk;
+    const b = this.rest ? Buffer.concat([this.rest, chunk]) : chunk;
     this.rest = null;
     let i = 0;
     while (b.length - i >= 2) {
-      const b0 = b[i]!;
-      let len = b[i + 1]! & 0x7f;
+      const b0 = b[i];
+      let len = b[i + 1] & 0x7f;
       let h = 2;
       if (len === 126) { if (b.length - i < 4) break; len = b.readUInt16BE(i + 2); h = 4; }
       else if (len === 127) { if (b.length - i < 10) break; len = Number(b.readBigUInt64BE(i + 2)); h = 10; }

@@ -80,12 +80,12 @@ async function heapByConstructor(): Promise<Map<string, { count: number; bytes: 
   const types = snap.snapshot.meta.node_types[0];
   const out = new Map<string, { count: number; bytes: number }>();
   for (let i = 0; i < snap.nodes.length; i += width) {
-    const type = types[snap.nodes[i + iType]!]!;
+    const type = types[snap.nodes[i + iType]];
     // Arrays by their name too: "(object properties)", "(object elements)", a Map's table…
-    const key = type === 'object' || type === 'closure' || type === 'array' ? `${type}:${snap.strings[snap.nodes[i + iName]!]}` : `(${type})`;
+    const key = type === 'object' || type === 'closure' || type === 'array' ? `${type}:${snap.strings[snap.nodes[i + iName]]}` : `(${type})`;
     const e = out.get(key) ?? { count: 0, bytes: 0 };
     e.count++;
-    e.bytes += snap.nodes[i + iSize]!;
+    e.bytes += snap.nodes[i + iSize];
     out.set(key, e);
   }
   return out;

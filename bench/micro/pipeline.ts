@@ -83,7 +83,7 @@ for (let round = 0; round < opts.rounds; round++) {
   let errors = 0;
   for (let i = 0; i < opts.frames; i += LANES) {
     const runs = [];
-    for (let k = 0; k < LANES; k++) runs.push(pipeline.runFrame(conns[k]!, text, Date.now()));
+    for (let k = 0; k < LANES; k++) runs.push(pipeline.runFrame(conns[k], text, Date.now()));
     for (const r of await Promise.all(runs)) if (r.outcome !== 'ok') errors++;
     // A worker runs each batch as a task of its own; between them timers and setImmediate run,
     // among them the analytics flush. Without this the sink's buffer fills and drops rows

@@ -99,8 +99,8 @@ async function coalesced(url: string): Promise<{ issue: Issue; close: () => Prom
     (client as unknown as { hsetMany(n: number, ...args: string[]): Promise<unknown[]> }).hsetMany(k.length, ...k, ...a).then(
       (res) => {
         for (let i = 0; i < w.length; i++) {
-          if (res[i] === 0) w[i]!.resolve(0);
-          else w[i]!.reject(new Error(String(res[i])));
+          if (res[i] === 0) w[i].resolve(0);
+          else w[i].reject(new Error(String(res[i])));
         }
       },
       (err) => {

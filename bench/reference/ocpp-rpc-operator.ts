@@ -65,6 +65,7 @@ server.on('client', (c: unknown) => {
   client.handle('StatusNotification', () => ({}));
   client.handle('MeterValues', () => ({}));
   client.handle(({ method }: { method: string }) => {
+    // eslint-disable-next-line @typescript-eslint/only-throw-error -- an RPCError, typed `any` by ocpp-rpc
     throw createRPCError('NotImplemented', `${method} is not handled`);
   });
 });
@@ -93,8 +94,8 @@ async function operator(req: IncomingMessage, res: ServerResponse): Promise<void
     return send(res, 400, { error: 'invalid_json' });
   }
   let id: string;
-  try { id = decodeURIComponent(m[1]!); } catch { return send(res, 400, { error: 'invalid_parameter' }); }
-  const action = m[2]!;
+  try { id = decodeURIComponent(m[1]); } catch { return send(res, 400, { error: 'invalid_parameter' }); }
+  const action = m[2];
   const client = clients.get(id);
   if (!client) return send(res, 404, { error: 'not_connected', message: `Charge point ${id} is not connected` });
   const t = url.searchParams.get('timeoutMs');

@@ -41,6 +41,8 @@
  * {"ready":true,"port":N,"pid":P,"threads":0,"version":"2.2.1"}.
  * Exits on SIGTERM / SIGINT / stdin closing.
  */
+/* eslint-disable @typescript-eslint/no-unsafe-call, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/only-throw-error --
+   ocpp-rpc's declarations type its clients and errors as `any`. */
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { RPCServer, createRPCError } from 'ocpp-rpc';

@@ -56,7 +56,7 @@ export function reply(b: Uint8Array, conn: Conn): Uint8Array | null {
   const actEnd = endOfString(b, idEnd + 2);
   if (actEnd < 0) return null;
   let key = '';
-  for (let k = idEnd + 3; k < actEnd; k++) key += String.fromCharCode(b[k]!);
+  for (let k = idEnd + 3; k < actEnd; k++) key += String.fromCharCode(b[k]);
   const name = actionNames.get(key) ?? (actionNames.set(key, key), key);
   const result = name === 'Authorize' ? (conn.v16 ? AUTHORIZE_16 : AUTHORIZE_2X) : results.get(name) ?? EMPTY;
   const idLen = idEnd - 4;
@@ -74,7 +74,7 @@ export const WS_OPTIONS = { compression: uWS.DISABLED, maxPayloadLength: 65536, 
 
 /** The subprotocol a client asked for (first offered), and the per-connection data it implies. */
 export function chosenProtocol(offered: string): { protocol: string; v16: boolean } {
-  const protocol = offered.split(',')[0]!.trim();
+  const protocol = offered.split(',')[0].trim();
   return { protocol, v16: protocol === 'ocpp1.6' };
 }
 

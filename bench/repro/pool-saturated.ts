@@ -44,7 +44,7 @@ const result = await new Promise<LoadResult>((resolve, reject) => {
     port: router.port, action, inflight: Number(inflight), chargers: Number(chargers), durationSec: Number(seconds), warmupSec: 0.5, idPrefix: `repro-${Date.now()}`,
   })], { stdio: ['ignore', 'pipe', 'inherit'] });
   let r: LoadResult | undefined;
-  createInterface({ input: child.stdout! }).on('line', (l) => { if (l.startsWith('RESULT ')) r = JSON.parse(l.slice(7)) as LoadResult; });
+  createInterface({ input: child.stdout }).on('line', (l) => { if (l.startsWith('RESULT ')) r = JSON.parse(l.slice(7)) as LoadResult; });
   child.once('exit', (code) => (r ? resolve(r) : reject(new Error(`loadgen exited ${code}`))));
 });
 clearInterval(sampler);

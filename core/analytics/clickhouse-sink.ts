@@ -591,7 +591,7 @@ class EncodedRows {
 
   #commit(): void {
     if (this.#pending.length === 0) return;
-    const text = this.#pending.length === 1 ? this.#pending[0]! : this.#pending.join('');
+    const text = this.#pending.length === 1 ? this.#pending[0] : this.#pending.join('');
     this.#pending = [];
     // Worst case 3 bytes per UTF-16 unit; grow before writing so a line is never cut.
     if (this.#len + text.length * 3 > this.#buf.length) {

@@ -88,7 +88,7 @@ t.test('every line equals the plain encoding, however rows repeat or change', as
         // Mostly the last row again with a few columns changed, like the rows of one message.
         row = rand() < 0.15 ? {} : { ...row };
         const changes = Math.floor(rand() * 4);
-        for (let c = 0; c < changes; c++) row[names[Math.floor(rand() * names.length)]!] = pool[Math.floor(rand() * pool.length)] as never;
+        for (let c = 0; c < changes; c++) row[names[Math.floor(rand() * names.length)]] = pool[Math.floor(rand() * pool.length)] as never;
         const nowMs = rand() < 0.9 ? 1_790_000_000_000 : 1_790_000_001_999;
         const nodeId = rand() < 0.9 ? 'node-a' : 'node-b';
         counter = 0;

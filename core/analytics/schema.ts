@@ -139,7 +139,7 @@ export function createTableSql(database: string, table: AnalyticsTable, features
  */
 export async function detectFeatures(client: ClickHouseClient): Promise<ServerFeatures> {
   const rs = await client.query({ query: 'SELECT version() AS v', format: 'JSONEachRow' });
-  const [{ v: version }] = (await rs.json()) as Array<{ v: string }>;
+  const [{ v: version }] = await rs.json<{ v: string }>();
   const major = Number.parseInt(version, 10);
   let lowCardinality = major >= 19;
   if (lowCardinality) {
@@ -147,7 +147,7 @@ export async function detectFeatures(client: ClickHouseClient): Promise<ServerFe
       query: "SELECT value FROM system.settings WHERE name = 'allow_experimental_low_cardinality_type'",
       format: 'JSONEachRow',
     });
-    const rows = (await s.json()) as Array<{ value: string }>;
+    const rows = await s.json<{ value: string }>();
     if (rows.length > 0 && rows[0].value === '0') lowCardinality = false;
   }
   return { version, lowCardinality };
@@ -201,7 +201,7 @@ export async function migrate(client: ClickHouseClient, database: string): Promi
     query: `SELECT table, name FROM system.columns WHERE database = '${database}'`,
     format: 'JSONEachRow',
   });
-  const existing = new Set(((await rs.json()) as Array<{ table: string; name: string }>).map((r) => `${r.table}.${r.name}`));
+  const existing = new Set((await rs.json<{ table: string; name: string }>()).map((r) => `${r.table}.${r.name}`));
   for (const table of TABLES) {
     for (const [name, kind] of Object.entries(COLUMNS[table])) {
       if (existing.has(`${table}.${name}`)) continue;
@@ -371,6 +371,6 @@ export function rowEncoder(table: AnalyticsTable): RowEncoder {
   const plain = (v: unknown): boolean => v === undefined || v === null || typeof v === 'string' || typeof v === 'number';
   // eslint-disable-next-line @typescript-eslint/no-implied-eval -- see the doc comment
   const make = new Function('toEpochMs', 'clampInt', 'strCol', 'lcCol', 'float64Col', 'dateTimeCol', 'lasts', 'lc', 'MAX', 'L', 'P', 'NOPE', 'plain',
-    `return function encode_${table}(row, nowMs, nodeId) {${body}\n  };`);
-  return make(toEpochMs, clampInt, strCol, lcCol, float64Col, dateTimeCol, lasts, lc, MAX_DATETIME_S, L, P, NOPE, plain) as RowEncoder;
+    `return function encode_${table}(row, nowMs, nodeId) {${body}\n  };`) as (...deps: unknown[]) => RowEncoder;
+  return make(toEpochMs, clampInt, strCol, lcCol, float64Col, dateTimeCol, lasts, lc, MAX_DATETIME_S, L, P, NOPE, plain);
 }

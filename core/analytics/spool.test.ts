@@ -125,7 +125,7 @@ async function runTests(): Promise<void> {
 
     const full = new Spool({ dir: tempDir('enc-full'), maxBytes: 500 });
     const accepted = await full.appendEncoded('meter_values', data, 30);
-    const kept = readFileSync(join(full.dir, 'meter_values', files(full.dir, 'meter_values')[0]!), 'utf8');
+    const kept = readFileSync(join(full.dir, 'meter_values', files(full.dir, 'meter_values')[0]), 'utf8');
     t.equal(kept, lines.slice(0, accepted).join(''), `the first ${accepted} whole lines kept`);
     t.ok(Buffer.byteLength(kept) <= 500);
     t.same([full.stats().appended, full.stats().dropped], [accepted, 30 - accepted]);

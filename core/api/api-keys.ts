@@ -44,7 +44,7 @@ export class ApiKeyStore {
     fileKeys.push({ name, sha256: sha256Hex(key), createdAt: new Date().toISOString() });
     await mkdir(dirname(this.file), { recursive: true });
     await writeFile(this.file, JSON.stringify({ keys: fileKeys }, null, 2) + '\n', { mode: 0o600 });
-    this.keys.push(fileKeys[fileKeys.length - 1]!);
+    this.keys.push(fileKeys[fileKeys.length - 1]);
     return key;
   }
 

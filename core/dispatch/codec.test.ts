@@ -4,7 +4,7 @@ import { BatchWriter, readBatch } from './codec.js';
 t.test('batch round trip: metas, byte frames and text frames', async (t) => {
   const w = new BatchWriter(8);
   const frames = ['[2,"a","Heartbeat",{}]', '', '[2,"é€😀","X",{"k":"ünïcödé"}]', 'x'.repeat(70_000)];
-  w.add([0, 1, 'CP', '1.6', 0, 5, null], new TextEncoder().encode(frames[0]!));
+  w.add([0, 1, 'CP', '1.6', 0, 5, null], new TextEncoder().encode(frames[0]));
   w.add([1, 2, 'CP2', '2.0.1', 1, 6, { code: 1000 }]);
   w.addText(['r'], frames[2]);
   w.addText(['r'], frames[3]);

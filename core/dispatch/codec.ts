@@ -140,7 +140,7 @@ function writeU32(b: Uint8Array, at: number, n: number): void {
 }
 
 function readU32(b: Uint8Array, at: number): number {
-  return ((b[at]! << 24) >>> 0) + (b[at + 1]! << 16) + (b[at + 2]! << 8) + b[at + 3]!;
+  return ((b[at] << 24) >>> 0) + (b[at + 1] << 16) + (b[at + 2] << 8) + b[at + 3];
 }
 
 export interface DecodedBatch {
@@ -170,7 +170,7 @@ function frameView(u8: Uint8Array, metas: unknown[]): DecodedBatch {
   }
   return {
     metas,
-    frame: (i) => u8.subarray(offsets[i]!, offsets[i]! + lengths[i]!),
-    text: (i) => decoder.decode(u8.subarray(offsets[i]!, offsets[i]! + lengths[i]!)),
+    frame: (i) => u8.subarray(offsets[i], offsets[i] + lengths[i]),
+    text: (i) => decoder.decode(u8.subarray(offsets[i], offsets[i] + lengths[i])),
   };
 }

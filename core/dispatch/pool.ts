@@ -62,6 +62,7 @@ import type { PinoLogger } from '../log.js';
 import type { WorkerData } from '../worker/entry.js';
 import type { InlineSupport } from '../worker/plugin-loader.js';
 import type { OcppVersion } from '../protocol/dialect.js';
+import { SendStatus } from '../transport/transport.js';
 import { randomBytes } from 'node:crypto';
 import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 
@@ -574,7 +575,7 @@ export class Dispatcher {
     // socket thread at 8 in flight). Order within a charger is kept.
     const replies = new Map<Connection, Reply[]>();
     for (let i = 0; i < ctxs.length; i++) {
-      const ctx = ctxs[i]!;
+      const ctx = ctxs[i];
       const meta = metas[i];
       if (ctx.kind === ItemKind.Frame) {
         if (!meta) { this.answerInternal(ctx.conn, ctx.peekId, 'OCR_ERR_WORKER_ITEM'); continue; }
@@ -647,8 +648,8 @@ export class Dispatcher {
   send(conn: Connection, bytes: Uint8Array | string): void {
     if (conn.closed) return;
     const s = conn.socket.send(bytes);
-    if (s === 1) return;
-    this.metrics.outbox.inc({ result: s === 0 ? 'backpressure' : 'dropped' });
+    if (s === SendStatus.Sent) return;
+    this.metrics.outbox.inc({ result: s === SendStatus.Backpressure ? 'backpressure' : 'dropped' });
     // uWS buffers on backpressure up to maxBackpressure and closes the socket beyond it
     // (closeOnBackpressureLimit), so a reader that stopped reading cannot grow memory.
   }
@@ -671,7 +672,7 @@ export class Dispatcher {
           break;
         }
         this.backlogFrames--;
-        this.addLane(l, items[i]!);
+        this.addLane(l, items[i]);
       }
     }
   }

@@ -72,6 +72,7 @@ async function pair(t: Test, clientOpts: ConstructorParameters<typeof ThreadRpcC
         throw err;
       }
       case 'throwString':
+        // eslint-disable-next-line @typescript-eslint/only-throw-error -- what is tested
         throw 'just a string';
       case 'hang':
         return new Promise(() => {});

@@ -34,7 +34,7 @@ export function isDateTime(s: string): boolean {
   const day = two(s, 8);
   if (month < 1 || month > 12 || day < 1) return false;
   const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
-  if (day > (month === 2 && leap ? 29 : DAYS[month]!)) return false;
+  if (day > (month === 2 && leap ? 29 : DAYS[month])) return false;
   const sep = s.charCodeAt(10);
   if (sep !== 0x54 && sep !== 0x74 && !isJsWhitespace(sep)) return false;
 

@@ -61,13 +61,14 @@ function typeExists(type: number, version: OcppVersion): boolean {
 }
 
 export function parseFrame(text: string, version: OcppVersion): ParseResult {
-  let arr: unknown;
+  let parsed: unknown;
   try {
-    arr = JSON.parse(text);
+    parsed = JSON.parse(text);
   } catch {
     return bad('RpcFrameworkError', 'Frame is not valid JSON', salvageId(text), salvageType(text));
   }
-  if (!Array.isArray(arr)) return bad('RpcFrameworkError', 'Frame is not a JSON array', null, null);
+  if (!Array.isArray(parsed)) return bad('RpcFrameworkError', 'Frame is not a JSON array', null, null);
+  const arr = parsed as unknown[];
   const type = arr[0];
   const id = readId(arr[1]);
   if (typeof type !== 'number' || !Number.isInteger(type)) {

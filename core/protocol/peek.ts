@@ -35,12 +35,12 @@ const MAX_ID = 128;
 const MAX_ACTION = 64;
 
 function skipWs(b: Uint8Array, i: number): number {
-  while (i < b.length && WS(b[i]!)) i++;
+  while (i < b.length && WS(b[i])) i++;
   return i;
 }
 
 // Node's and Bun's Buffer both have it, and it takes any Uint8Array as `this`.
-const latin1Slice = (Buffer.prototype as unknown as { latin1Slice(this: Uint8Array, start: number, end: number): string }).latin1Slice;
+const latin1Slice = (Buffer.prototype as unknown as { latin1Slice: (this: Uint8Array, start: number, end: number) => string }).latin1Slice;
 
 /** Action names of every OCPP version by length (built on first use). */
 let actionsByLength: string[][] | null = null;
@@ -81,7 +81,7 @@ function readPlainString(b: Uint8Array, i: number, max: number, action: boolean)
   const start = ++i;
   const end = Math.min(b.length, start + max + 1);
   while (i < end) {
-    const c = b[i]!;
+    const c = b[i];
     if (c === 0x22) {
       stringEnd = i + 1;
       return action ? readAction(b, start, i) : latin1Slice.call(b, start, i);
@@ -98,7 +98,7 @@ export function peekFrame(b: Uint8Array): Peek | undefined {
   i = skipWs(b, i + 1);
   let type = 0;
   const digitsStart = i;
-  while (i < b.length && b[i]! >= 0x30 && b[i]! <= 0x39 && i - digitsStart < 3) type = type * 10 + (b[i++]! - 0x30);
+  while (i < b.length && b[i] >= 0x30 && b[i] <= 0x39 && i - digitsStart < 3) type = type * 10 + (b[i++] - 0x30);
   if (i === digitsStart) return undefined;
   i = skipWs(b, i);
   if (b[i] !== 0x2c) return undefined;

@@ -57,7 +57,7 @@ t.test('parseFrame and serializers', async (t) => {
   t.equal(serializeCall('1', 'Reset', { type: 'Soft' }), '[2,"1","Reset",{"type":"Soft"}]');
   t.equal(serializeCallResult('1', {}), '[3,"1",{}]');
   const long = serializeCallError('1', new CallError('GenericError', 'x'.repeat(400)), '2.0.1');
-  t.equal((JSON.parse(long) as string[])[3]!.length, 255, 'description capped at 255');
+  t.equal((JSON.parse(long) as string[])[3].length, 255, 'description capped at 255');
   t.equal(unreadableIdReply('1.6'), null);
   t.equal(unreadableIdReply('2.0.1'), '-1');
 });
@@ -118,8 +118,8 @@ t.test('action catalog: the names read without keeping the schemas are those of 
     }
     process.stdout.write(JSON.stringify(out));`;
   const out = JSON.parse(execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { encoding: 'utf8' })) as Record<string, { catalog: unknown; schemas: unknown }>;
-  for (const v of ['1.6', '2.0.1', '2.1']) t.same(out[v]!.catalog, out[v]!.schemas, `${v}: same actions, requests and responses`);
-  t.equal((out['2.1']!.catalog as string[][])[0]!.length, loadSchemas('2.1').actions.length);
+  for (const v of ['1.6', '2.0.1', '2.1']) t.same(out[v].catalog, out[v].schemas, `${v}: same actions, requests and responses`);
+  t.equal((out['2.1'].catalog as string[][])[0].length, loadSchemas('2.1').actions.length);
 });
 
 t.test('validator: multipleOf tolerates float error; lenient fixes timestamps', async (t) => {

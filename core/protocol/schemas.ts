@@ -50,7 +50,7 @@ const catalogs = new Map<OcppVersion, ActionCatalog>();
 function classify(id: string): { action: string; kind: 'request' | 'response' } | undefined {
   const m = /^urn:([A-Za-z0-9]+?)(\.req|\.conf|Request|Response)$/.exec(id);
   if (!m) return undefined;
-  return { action: m[1]!, kind: m[2] === '.req' || m[2] === 'Request' ? 'request' : 'response' };
+  return { action: m[1], kind: m[2] === '.req' || m[2] === 'Request' ? 'request' : 'response' };
 }
 
 /**

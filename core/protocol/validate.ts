@@ -19,7 +19,7 @@ import type { OcppVersion } from './dialect.js';
 import { actionCatalog, loadSchemas } from './schemas.js';
 
 // ajv-formats is CommonJS; under NodeNext its default import is the module object.
-const addFormats = (addFormatsModule as unknown as { default: typeof addFormatsModule.default }).default;
+const addFormats = (addFormatsModule).default;
 
 export type Direction = 'request' | 'response';
 
@@ -112,8 +112,8 @@ function toCallError(e: ErrorObject): CallError {
 function setAt(root: unknown, pointer: string, value: unknown): void {
   const parts = pointer.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
   let node = root as Record<string, unknown>;
-  for (let i = 0; i < parts.length - 1; i++) node = node[parts[i]!] as Record<string, unknown>;
-  node[parts[parts.length - 1]!] = value;
+  for (let i = 0; i < parts.length - 1; i++) node = node[parts[i]] as Record<string, unknown>;
+  node[parts[parts.length - 1]] = value;
 }
 
 export class SchemaValidator {
@@ -155,7 +155,7 @@ export class SchemaValidator {
     const fn = this.get(action, direction, false);
     if (!fn) return { ok: false, error: new CallError('NotImplemented', `Unknown action ${action}`) };
     if (fn(payload)) return { ok: true };
-    const first = fn.errors![0]!;
+    const first = fn.errors![0];
     if (!lenient) return { ok: false, error: toCallError(first) };
 
     const all = this.get(action, direction, true)!;

@@ -33,8 +33,8 @@ export async function verifyPassword(password: string, stored: string): Promise<
   const parts = stored.split('$');
   if (parts.length !== 6 || parts[0] !== 'scrypt') return false;
   const [, n, r, p, saltB64, hashB64] = parts;
-  const expected = Buffer.from(hashB64!, 'base64');
-  const got = await scrypt(password, Buffer.from(saltB64!, 'base64'), expected.length, { N: Number(n), r: Number(r), p: Number(p), maxmem: 64 * 1024 * 1024 });
+  const expected = Buffer.from(hashB64, 'base64');
+  const got = await scrypt(password, Buffer.from(saltB64, 'base64'), expected.length, { N: Number(n), r: Number(r), p: Number(p), maxmem: 64 * 1024 * 1024 });
   return got.length === expected.length && timingSafeEqual(got, expected);
 }
 
@@ -66,7 +66,7 @@ export function basicAuthPassword(header: string | undefined, expectedUser: stri
   if (!header) return null;
   const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header);
   if (!m) return null;
-  const decoded = Buffer.from(m[1]!, 'base64').toString('utf8');
+  const decoded = Buffer.from(m[1], 'base64').toString('utf8');
   const prefix = `${expectedUser}:`;
   return decoded.startsWith(prefix) ? decoded.slice(prefix.length) : null;
 }

@@ -170,7 +170,7 @@ export class StateJournal {
         const end = Math.min(this.queue.length, this.head + 256);
         let j = this.head;
         for (; j < end; j++) {
-          const e = this.queue[j]!;
+          const e = this.queue[j];
           try {
             await (this.store[e.m] as (...a: unknown[]) => Promise<unknown>).apply(this.store, e.a);
             this.stats.applied++;
@@ -190,7 +190,7 @@ export class StateJournal {
         await this.file_(() => appendFile(this.file, mark));
         this.fileApplied += j - this.head;
         for (let k = this.head; k < j; k++) {
-          const g = this.queue[k]!.g;
+          const g = this.queue[k].g;
           const n = (this.counts.get(g) ?? 1) - 1;
           if (n === 0) this.counts.delete(g);
           else this.counts.set(g, n);

@@ -381,7 +381,7 @@ export class RedisStateStore implements StateStore {
     // is only defined when all scores are equal).
     const args: (string | number)[] = [];
     for (const m of members) args.push(0, m);
-    return this.#run(() => this.client.zadd(key, ...args) as Promise<number>);
+    return this.#run(() => this.client.zadd(key, ...args));
   }
 
   async indexRemove(key: string, ...members: string[]): Promise<number> {

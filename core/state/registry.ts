@@ -21,7 +21,7 @@ export class StoreChargerRegistry implements ChargerRegistry {
 
   async get(cpId: string): Promise<ChargerRecord | null> {
     const h = await this.store.hgetall(chargerKey(cpId));
-    return Object.keys(h).length === 0 ? null : ({ ...h, id: cpId } as ChargerRecord);
+    return Object.keys(h).length === 0 ? null : ({ ...h, id: cpId });
   }
 
   async update(cpId: string, fields: Partial<ChargerRecord>): Promise<void> {

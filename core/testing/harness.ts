@@ -110,7 +110,7 @@ export async function createHarness(opts: HarnessOptions): Promise<Harness> {
   const store = opts.store ?? new MemoryStateStore();
   const registry = new StoreChargerRegistry(store);
   const sink = new CaptureSink();
-  const log = opts.log ?? (pino({ level: 'silent' }) as unknown as Logger);
+  const log = opts.log ?? (pino({ level: 'silent' }));
   const nodeId = opts.nodeId ?? 'harness';
   let sent: Sent[] = [];
   const services: WorkerServices = {

@@ -69,7 +69,7 @@ interface UserData<U> { s: UwsSocket<U> }
 class UwsSocket<U> extends SocketBase<U> {
   ws: WebSocket<UserData<U>> | null = null;
   protected rawSend(bytes: Uint8Array | string): SendStatus {
-    return this.ws!.send(bytes, false) as SendStatus;
+    return this.ws!.send(bytes, false);
   }
   protected rawCork(fn: () => void): void {
     this.ws!.cork(fn);
@@ -96,7 +96,7 @@ export class UwsTransport<U> implements Transport {
       maxPayloadLength: opts.maxPayloadLength,
       idleTimeout: opts.idleTimeoutSec,
       maxBackpressure: opts.maxBackpressure,
-      closeOnBackpressureLimit: 1 as never, // typed as number in this build; true = close
+      closeOnBackpressureLimit: 1, // typed as number in this build; true = close
       sendPingsAutomatically: true,
       upgrade: (res, req, context) => {
         // Copy everything out of req before awaiting: uWS invalidates it on return.

@@ -23,10 +23,10 @@ t.test('a deadline fires once its time has passed, not before, and only for call
   t.same(fired, [], 'nothing before its time');
   await sleep(120);
   t.same(fired, ['b'], 'the pending 80 ms call expired; the settled ones never do');
-  t.ok(at.b! >= 80 && at.b! < 80 + 8 + 100, `within the granularity of its time (${Math.round(at.b!)} ms)`);
+  t.ok(at.b >= 80 && at.b < 80 + 8 + 100, `within the granularity of its time (${Math.round(at.b)} ms)`);
   await sleep(150);
   t.same(fired, ['b', 'long'], 'the 200 ms one too, after it');
-  t.ok(at.long! >= 200, `not before its time (${Math.round(at.long!)} ms)`);
+  t.ok(at.long >= 200, `not before its time (${Math.round(at.long)} ms)`);
   t.equal(dl.size, 0);
 });
 
@@ -35,7 +35,7 @@ t.test('settling the oldest call lets the timer sleep until the next one; many c
   t.teardown(() => dl.close());
   let fired = 0;
   const ds = Array.from({ length: 10_000 }, () => dl.add(50, () => fired++));
-  for (let i = 0; i < ds.length; i += 2) dl.settle(ds[i]!);
+  for (let i = 0; i < ds.length; i += 2) dl.settle(ds[i]);
   t.equal(dl.size, 5000);
   await sleep(120);
   t.equal(fired, 5000, 'every pending call expired, each once');

@@ -29,8 +29,9 @@ t.test('isolation: invalid result, throw, falsy rejection, deadline → Internal
   const h = await createHarness({ hookTimeoutMs: 50, plugins: [plugin('bad', (api) => {
     api.handle('1.6', 'Heartbeat', () => ({ currentTime: 42 }) as never);
     api.handle('1.6', 'Authorize', () => { throw new TypeError('db password is hunter2'); });
+    // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- what is tested
     api.handle('1.6', 'StatusNotification', () => Promise.reject(undefined));
-    api.handle('1.6', 'MeterValues', async (ctx) => { await new Promise((r) => setTimeout(r, 500)); return ctx.signal.aborted ? ({} as never) : ({} as never); });
+    api.handle('1.6', 'MeterValues', async (ctx) => { await new Promise((r) => setTimeout(r, 500)); return ctx.signal.aborted ? ({}) : ({}); });
     api.handle('1.6', 'StartTransaction', () => { throw new CallError('PropertyConstraintViolation', 'plugin says so', { field: 'idTag' }); });
   })] });
   t.teardown(() => h.close());

@@ -53,7 +53,7 @@ function newRef(): string {
   return randomBytes(6).toString('hex');
 }
 
-const NO_TABLE: ActionTable = Object.freeze({ onCall: [], onResult: [], after: [], learnt: { writesRows: false } }) as ActionTable;
+const NO_TABLE: ActionTable = Object.freeze({ onCall: [], onResult: [], after: [], learnt: { writesRows: false } });
 
 /**
  * The answer to a CALL whose analytics rows could not be stored now (the sink's memory bound
@@ -174,7 +174,7 @@ export class Pipeline {
         if (!entry.handler) throw new CallError('NotSupported', `${action} is not supported by this CSMS`);
         hook = 'handler';
         plugin = entry.handler.plugin;
-        const h = this.invokeSync<Record<string, unknown>>(entry.handler as Registered<never>, this.contexts.forPlugin(ctx, plugin), payload);
+        const h = this.invokeSync<Record<string, unknown>>(entry.handler, this.contexts.forPlugin(ctx, plugin), payload);
         result = h instanceof Promise ? await h : h;
       }
       hook = 'onResult';
@@ -221,7 +221,7 @@ export class Pipeline {
   /** after-hooks: detached; errors logged, never affecting the reply [mobilityhouse @after]. */
   private runAfter(entry: ActionTable, ctx: CallContext, payload: Record<string, unknown>, outcome: { result?: Record<string, unknown>; error?: CallError }): void {
     for (const reg of entry.after) {
-      this.invoke(reg as Registered<never>, this.contexts.forPlugin(ctx, reg.plugin, true), [payload, outcome]).catch((err) => {
+      this.invoke(reg as Registered<never>, this.contexts.forPlugin(ctx, reg.plugin, true), [payload, outcome]).catch((err: unknown) => {
         this.log.error({ err, plugin: reg.plugin, hook: 'after', cpId: ctx.cp.id, messageId: ctx.msg.messageId, action: ctx.msg.action }, 'after hook failed');
       });
     }
@@ -229,7 +229,7 @@ export class Pipeline {
 
   private runOnError(v: OcppVersion, ctx: CallContext, ce: CallError, cause: unknown): void {
     for (const reg of this.table.onError[v]) {
-      this.invoke(reg as Registered<never>, this.contexts.forPlugin(ctx, reg.plugin), [ce, cause]).catch((err) => {
+      this.invoke(reg as Registered<never>, this.contexts.forPlugin(ctx, reg.plugin), [ce, cause]).catch((err: unknown) => {
         this.log.error({ err, plugin: reg.plugin, hook: 'onError' }, 'onError hook failed');
       });
     }
@@ -246,7 +246,7 @@ export class Pipeline {
     if (regs.length === 0) return;
     const ctx = this.contexts.connection(conn);
     await Promise.all(regs.map((reg) =>
-      this.invoke(reg as Registered<never>, this.contexts.forPlugin(ctx, reg.plugin), [info]).catch((err) => {
+      this.invoke(reg as Registered<never>, this.contexts.forPlugin(ctx, reg.plugin), [info]).catch((err: unknown) => {
         this.log.error({ err, plugin: reg.plugin, hook: kind, cpId: conn.cpId }, `${kind} hook failed`);
       })));
   }
@@ -277,7 +277,7 @@ export class Pipeline {
       const ctx = this.contexts.call(conn, { messageId: parsed.type === 0 ? '' : parsed.id, action, receivedAt: Date.now() }, []);
       for (const reg of regs) {
         try {
-          await this.invoke(reg as Registered<never>, this.contexts.forPlugin(ctx, reg.plugin), [{ action, request, result: result.payload, error: result.error }]);
+          await this.invoke(reg, this.contexts.forPlugin(ctx, reg.plugin), [{ action, request, result: result.payload, error: result.error }]);
         } catch (err) {
           this.log.error({ err, plugin: reg.plugin, hook: result.ok ? 'onCallResult' : 'onCallError', cpId: conn.cpId }, 'reply hook failed');
         }

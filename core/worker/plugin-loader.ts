@@ -144,7 +144,7 @@ export async function loadPlugins(specs: PluginSpec[], makeBase: (plugin: string
   const hooks: PendingHook[] = [];
 
   for (const spec of specs) {
-    const def = (spec.plugin as PluginDefinition<unknown> | undefined) ?? (await importPlugin(spec.name));
+    const def = (spec.plugin) ?? (await importPlugin(spec.name));
     const name = def.name;
     if (typeof name !== 'string' || !/^[a-z0-9][a-z0-9-]*$/.test(name)) throw new errors.OCR_ERR_PLUGIN_INVALID(spec.name, 'name must be kebab-case');
     if (loaded.has(name) || skipped.has(name)) throw new errors.OCR_ERR_PLUGIN_DUPLICATE(name);
@@ -161,7 +161,7 @@ export async function loadPlugins(specs: PluginSpec[], makeBase: (plugin: string
     for (const dep of def.dependsOn ?? []) if (!loaded.has(dep)) throw new errors.OCR_ERR_PLUGIN_DEP_MISSING(name, dep);
     const supported = def.ocpp ?? [...OCPP_VERSIONS];
 
-    let opts: Record<string, unknown> = structuredClone(spec.options ?? {});
+    const opts: Record<string, unknown> = structuredClone(spec.options ?? {});
     if (def.options) {
       const ajv = new Ajv({ useDefaults: true, allErrors: true, strict: false });
       const validate = ajv.compile(def.options);
@@ -201,7 +201,7 @@ export async function loadPlugins(specs: PluginSpec[], makeBase: (plugin: string
       },
     } as SetupApi;
     try {
-      await def.setup(api, opts as never);
+      await def.setup(api, opts);
     } catch (err) {
       if ((err as { code?: string }).code?.startsWith('OCR_ERR_')) throw err;
       throw new errors.OCR_ERR_PLUGIN_SETUP(name, (err as Error).message, { cause: err });

@@ -122,7 +122,7 @@ export class BatchRuntime {
     // arrival order. A Reply item gets a lane of its own: it only feeds observer hooks.
     const lanes = new Map<string | number, number[]>();
     for (let i = 0; i < metas.length; i++) {
-      const c = metas[i]![0] === ItemKind.Reply ? -1 - i : metas[i]![2];
+      const c = metas[i][0] === ItemKind.Reply ? -1 - i : metas[i][2];
       const lane = lanes.get(c);
       if (lane) lane.push(i);
       else lanes.set(c, [i]);
@@ -132,8 +132,8 @@ export class BatchRuntime {
     for (const lane of lanes.values()) {
       runs.push((async () => {
         for (let n = 0; n < lane.length; n++) {
-          const i = lane[n]!;
-          const meta = metas[i]!;
+          const i = lane[n];
+          const meta = metas[i];
           if (journaled && meta[0] !== ItemKind.Reply) {
             // The state journal's ordering rule (core/state/journal.ts): the dispatcher's flag is
             // exact for the lane's first item of the batch; later items only ever add to it, since
@@ -145,7 +145,7 @@ export class BatchRuntime {
             await this.runItem(meta, batch, res, i);
           } catch (err) {
             // runItem maps plugin errors itself; reaching here is a core bug. Answer anyway.
-            this.log.error({ err, cpId: metas[i]![2] }, 'batch item failed');
+            this.log.error({ err, cpId: metas[i][2] }, 'batch item failed');
             res.metas[i] = null;
           }
         }

@@ -72,7 +72,7 @@ t.test('1.6 and 2.0.1 chargers: boot, heartbeat, status, meter values → API an
   t.same(list.body.items.map((i: { id: string }) => i.id), ['CP-16', 'CP-201']);
 
   // Analytics land in ClickHouse.
-  const q = async (query: string) => (await (await ch.query({ query, format: 'JSONEachRow' })).json()) as Record<string, unknown>[];
+  const q = async (query: string) => await (await ch.query({ query, format: 'JSONEachRow' })).json<Record<string, unknown>>();
   const meter = await poll(async () => {
     const rows = await q(`SELECT cp_id, evse_id, transaction_id, measurand, phase, unit, value FROM ${database}.meter_values ORDER BY cp_id, measurand`);
     return rows.length >= 3 ? rows : undefined;
@@ -104,7 +104,7 @@ t.test('1.6 and 2.0.1 chargers: boot, heartbeat, status, meter values → API an
     return rows.length >= 1 ? rows : undefined;
   });
   t.same(callErrors, [{ cp_id: 'CP-16', direction: 'out', action: 'FooBar', message_id: 'bad-1', error_code: 'NotImplemented' }], 'CALLERRORs recorded');
-  t.same(events?.map((e) => `${e.cp_id}:${e.kind}`), ['CP-16:boot', 'CP-16:signed_meter_value', 'CP-201:boot', 'CP-201:data_transfer', 'CP-201:notify_event', 'CP-201:security_event']);
+  t.same(events?.map((e) => `${String(e.cp_id)}:${String(e.kind)}`), ['CP-16:boot', 'CP-16:signed_meter_value', 'CP-201:boot', 'CP-201:data_transfer', 'CP-201:notify_event', 'CP-201:security_event']);
 });
 
 t.test('a charger that offers no subprotocol gets the configured default', async (t) => {

@@ -63,7 +63,7 @@ t.test('ClickHouse away: frames answered at once, rows spooled, delivered when i
   const end = Date.now() + 60_000;
   while (Date.now() < end) {
     try {
-      const rows = (await (await client.query({ query: "SELECT value FROM outage.meter_values WHERE cp_id = 'CH-DOWN' ORDER BY value", format: 'JSONEachRow' })).json()) as { value: number }[];
+      const rows = await (await client.query({ query: "SELECT value FROM outage.meter_values WHERE cp_id = 'CH-DOWN' ORDER BY value", format: 'JSONEachRow' })).json<{ value: number }>();
       values = rows.map((x) => x.value);
       if (values.length >= 5) break;
     } catch { /* table not created yet */ }
@@ -115,7 +115,7 @@ t.test('ClickHouse away and the spool full: MeterValues refused (the charger ret
   let values: number[] = [];
   while (Date.now() < end) {
     try {
-      const rows = (await (await client.query({ query: "SELECT value FROM spoolfull.meter_values WHERE cp_id = 'CH-FULL' AND value < 100000 ORDER BY value", format: 'JSONEachRow' })).json()) as { value: number }[];
+      const rows = await (await client.query({ query: "SELECT value FROM spoolfull.meter_values WHERE cp_id = 'CH-FULL' AND value < 100000 ORDER BY value", format: 'JSONEachRow' })).json<{ value: number }>();
       values = rows.map((x) => x.value);
       if (values.length >= expected.length) break;
     } catch { /* table not created yet */ }

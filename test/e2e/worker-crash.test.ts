@@ -13,11 +13,11 @@ t.test('worker crash: every in-flight message answered, router keeps serving', a
   t.teardown(() => Promise.all(chargers.map((c) => c.close())));
   // Slow messages keep the batch in flight while the crash arrives in the same worker.
   const slow = chargers.map((c, i) => c.call('DataTransfer', { vendorId: 'test.slow' }, `slow-${i}`));
-  const crash = chargers[0]!.call('DataTransfer', { vendorId: 'test.crash' }, 'crash');
+  const crash = chargers[0].call('DataTransfer', { vendorId: 'test.crash' }, 'crash');
   const replies = await Promise.all([...slow, crash]);
   t.equal(replies.length, 11, 'every message answered');
   for (const f of replies) {
-    t.ok(f[0] === 3 || (f[0] === 4 && f[2] === 'InternalError'), `${f[1]}: CALLRESULT or InternalError`);
+    t.ok(f[0] === 3 || (f[0] === 4 && f[2] === 'InternalError'), `${String(f[1])}: CALLRESULT or InternalError`);
   }
   t.ok(replies.some((f) => f[0] === 4), 'the crashed batch was answered with InternalError');
   const err = replies.find((f) => f[0] === 4)!;

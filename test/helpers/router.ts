@@ -57,7 +57,7 @@ export async function startRouter(t: Teardown, config: Record<string, unknown> =
  */
 export function spooledRows(dir: string, table: string): Record<string, unknown>[] {
   const d = join(dir, 'spool', table);
-  let files: string[] = [];
+  let files: string[];
   try { files = readdirSync(d).filter((f) => /\.(ndjson|open)$/.test(f)); } catch { return []; }
   return files.flatMap((f) => readFileSync(join(d, f), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>));
 }

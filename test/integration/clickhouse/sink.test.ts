@@ -27,7 +27,7 @@ function client(u = url): ClickHouseClient {
 }
 
 async function rows<T = Record<string, unknown>>(c: ClickHouseClient, query: string): Promise<T[]> {
-  return (await (await c.query({ query, format: 'JSONEachRow' })).json()) as T[];
+  return (await c.query({ query, format: 'JSONEachRow' })).json<T>();
 }
 
 async function count(c: ClickHouseClient, table: string): Promise<number> {
@@ -145,7 +145,7 @@ t.test("a flush inserts each table's rows at once (past batchRows too), UTF-8 te
   t.teardown(() => sink.close());
   await sink.start();
   const texts = ['plain', 'Ünïcödé ✓', 'emoji 🔌⚡', 'quote " backslash \\ newline \n tab \t', '\u0000 nul and \u2028 separator'];
-  for (let i = 0; i < 11; i++) sink.write('ocpp_events', { ts: 1_700_000_000_000 + i, cp_id: `CP-${i}`, kind: 'k', action: 'A', payload: texts[i % texts.length]! });
+  for (let i = 0; i < 11; i++) sink.write('ocpp_events', { ts: 1_700_000_000_000 + i, cp_id: `CP-${i}`, kind: 'k', action: 'A', payload: texts[i % texts.length] });
   const hostile = { toString() { throw new Error('no string for you'); } };
   t.equal(sink.write('ocpp_events', { cp_id: 'bad', payload: hostile as never }), false, 'a value whose String() throws: that row dropped');
   await sink.flush();
@@ -229,13 +229,13 @@ t.test('spool full: rows are held in memory, not dropped; admit() says no near t
   const delivered: string[] = [];
   for (let i = 0; i < 20 && sink.stats().buffered > 0; i++) {
     await sink.spool.roll();
-    await drainer.replay(async (_table, rows) => { for (const r of rows) delivered.push(String(r.payload).split(':')[0]!); });
+    await drainer.replay(async (_table, rows) => { for (const r of rows) delivered.push(String(r.payload).split(':')[0]); });
     await new Promise((r) => setTimeout(r, 25));
     await sink.flush();
   }
   t.equal(sink.stats().buffered, 0, 'every held row went to the spool as room came');
   await sink.spool.roll();
-  await drainer.replay(async (_table, rows) => { for (const r of rows) delivered.push(String(r.payload).split(':')[0]!); });
+  await drainer.replay(async (_table, rows) => { for (const r of rows) delivered.push(String(r.payload).split(':')[0]); });
   t.same(delivered.map(Number).sort((a, b) => a - b), Array.from({ length: next }, (_, i) => i), 'every accepted row stored exactly once');
   t.equal(sink.admit(), true, 'admitting again');
   t.same(events, ['ocr.analytics.spool_full', 'ocr.analytics.held_rows_stored']);

@@ -27,7 +27,7 @@ t.test('two router processes share a port, state and commands', async (t) => {
   const key = await (async () => {
     for (let i = 0; i < 200; i++) {
       const m = /\n {2}(ocr_\S+)\n/.exec(stderr);
-      if (m) return m[1]!;
+      if (m) return m[1];
       await new Promise((r) => setTimeout(r, 50));
     }
     throw new Error(`no API key printed: ${stderr}`);

@@ -1,5 +1,8 @@
 /** The router on real Redis: registry, status and ownership land in Redis under hash-tagged keys. */
 import t from 'tap';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { startRouter } from '../../helpers/router.js';
 import { TestCharger } from '../../helpers/charger.js';
@@ -66,9 +69,6 @@ t.test('Redis away across a router restart: the journal survives and is replayed
   const { startRedis } = await import('../../services/redis.js');
   const redis = await startRedis();
   t.teardown(() => redis.stop());
-  const { mkdtempSync } = await import('node:fs');
-  const { tmpdir } = await import('node:os');
-  const { join } = await import('node:path');
   const dataDir = mkdtempSync(join(tmpdir(), 'ocr-journal-'));
   const cfg = { redis: { url: redis.url, commandTimeoutMs: 300 }, dataDir };
   const first = await startRouter({ teardown: () => undefined }, cfg);
@@ -95,8 +95,8 @@ t.test('a reconnect storm is paced: upgrades beyond server.maxPendingUpgrades ge
   await admin.call('CLIENT', 'PAUSE', '1500', 'ALL'); // registry lookups now wait
   const started = Date.now();
   const attempts = await Promise.allSettled(Array.from({ length: 6 }, (_, i) => TestCharger.connect(r.url(`STORM-${i}`))));
-  const refused = attempts.filter((a) => a.status === 'rejected').map((a) => (a as PromiseRejectedResult).reason as { statusCode?: number; headers?: Record<string, string> });
-  const opened = attempts.filter((a) => a.status === 'fulfilled').map((a) => (a as PromiseFulfilledResult<TestCharger>).value);
+  const refused = attempts.filter((a) => a.status === 'rejected').map((a) => (a).reason as { statusCode?: number; headers?: Record<string, string> });
+  const opened = attempts.filter((a) => a.status === 'fulfilled').map((a) => (a).value);
   t.teardown(() => Promise.all(opened.map((c) => c.close())));
   t.equal(opened.length, 2, 'the two pending upgrades complete once the registry answers');
   t.equal(refused.length, 4);
