@@ -8,7 +8,17 @@ import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
   {
-    ignores: ['node_modules/', 'dist/', '.tap/', 'data/', 'coverage/', 'tmp/', 'bench/results/', 'vendor/', '**/*.generated.ts'],
+    ignores: [
+      'node_modules/',
+      'dist/',
+      '.tap/',
+      'data/',
+      'coverage/',
+      'tmp/',
+      'bench/results/',
+      'vendor/',
+      '**/*.generated.ts',
+    ],
   },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
@@ -34,7 +44,12 @@ export default tseslint.config(
       // out of a rest, an unused parameter of a callback signature).
       '@typescript-eslint/no-unused-vars': [
         'error',
-        { argsIgnorePattern: '^_', varsIgnorePattern: '^_', destructuredArrayIgnorePattern: '^_', ignoreRestSiblings: true },
+        {
+          argsIgnorePattern: '^_',
+          varsIgnorePattern: '^_',
+          destructuredArrayIgnorePattern: '^_',
+          ignoreRestSiblings: true,
+        },
       ],
     },
   },
@@ -64,7 +79,9 @@ export default tseslint.config(
       // tap's t.test() returns a promise that tap itself awaits in order.
       '@typescript-eslint/no-floating-promises': [
         'error',
-        { allowForKnownSafeCalls: [{ from: 'package', name: ['test', 'skip', 'only', 'todo'], package: '@tapjs/test' }] },
+        {
+          allowForKnownSafeCalls: [{ from: 'package', name: ['test', 'skip', 'only', 'todo'], package: '@tapjs/test' }],
+        },
       ],
     },
   },

@@ -33,7 +33,16 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem, release } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
-import { DEFAULT_MATRIX, SERVERS, batchFigures, gitInfo, packageVersion, settle, type MatrixOptions, type RouterState } from './e2e-throughput.js';
+import {
+  DEFAULT_MATRIX,
+  SERVERS,
+  batchFigures,
+  gitInfo,
+  packageVersion,
+  settle,
+  type MatrixOptions,
+  type RouterState,
+} from './e2e-throughput.js';
 import { redisCommand, startRedis } from './lib/redis-server.js';
 import { preflight } from './lib/preflight.js';
 import { runResultChild, startServer, type ServerHandle } from './lib/proc.js';
@@ -81,12 +90,20 @@ const DEFAULTS: OpenLoopMatrix = {
 
 function parse(argv: string[]): OpenLoopMatrix {
   const o: OpenLoopMatrix = { ...DEFAULTS };
-  const list = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
+  const list = (v: string) =>
+    v
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
   for (const a of argv) {
     const m = /^--([a-z-]+)=(.*)$/.exec(a);
     if (!m) throw new Error(`expected --name=value, got ${a}`);
     const [, k, v] = m as unknown as [string, string, string];
-    const num = (s = v) => { const n = Number(s); if (!Number.isFinite(n) || n < 0) throw new Error(`--${k} must be a non-negative number, got "${s}"`); return n; };
+    const num = (s = v) => {
+      const n = Number(s);
+      if (!Number.isFinite(n) || n < 0) throw new Error(`--${k} must be a non-negative number, got "${s}"`);
+      return n;
+    };
     if (k === 'servers') o.servers = list(v);
     else if (k === 'actions') o.actions = list(v) as BenchAction[];
     else if (k === 'rates') o.rates = list(v).map((x) => num(x));
@@ -101,31 +118,49 @@ function parse(argv: string[]): OpenLoopMatrix {
     else if (k === 'router-state') {
       if (v !== 'memory' && v !== 'redis') throw new Error('--router-state must be memory or redis');
       o.routerState = v;
-    }
-    else if (k === 'quiet-cores') o.quietCores = num();
+    } else if (k === 'quiet-cores') o.quietCores = num();
     else if (k === 'quiet-wait') o.quietWaitSec = num();
     else if (k === 'out') o.out = resolve(v);
-    else throw new Error(`unknown option --${k} (known: servers, actions, rates, chargers, reps, duration, warmup, drain, threads, version, router-config, router-state, quiet-cores, quiet-wait, out)`);
+    else
+      throw new Error(
+        `unknown option --${k} (known: servers, actions, rates, chargers, reps, duration, warmup, drain, threads, version, router-config, router-state, quiet-cores, quiet-wait, out)`,
+      );
   }
-  for (const s of o.servers) if (!SERVERS[s]) throw new Error(`unknown server "${s}" (known: ${Object.keys(SERVERS).join(', ')})`);
-  for (const a of o.actions) if (!BENCH_ACTIONS.includes(a)) throw new Error(`unknown action "${a}" (known: ${BENCH_ACTIONS.join(', ')})`);
+  for (const s of o.servers)
+    if (!SERVERS[s]) throw new Error(`unknown server "${s}" (known: ${Object.keys(SERVERS).join(', ')})`);
+  for (const a of o.actions)
+    if (!BENCH_ACTIONS.includes(a)) throw new Error(`unknown action "${a}" (known: ${BENCH_ACTIONS.join(', ')})`);
   if (!['1.6', '2.0.1'].includes(o.version)) throw new Error('--version must be 1.6 or 2.0.1');
-  if (!Number.isInteger(o.chargers) || o.chargers < 1 || o.chargers > 5000) throw new Error('--chargers must be 1..5000 (one generator process)');
+  if (!Number.isInteger(o.chargers) || o.chargers < 1 || o.chargers > 5000)
+    throw new Error('--chargers must be 1..5000 (one generator process)');
   for (const r of o.rates) if (r < 1 || r > 200_000) throw new Error('--rates values must be 1..200000 messages/s');
   if (o.reps < 1 || o.reps > 20) throw new Error('--reps must be 1..20');
   if (o.duration < 1 || o.duration > 120) throw new Error('--duration must be 1..120 seconds');
   if (o.warmup > 60) throw new Error('--warmup must be at most 60 seconds');
   if (o.drain < 0.1 || o.drain > 60) throw new Error('--drain must be 0.1..60 seconds');
-  if ((o.routerConfig.redis as { url?: unknown } | undefined)?.url !== undefined) throw new Error('--router-config must not set redis.url: use --router-state=redis (a throwaway redis-server)');
+  if ((o.routerConfig.redis as { url?: unknown } | undefined)?.url !== undefined)
+    throw new Error('--router-config must not set redis.url: use --router-state=redis (a throwaway redis-server)');
   return o;
 }
 
 /** The e2e matrix options SERVERS and settle() read. */
 function matrixFor(o: OpenLoopMatrix): MatrixOptions {
-  return { ...DEFAULT_MATRIX, threads: o.threads, version: o.version, routerConfig: o.routerConfig, routerState: o.routerState, quietCores: o.quietCores, quietWaitSec: o.quietWaitSec, profile: process.env.BENCH_PROFILE === '1' };
+  return {
+    ...DEFAULT_MATRIX,
+    threads: o.threads,
+    version: o.version,
+    routerConfig: o.routerConfig,
+    routerState: o.routerState,
+    quietCores: o.quietCores,
+    quietWaitSec: o.quietWaitSec,
+    profile: process.env.BENCH_PROFILE === '1',
+  };
 }
 
-function runGenerator(opts: Partial<OpenLoopOptions> & Pick<OpenLoopOptions, 'port' | 'action'>, o: OpenLoopMatrix): Promise<OpenLoopResult> {
+function runGenerator(
+  opts: Partial<OpenLoopOptions> & Pick<OpenLoopOptions, 'port' | 'action'>,
+  o: OpenLoopMatrix,
+): Promise<OpenLoopResult> {
   const budgetMs = 120_000 + (o.warmup + o.duration + o.drain) * 1000;
   return runResultChild<OpenLoopResult>(join(root, 'bench/lib/open-loop-gen.ts'), opts, budgetMs, root);
 }
@@ -133,7 +168,12 @@ function runGenerator(opts: Partial<OpenLoopOptions> & Pick<OpenLoopOptions, 'po
 // ── aggregation ───────────────────────────────────────────────────────────────────────────
 
 export interface OpenLoopRun {
-  rep: number; server: string; action: BenchAction; rate: number; settle: { waitedMs: number; foreignCores: number }; result: OpenLoopResult;
+  rep: number;
+  server: string;
+  action: BenchAction;
+  rate: number;
+  settle: { waitedMs: number; foreignCores: number };
+  result: OpenLoopResult;
   /** The router's batches over the cell (e2e-throughput's batchFigures): frames per batch, share run inline. */
   batches?: ReturnType<typeof batchFigures>;
 }
@@ -178,11 +218,17 @@ function summarize(runs: OpenLoopRun[]): OpenLoopCell[] {
   for (const rs of groups.values()) {
     const f = (g: (x: OpenLoopResult) => number | undefined) => spread(rs.map((r) => g(r.result) ?? NaN));
     const overBare = rs.map((r) => {
-      const b = runs.find((x) => x.server === 'uws-bare' && x.action === r.action && x.rate === r.rate && x.rep === r.rep);
-      return b && r.server !== 'uws-bare' ? (r.result.window.latencyUs.p99 - b.result.window.latencyUs.p99) / 1000 : NaN;
+      const b = runs.find(
+        (x) => x.server === 'uws-bare' && x.action === r.action && x.rate === r.rate && x.rep === r.rep,
+      );
+      return b && r.server !== 'uws-bare'
+        ? (r.result.window.latencyUs.p99 - b.result.window.latencyUs.p99) / 1000
+        : NaN;
     });
     cells.push({
-      server: rs[0].server, action: rs[0].action, rate: rs[0].rate,
+      server: rs[0].server,
+      action: rs[0].action,
+      rate: rs[0].rate,
       sendRate: f((x) => x.window.sendRate),
       replyRate: f((x) => x.window.replyRate),
       p50Ms: f((x) => x.window.latencyUs.p50 / 1000),
@@ -200,13 +246,24 @@ function summarize(runs: OpenLoopRun[]): OpenLoopCell[] {
       missing: rs.reduce((n, r) => n + r.result.missing, 0),
       scheduled: rs.reduce((n, r) => n + r.result.window.scheduled, 0),
       errors: rs.reduce((n, r) => n + r.result.errors.total + r.result.connect.failed, 0),
-      errorKinds: rs.reduce((k, r) => {
-        const e = r.result.errors;
-        for (const [name, v] of [['CALLERROR', e.callError], ['closed', e.closed], ['unparsed', e.unparsed], ['connect', r.result.connect.failed]] as const) if (v) k[name] = (k[name] ?? 0) + v;
-        return k;
-      }, {} as Record<string, number>),
+      errorKinds: rs.reduce(
+        (k, r) => {
+          const e = r.result.errors;
+          for (const [name, v] of [
+            ['CALLERROR', e.callError],
+            ['closed', e.closed],
+            ['unparsed', e.unparsed],
+            ['connect', r.result.connect.failed],
+          ] as const)
+            if (v) k[name] = (k[name] ?? 0) + v;
+          return k;
+        },
+        {} as Record<string, number>,
+      ),
       errorSamples: rs.flatMap((r) => [...r.result.connect.failures, ...r.result.errors.samples]).slice(0, 5),
-      keptUp: rs.every((r) => r.result.missing === 0 && r.result.window.replyRate >= 0.98 * r.result.window.offeredRate),
+      keptUp: rs.every(
+        (r) => r.result.missing === 0 && r.result.window.replyRate >= 0.98 * r.result.window.offeredRate,
+      ),
       generatorBehind: rs.some((r) => r.result.window.sendRate < 0.98 * r.result.window.offeredRate),
     });
   }
@@ -231,31 +288,74 @@ interface OpenLoopReport {
 function markdown(rep: OpenLoopReport): string {
   const o = rep.options;
   const L: string[] = [];
-  L.push(`Open loop: N = ${o.chargers} chargers (OCPP ${o.version}, raw client), each sending every N/R s at a random phase, no waiting for replies; latency from the intended send time. ${o.reps} repetition${o.reps > 1 ? 's' : ''} × ${o.duration} s after ${o.warmup} s warm-up, drain ≤ ${o.drain} s; median (min–max). Router state: ${o.routerState === 'redis' ? 'in a throwaway redis-server (its CPU is not in the router\'s figures; it counts as other load)' : 'in process'}.`, '');
-  L.push('| action | offered msg/s | server | sent/s | replies/s | p50 ms | p99 ms | p99.9 ms | max ms | p99 − bare ms | missing | errors | server CPU µs/msg | server cores | generator cores | send lag p99 ms | other load (cores) |');
+  L.push(
+    `Open loop: N = ${o.chargers} chargers (OCPP ${o.version}, raw client), each sending every N/R s at a random phase, no waiting for replies; latency from the intended send time. ${o.reps} repetition${o.reps > 1 ? 's' : ''} × ${o.duration} s after ${o.warmup} s warm-up, drain ≤ ${o.drain} s; median (min–max). Router state: ${o.routerState === 'redis' ? "in a throwaway redis-server (its CPU is not in the router's figures; it counts as other load)" : 'in process'}.`,
+    '',
+  );
+  L.push(
+    '| action | offered msg/s | server | sent/s | replies/s | p50 ms | p99 ms | p99.9 ms | max ms | p99 − bare ms | missing | errors | server CPU µs/msg | server cores | generator cores | send lag p99 ms | other load (cores) |',
+  );
   L.push('|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
-  const sorted = [...rep.cells].sort((a, b) => o.actions.indexOf(a.action) - o.actions.indexOf(b.action) || a.rate - b.rate || o.servers.indexOf(a.server) - o.servers.indexOf(b.server));
+  const sorted = [...rep.cells].sort(
+    (a, b) =>
+      o.actions.indexOf(a.action) - o.actions.indexOf(b.action) ||
+      a.rate - b.rate ||
+      o.servers.indexOf(a.server) - o.servers.indexOf(b.server),
+  );
   for (const c of sorted) {
-    const errs = c.errors ? `${c.errors} (${Object.entries(c.errorKinds).map(([k, v]) => `${v} ${k}`).join(', ')})` : '0';
-    L.push(`| ${c.action} | ${c.rate.toLocaleString('en-US')} | ${c.server}${c.keptUp ? '' : ' ˣ'}${c.generatorBehind ? ' ᵍ' : ''} | ${fmtSpread(c.sendRate)} | ${fmtSpread(c.replyRate)} | ${fmtSpread(c.p50Ms, 2)} | ${fmtSpread(c.p99Ms, 2)} | ${fmtSpread(c.p999Ms, 1)} | ${fmtSpread(c.maxMs, 1)} | ${fmtSpread(c.p99OverBareMs, 2)} | ${c.missing ? `${c.missing} of ${c.scheduled}` : 0} | ${errs} | ${fmtSpread(c.serverCpuUsPerMsg, 1)} | ${fmtSpread(c.serverCores, 2)} | ${fmtSpread(c.generatorCores, 2)} | ${fmtSpread(c.sendLagP99Ms, 2)} | ${fmtSpread(c.foreignCores, 2)} |`);
+    const errs = c.errors
+      ? `${c.errors} (${Object.entries(c.errorKinds)
+          .map(([k, v]) => `${v} ${k}`)
+          .join(', ')})`
+      : '0';
+    L.push(
+      `| ${c.action} | ${c.rate.toLocaleString('en-US')} | ${c.server}${c.keptUp ? '' : ' ˣ'}${c.generatorBehind ? ' ᵍ' : ''} | ${fmtSpread(c.sendRate)} | ${fmtSpread(c.replyRate)} | ${fmtSpread(c.p50Ms, 2)} | ${fmtSpread(c.p99Ms, 2)} | ${fmtSpread(c.p999Ms, 1)} | ${fmtSpread(c.maxMs, 1)} | ${fmtSpread(c.p99OverBareMs, 2)} | ${c.missing ? `${c.missing} of ${c.scheduled}` : 0} | ${errs} | ${fmtSpread(c.serverCpuUsPerMsg, 1)} | ${fmtSpread(c.serverCores, 2)} | ${fmtSpread(c.generatorCores, 2)} | ${fmtSpread(c.sendLagP99Ms, 2)} | ${fmtSpread(c.foreignCores, 2)} |`,
+    );
   }
-  if (!o.servers.includes('uws-bare')) L.push('', 'No bare uWS responder in this run: no generator ceiling at these rates, and no p99 − bare. Add `uws-bare` to --servers to know what generator + transport cost.');
-  if (rep.cells.some((c) => !c.keptUp)) L.push('', 'ˣ did not keep up in at least one repetition: replies/s below 98 % of the offered rate, or replies missing after the drain. Its percentiles are over the replies that came; the missing ones are not in them.');
+  if (!o.servers.includes('uws-bare'))
+    L.push(
+      '',
+      'No bare uWS responder in this run: no generator ceiling at these rates, and no p99 − bare. Add `uws-bare` to --servers to know what generator + transport cost.',
+    );
+  if (rep.cells.some((c) => !c.keptUp))
+    L.push(
+      '',
+      'ˣ did not keep up in at least one repetition: replies/s below 98 % of the offered rate, or replies missing after the drain. Its percentiles are over the replies that came; the missing ones are not in them.',
+    );
   const batched = sorted.filter((c) => c.itemsPerBatch.n);
   if (batched.length) {
-    L.push('', 'Router batches per cell (warm-up and drain included): frames per batch, and the share of batches run inline on the socket thread (the rest went to a worker), median (min–max).', '');
+    L.push(
+      '',
+      'Router batches per cell (warm-up and drain included): frames per batch, and the share of batches run inline on the socket thread (the rest went to a worker), median (min–max).',
+      '',
+    );
     L.push('| action | offered msg/s | server | items per batch | inline share |', '|---|---:|---|---:|---:|');
-    for (const c of batched) L.push(`| ${c.action} | ${c.rate.toLocaleString('en-US')} | ${c.server} | ${fmtSpread(c.itemsPerBatch, 1)} | ${fmtSpread(c.inlineShare, 2)} |`);
+    for (const c of batched)
+      L.push(
+        `| ${c.action} | ${c.rate.toLocaleString('en-US')} | ${c.server} | ${fmtSpread(c.itemsPerBatch, 1)} | ${fmtSpread(c.inlineShare, 2)} |`,
+      );
   }
-  if (rep.cells.some((c) => c.generatorBehind)) L.push('', 'ᵍ the generator wrote less than 98 % of the offered rate in at least one repetition (see send lag and other load): the server was not offered the full load, and the latency includes the generator\'s lateness.');
+  if (rep.cells.some((c) => c.generatorBehind))
+    L.push(
+      '',
+      "ᵍ the generator wrote less than 98 % of the offered rate in at least one repetition (see send lag and other load): the server was not offered the full load, and the latency includes the generator's lateness.",
+    );
   // The issue's target, per action and rate, where both servers ran.
   const targets: string[] = [];
   for (const c of sorted) {
     if (c.server !== 'router' || !c.p99OverBareMs.n) continue;
     const ok = c.keptUp && c.p99OverBareMs.median <= 5;
-    targets.push(`- ${c.action} at ${c.rate.toLocaleString('en-US')} msg/s: router p99 − bare p99 = ${fmtSpread(c.p99OverBareMs, 2)} ms → ${ok ? 'within' : '**not within**'} the target (≤ 5 ms${c.keptUp ? '' : ', and it did not keep up'}).`);
+    targets.push(
+      `- ${c.action} at ${c.rate.toLocaleString('en-US')} msg/s: router p99 − bare p99 = ${fmtSpread(c.p99OverBareMs, 2)} ms → ${ok ? 'within' : '**not within**'} the target (≤ 5 ms${c.keptUp ? '' : ', and it did not keep up'}).`,
+    );
   }
-  if (targets.length) L.push('', 'Target (issue #3): router p99 ≤ bare uWS p99 + 5 ms at the same offered load (the issue states it for 10,000 msg/s over 1,000 chargers).', '', ...targets);
+  if (targets.length)
+    L.push(
+      '',
+      'Target (issue #3): router p99 ≤ bare uWS p99 + 5 ms at the same offered load (the issue states it for 10,000 msg/s over 1,000 chargers).',
+      '',
+      ...targets,
+    );
   return L.join('\n');
 }
 
@@ -286,30 +386,60 @@ async function main(o: OpenLoopMatrix, command: string, log: (s: string) => void
       try {
         for (const name of o.servers) {
           const def = SERVERS[name];
-          const h = await startServer(name, join(root, def.script), def.args(m, { redisUrl: redis?.url ?? null }), { nodeArgs: def.nodeArgs?.(m), cwd: root });
+          const h = await startServer(name, join(root, def.script), def.args(m, { redisUrl: redis?.url ?? null }), {
+            nodeArgs: def.nodeArgs?.(m),
+            cwd: root,
+          });
           servers.push(h);
-          serverInfo[name] ??= { describe: def.describe + (name === 'router' ? (redis ? '; state in a throwaway redis-server (its CPU not counted)' : '; state in process') : ''), threads: h.threads };
+          serverInfo[name] ??= {
+            describe:
+              def.describe +
+              (name === 'router'
+                ? redis
+                  ? '; state in a throwaway redis-server (its CPU not counted)'
+                  : '; state in process'
+                : ''),
+            threads: h.threads,
+          };
           const p = await preflight(h.port, o.version, o.actions);
           pre[`${name}#${rep}`] = p;
-          if (!p.ok) throw new Error(`pre-flight failed for ${name}: ${JSON.stringify({ problems: p.problems, answers: p.answers })}`);
+          if (!p.ok)
+            throw new Error(
+              `pre-flight failed for ${name}: ${JSON.stringify({ problems: p.problems, answers: p.answers })}`,
+            );
         }
         for (const { action, rate } of cells) {
           const order = servers.map((_, i) => servers[(i + rep - 1) % servers.length]);
           for (const h of order) {
             const s = await settle([...servers.map((x) => x.pid), ...(redis ? [redis.pid] : [])], m);
             const st0 = await h.stats(); // the router's batch counters; null for the references
-            const result = await runGenerator({
-              port: h.port, serverPid: h.pid, version: o.version, action, chargers: o.chargers, rate,
-              warmupSec: o.warmup, durationSec: o.duration, drainMs: o.drain * 1000, idPrefix: `ol${rep}-${h.kind}-${action}-${rate}-${Date.now().toString(36)}`,
-            }, o);
+            const result = await runGenerator(
+              {
+                port: h.port,
+                serverPid: h.pid,
+                version: o.version,
+                action,
+                chargers: o.chargers,
+                rate,
+                warmupSec: o.warmup,
+                durationSec: o.duration,
+                drainMs: o.drain * 1000,
+                idPrefix: `ol${rep}-${h.kind}-${action}-${rate}-${Date.now().toString(36)}`,
+              },
+              o,
+            );
             const st1 = st0 ? await h.stats() : null;
             const batches = st0 && st1 ? batchFigures(st0, st1) : undefined;
             runs.push({ rep, server: h.kind, action, rate, settle: s, result, ...(batches ? { batches } : {}) });
             n++;
             const w = result.window;
-            log(`[${n}/${total}] rep ${rep} ${h.kind.padEnd(8)} ${action.padEnd(18)} ${String(rate).padStart(6)}/s  sent ${w.sendRate}/s  replies ${w.replyRate}/s  p50 ${(w.latencyUs.p50 / 1000).toFixed(2)}  p99 ${(w.latencyUs.p99 / 1000).toFixed(2)}  p99.9 ${(w.latencyUs.p999 / 1000).toFixed(2)}  max ${(w.latencyUs.max / 1000).toFixed(1)} ms  lag p99 ${(w.sendLagUs.p99 / 1000).toFixed(2)} ms  missing ${result.missing}  server ${result.server?.cpuUsPerMessage ?? '?'} µs/msg (${result.server?.cores ?? '?'} cores)  gen ${result.generator.cores} cores  other ${result.machine.foreignCores}  errors ${result.errors.total + result.connect.failed}${batches ? `  batches ${batches.itemsPerBatch} items, ${Math.round(batches.inlineShare * 100)} % inline` : ''}`);
-            if (result.connect.failed || result.errors.total) log(`    ${[...result.connect.failures, ...result.errors.samples].join('\n    ')}`);
-            if (await Promise.race([h.exited.then(() => true), sleep(0).then(() => false)])) throw new Error(`${h.kind} exited during the run; stderr:\n${h.stderr.join('\n')}`);
+            log(
+              `[${n}/${total}] rep ${rep} ${h.kind.padEnd(8)} ${action.padEnd(18)} ${String(rate).padStart(6)}/s  sent ${w.sendRate}/s  replies ${w.replyRate}/s  p50 ${(w.latencyUs.p50 / 1000).toFixed(2)}  p99 ${(w.latencyUs.p99 / 1000).toFixed(2)}  p99.9 ${(w.latencyUs.p999 / 1000).toFixed(2)}  max ${(w.latencyUs.max / 1000).toFixed(1)} ms  lag p99 ${(w.sendLagUs.p99 / 1000).toFixed(2)} ms  missing ${result.missing}  server ${result.server?.cpuUsPerMessage ?? '?'} µs/msg (${result.server?.cores ?? '?'} cores)  gen ${result.generator.cores} cores  other ${result.machine.foreignCores}  errors ${result.errors.total + result.connect.failed}${batches ? `  batches ${batches.itemsPerBatch} items, ${Math.round(batches.inlineShare * 100)} % inline` : ''}`,
+            );
+            if (result.connect.failed || result.errors.total)
+              log(`    ${[...result.connect.failures, ...result.errors.samples].join('\n    ')}`);
+            if (await Promise.race([h.exited.then(() => true), sleep(0).then(() => false)]))
+              throw new Error(`${h.kind} exited during the run; stderr:\n${h.stderr.join('\n')}`);
           }
         }
       } finally {
@@ -323,9 +453,25 @@ async function main(o: OpenLoopMatrix, command: string, log: (s: string) => void
     kind: 'open-loop',
     date: new Date().toISOString(),
     command,
-    machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memGiB: Math.round(totalmem() / 2 ** 30), kernel: release(), loadavgStart: loadStart, loadavgEnd: loadavg().map((x) => +x.toFixed(2)) },
-    node: { version: process.version, uws: packageVersion('uWebSockets.js'), ws: packageVersion('ws'), ocppRpc: packageVersion('ocpp-rpc') },
-    git: gitStart && { commit: gitStart.commit, dirty: gitStart.dirty, changedDuringRun: gitInfo()?.fingerprint !== gitStart.fingerprint },
+    machine: {
+      cpu: cpus()[0]?.model ?? 'unknown',
+      cores: cpus().length,
+      memGiB: Math.round(totalmem() / 2 ** 30),
+      kernel: release(),
+      loadavgStart: loadStart,
+      loadavgEnd: loadavg().map((x) => +x.toFixed(2)),
+    },
+    node: {
+      version: process.version,
+      uws: packageVersion('uWebSockets.js'),
+      ws: packageVersion('ws'),
+      ocppRpc: packageVersion('ocpp-rpc'),
+    },
+    git: gitStart && {
+      commit: gitStart.commit,
+      dirty: gitStart.dirty,
+      changedDuringRun: gitInfo()?.fingerprint !== gitStart.fingerprint,
+    },
     options: o,
     servers: serverInfo,
     preflight: pre,

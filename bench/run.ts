@@ -42,44 +42,82 @@ if (ceiling) {
   process.stderr.write('── generator ceiling (bare uWS responder, raw vs ws client) ──\n');
   const reports: MatrixReport[] = [];
   for (const client of ['raw', 'ws'] as const) {
-    reports.push(await runMatrix({
-      ...DEFAULT_MATRIX, servers: ['uws-bare'], actions: ['Heartbeat'], inflight: [8], reps: 2, duration: 3, warmup: 1,
-      chargers: main.chargers, version: main.version, client, command,
-    }));
+    reports.push(
+      await runMatrix({
+        ...DEFAULT_MATRIX,
+        servers: ['uws-bare'],
+        actions: ['Heartbeat'],
+        inflight: [8],
+        reps: 2,
+        duration: 3,
+        warmup: 1,
+        chargers: main.chargers,
+        version: main.version,
+        client,
+        command,
+      }),
+    );
   }
   // One report, runs tagged by client.
   const [raw, ws] = reports as [MatrixReport, MatrixReport];
-  sections.generatorCeiling = { ...raw, runs: [...raw.runs, ...ws.runs], cells: [...raw.cells.map((c) => ({ ...c, server: 'uws-bare/raw' })), ...ws.cells.map((c) => ({ ...c, server: 'uws-bare/ws' }))], ratios: [] };
+  sections.generatorCeiling = {
+    ...raw,
+    runs: [...raw.runs, ...ws.runs],
+    cells: [
+      ...raw.cells.map((c) => ({ ...c, server: 'uws-bare/raw' })),
+      ...ws.cells.map((c) => ({ ...c, server: 'uws-bare/ws' })),
+    ],
+    ratios: [],
+  };
 }
 process.stderr.write('── e2e-throughput ──\n');
 sections.e2e = await runMatrix(main);
 
 function ceilingTable(rep: MatrixReport): string {
   const lines = [
-    `Bare uWS responder, Heartbeat, 8 in flight, ${rep.options.chargers} chargers, 2 × 3 s per client; median (min–max).`, '',
+    `Bare uWS responder, Heartbeat, 8 in flight, ${rep.options.chargers} chargers, 2 × 3 s per client; median (min–max).`,
+    '',
     '| client | round trips/s | generator CPU µs/rt | generator cores | server cores | other load (cores) |',
     '|---|---:|---:|---:|---:|---:|',
   ];
-  const f = (s: { median: number; min: number; max: number; n: number }, d = 0) => (s.n ? (s.n === 1 ? s.median.toFixed(d) : `${s.median.toFixed(d)} (${s.min.toFixed(d)}–${s.max.toFixed(d)})`) : '–');
-  for (const c of rep.cells) lines.push(`| ${c.server.split('/')[1]} | ${f(c.rps)} | ${f(c.generatorCpuUsPerRt, 1)} | ${f(c.generatorCores, 2)} | ${f(c.serverCores, 2)} | ${f(c.foreignCores, 2)} |`);
+  const f = (s: { median: number; min: number; max: number; n: number }, d = 0) =>
+    s.n ? (s.n === 1 ? s.median.toFixed(d) : `${s.median.toFixed(d)} (${s.min.toFixed(d)}–${s.max.toFixed(d)})`) : '–';
+  for (const c of rep.cells)
+    lines.push(
+      `| ${c.server.split('/')[1]} | ${f(c.rps)} | ${f(c.generatorCpuUsPerRt, 1)} | ${f(c.generatorCores, 2)} | ${f(c.serverCores, 2)} | ${f(c.foreignCores, 2)} |`,
+    );
   return lines.join('\n');
 }
 
 const e2e = sections.e2e;
 const md = [
-  `# Benchmark run ${e2e.date}`, '',
-  `Command: \`${command}\``, '',
+  `# Benchmark run ${e2e.date}`,
+  '',
+  `Command: \`${command}\``,
+  '',
   `Machine: ${e2e.machine.cpu}, ${e2e.machine.cores} cores, ${e2e.machine.memGiB} GiB, Linux ${e2e.machine.kernel}; load average ${e2e.machine.loadavgStart.join(' / ')} at start, ${e2e.machine.loadavgEnd.join(' / ')} at end.`,
   `Node ${e2e.node.version} (V8 ${e2e.node.v8}), uWebSockets.js ${e2e.node.uws}, ws ${e2e.node.ws}, ocpp-rpc ${e2e.node.ocppRpc}, router pool ${e2e.servers.router?.threads ?? '–'} worker threads; git ${e2e.git ? e2e.git.commit.slice(0, 10) + (e2e.git.dirty ? ' (dirty)' : '') : 'unknown'}.`,
-  ...(e2e.git?.changedDuringRun ? ['', '**Warning: the product sources (outside bench/) changed during this run; servers started at different times may run different code.**'] : []), '',
+  ...(e2e.git?.changedDuringRun
+    ? [
+        '',
+        '**Warning: the product sources (outside bench/) changed during this run; servers started at different times may run different code.**',
+      ]
+    : []),
+  '',
   ...(sections.generatorCeiling ? ['## Generator ceiling', '', ceilingTable(sections.generatorCeiling), ''] : []),
-  '## e2e-throughput', '', markdown(e2e), '',
+  '## e2e-throughput',
+  '',
+  markdown(e2e),
+  '',
   `Wall time ${Math.round((Date.now() - started) / 1000)} s.`,
 ].join('\n');
 
 const dir = join(root, 'bench/results');
 mkdirSync(dir, { recursive: true });
-writeFileSync(join(dir, 'latest.json'), JSON.stringify({ kind: 'bench-run', date: e2e.date, command, ...sections }, null, 2) + '\n');
+writeFileSync(
+  join(dir, 'latest.json'),
+  JSON.stringify({ kind: 'bench-run', date: e2e.date, command, ...sections }, null, 2) + '\n',
+);
 writeFileSync(join(dir, 'latest.md'), md + '\n');
 process.stdout.write(md + '\n');
 process.stderr.write('wrote bench/results/latest.json and bench/results/latest.md\n');

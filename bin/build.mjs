@@ -23,7 +23,17 @@
  * - `node bin/build.mjs` (npm run build) builds unconditionally; `--if-stale` only when needed.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -60,7 +70,9 @@ function newestSource() {
   for (const f of CONFIG_FILES) {
     try {
       newest = Math.max(newest, statSync(join(root, f)).mtimeMs);
-    } catch { /* optional */ }
+    } catch {
+      /* optional */
+    }
   }
   return newest;
 }
@@ -102,7 +114,9 @@ function lock() {
     }
     try {
       if (Date.now() - statSync(lockDir).mtimeMs > LOCK_STALE_MS) rmSync(lockDir, { recursive: true, force: true });
-    } catch { /* gone meanwhile */ }
+    } catch {
+      /* gone meanwhile */
+    }
     if (Date.now() > deadline) return false;
     sleep(100);
   }

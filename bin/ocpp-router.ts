@@ -78,7 +78,13 @@ async function main(): Promise<number> {
   }
   if (cmd === 'config' && sub === 'check') {
     const cfg = buildConfig(input);
-    process.stdout.write(JSON.stringify({ ...cfg, clickhouse: { ...cfg.clickhouse, password: cfg.clickhouse.password ? '[redacted]' : '' } }, null, 2) + '\n');
+    process.stdout.write(
+      JSON.stringify(
+        { ...cfg, clickhouse: { ...cfg.clickhouse, password: cfg.clickhouse.password ? '[redacted]' : '' } },
+        null,
+        2,
+      ) + '\n',
+    );
     return 0;
   }
   if (cmd !== 'start') {
@@ -92,17 +98,23 @@ async function main(): Promise<number> {
     await keys.load();
     if (cfg.api.enabled && keys.size === 0) {
       const key = await keys.create('generated-at-first-start');
-      process.stderr.write(`\nNo API key was configured; created one (stored hashed in ${ApiKeyStore.fileIn(cfg.dataDir)}):\n\n  ${key}\n\nUse it as "Authorization: Bearer <key>". It is not shown again.\n\n`);
+      process.stderr.write(
+        `\nNo API key was configured; created one (stored hashed in ${ApiKeyStore.fileIn(cfg.dataDir)}):\n\n  ${key}\n\nUse it as "Authorization: Bearer <key>". It is not shown again.\n\n`,
+      );
     }
-    const base = (input.nodeId as string | undefined) ?? process.env.OCR_NODE_ID ?? hostname().replace(/[^A-Za-z0-9._-]/g, '-');
+    const base =
+      (input.nodeId as string | undefined) ?? process.env.OCR_NODE_ID ?? hostname().replace(/[^A-Za-z0-9._-]/g, '-');
     return superviseProcesses({
       count: cfg.processes,
       script: process.argv[1],
-      args: process.argv.slice(2).filter((a, i, all) => !/^(-P|--processes)(=|$)/.test(a) && !/^(-P|--processes)$/.test(all[i - 1] ?? '')),
+      args: process.argv
+        .slice(2)
+        .filter((a, i, all) => !/^(-P|--processes)(=|$)/.test(a) && !/^(-P|--processes)$/.test(all[i - 1] ?? '')),
       execArgv: process.execArgv,
       nodeIdBase: base,
       // pool.threads 0 means one worker per core for the host, not per process.
-      threadsPerProcess: cfg.pool.threads === 0 ? Math.max(1, Math.floor(availableParallelism() / cfg.processes)) : undefined,
+      threadsPerProcess:
+        cfg.pool.threads === 0 ? Math.max(1, Math.floor(availableParallelism() / cfg.processes)) : undefined,
       log: createLogger(cfg.log, { role: 'supervisor' }),
     });
   }
@@ -111,7 +123,7 @@ async function main(): Promise<number> {
   // processes of a restarted supervisor.
   const supervised = process.send !== undefined && process.env.OCR_PROCESS_INDEX !== undefined;
   if (supervised && !process.connected) return 0;
-  let router: Awaited<ReturnType<typeof import('../core/index.js')['createRouter']>> | undefined;
+  let router: Awaited<ReturnType<(typeof import('../core/index.js'))['createRouter']>> | undefined;
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
@@ -136,9 +148,12 @@ async function main(): Promise<number> {
   return -1;
 }
 
-main().then((code) => {
-  if (code >= 0) process.exit(code);
-}, (err: Error & { code?: string }) => {
-  process.stderr.write(`ocpp-router: ${err.code ? `${err.code}: ` : ''}${err.message}\n`);
-  process.exit(1);
-});
+main().then(
+  (code) => {
+    if (code >= 0) process.exit(code);
+  },
+  (err: Error & { code?: string }) => {
+    process.stderr.write(`ocpp-router: ${err.code ? `${err.code}: ` : ''}${err.message}\n`);
+    process.exit(1);
+  },
+);

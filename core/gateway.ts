@@ -65,7 +65,12 @@ export class Gateway {
     this.prefix = cfg.server.path.replace(/\/$/, '') + '/';
   }
 
-  private deny(status: number, message: string, outcome: string, headers?: Record<string, string>): UpgradeDecision<Connection> {
+  private deny(
+    status: number,
+    message: string,
+    outcome: string,
+    headers?: Record<string, string>,
+  ): UpgradeDecision<Connection> {
     this.metrics.upgrades.inc({ outcome });
     return { accept: false, status, message, headers };
   }
@@ -100,10 +105,17 @@ export class Gateway {
       const due: Connection[] = [];
       for (const c of this.connections.values()) if (c.lastSeen > c.lastSeenPersisted) due.push(c);
       for (let i = 0; i < due.length; i += LAST_SEEN_WRITES_IN_FLIGHT) {
-        await Promise.all(due.slice(i, i + LAST_SEEN_WRITES_IN_FLIGHT).map((c) => {
-          const seen = c.lastSeen;
-          return this.registry.update(c.cpId, { lastSeenAt: new Date(seen).toISOString() }).then(() => { c.lastSeenPersisted = seen; }, () => undefined);
-        }));
+        await Promise.all(
+          due.slice(i, i + LAST_SEEN_WRITES_IN_FLIGHT).map((c) => {
+            const seen = c.lastSeen;
+            return this.registry.update(c.cpId, { lastSeenAt: new Date(seen).toISOString() }).then(
+              () => {
+                c.lastSeenPersisted = seen;
+              },
+              () => undefined,
+            );
+          }),
+        );
       }
     } finally {
       this.flushingLastSeen = false;
@@ -156,10 +168,14 @@ export class Gateway {
       return this.deny(400, 'Invalid charge point id encoding', 'bad_id');
     }
     if (!CP_ID.test(cpId)) return this.deny(400, 'Invalid charge point id', 'bad_id');
-    if (this.dispatcher.saturated) return this.deny(503, 'Overloaded, retry later', 'shed', { 'retry-after': retryAfter() });
+    if (this.dispatcher.saturated)
+      return this.deny(503, 'Overloaded, retry later', 'shed', { 'retry-after': retryAfter() });
 
     // Subprotocol: the server picks its most preferred of the offered ones (RFC 6455 §4.2.2).
-    const offered = (req.headers['sec-websocket-protocol'] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+    const offered = (req.headers['sec-websocket-protocol'] ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
     let protocol: string | null = null;
     let version: OcppVersion;
     let rejectReason: string | undefined;
@@ -212,7 +228,14 @@ export class Gateway {
       return this.deny(401, 'Credentials required', 'unauthorized', challenge);
     }
     this.metrics.upgrades.inc({ outcome: rejectReason ? 'no_protocol' : 'accepted' });
-    const conn = new Connection(this.connections.newId(), cpId, version, this.isLenient(cpId), req.remoteAddress, rejectReason);
+    const conn = new Connection(
+      this.connections.newId(),
+      cpId,
+      version,
+      this.isLenient(cpId),
+      req.remoteAddress,
+      rejectReason,
+    );
     return { accept: true, protocol, data: conn };
   }
 
@@ -245,7 +268,9 @@ export class Gateway {
       prev.socket.close(4000, 'Replaced by a new connection');
     }
     this.metrics.connections.inc({ version: conn.version });
-    this.registry.markConnected(conn.cpId, this.cfg.nodeId, conn.id, conn.version).catch((err) => this.log.error({ err, cpId: conn.cpId }, 'could not record connection'));
+    this.registry
+      .markConnected(conn.cpId, this.cfg.nodeId, conn.id, conn.version)
+      .catch((err) => this.log.error({ err, cpId: conn.cpId }, 'could not record connection'));
     this.dispatcher.event(conn, ItemKind.Connect, null);
   }
 
@@ -264,17 +289,28 @@ export class Gateway {
         // Workers record CALLERRORs and run onCallResult / onCallError hooks; a valid
         // CALLRESULT that no plugin observes needs neither (fan-out bench: it was parsed and
         // validated a second time in a worker for nothing).
-        if (!ok || this.callResultHooks.get(conn.version)?.has(pending.action)) this.dispatcher.reply(conn, bytes, pending);
+        if (!ok || this.callResultHooks.get(conn.version)?.has(pending.action))
+          this.dispatcher.reply(conn, bytes, pending);
       }
       return;
     }
-    if (p && p.type === 2 && p.action === 'Heartbeat' && this.fastHeartbeat.has(conn.version) && this.dispatcher.isIdle(conn.cpId) && isEmptyPayload(bytes, p.payloadAt!)) {
+    if (
+      p &&
+      p.type === 2 &&
+      p.action === 'Heartbeat' &&
+      this.fastHeartbeat.has(conn.version) &&
+      this.dispatcher.isIdle(conn.cpId) &&
+      isEmptyPayload(bytes, p.payloadAt!)
+    ) {
       return this.heartbeat(conn, p.id, now);
     }
     if (p && p.type === 5 && conn.version === '2.1') {
       // CALLRESULTERROR: the charger could not process our CALLRESULT. Nothing to answer.
       // Not the frame itself: its details may echo our payload (id tags).
-      this.log.warn({ cpId: conn.cpId, messageId: p.id, bytes: bytes.length }, 'charger rejected a CALLRESULT (CALLRESULTERROR)');
+      this.log.warn(
+        { cpId: conn.cpId, messageId: p.id, bytes: bytes.length },
+        'charger rejected a CALLRESULT (CALLRESULTERROR)',
+      );
       this.metrics.dropped.inc({ reason: 'callresulterror' });
       return;
     }
@@ -311,7 +347,9 @@ export class Gateway {
     this.metrics.connections.dec({ version: conn.version });
     this.commands.disconnected(conn);
     if (this.connections.delete(conn)) {
-      this.registry.markDisconnected(conn.cpId, this.cfg.nodeId, conn.id).catch((err) => this.log.error({ err, cpId: conn.cpId }, 'could not record disconnection'));
+      this.registry
+        .markDisconnected(conn.cpId, this.cfg.nodeId, conn.id)
+        .catch((err) => this.log.error({ err, cpId: conn.cpId }, 'could not record disconnection'));
     }
     this.dispatcher.event(conn, ItemKind.Disconnect, { code, reason });
   }
@@ -336,4 +374,3 @@ export class Gateway {
     conn.lenient = this.isLenient(conn.cpId, vendor, model);
   }
 }
-

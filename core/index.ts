@@ -68,7 +68,10 @@ export interface CreateRouterOptions {
   instance?: number;
 }
 
-export async function createRouter(input: Record<string, unknown> = {}, opts: CreateRouterOptions = {}): Promise<Router> {
+export async function createRouter(
+  input: Record<string, unknown> = {},
+  opts: CreateRouterOptions = {},
+): Promise<Router> {
   const config = buildConfig(input);
   const log = createLogger(config.log, { nodeId: config.nodeId });
   const metrics = createMetrics();
@@ -77,25 +80,44 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
   const channel = `ocr:${randomBytes(6).toString('hex')}`;
   const rpc = new ThreadRpcServer({ name: channel });
 
-  const store: StateStore = config.redis.url
-    ? createRedisStore(config, log)
-    : new MemoryStateStore();
+  const store: StateStore = config.redis.url ? createRedisStore(config, log) : new MemoryStateStore();
   if (store.kind === 'memory') serveStateStore(rpc, store);
   // Redis away: writes go to a durable journal and are replayed when it is back.
   let journal: StateJournal | null = null;
   let registryStore = store;
   if (store.kind === 'redis') {
     const instance = opts.instance ?? 0;
-    journal = new StateJournal(join(config.dataDir, instance ? `state-journal-${instance}.ndjson` : 'state-journal.ndjson'), store, log.child({ area: 'state-journal' }));
+    journal = new StateJournal(
+      join(config.dataDir, instance ? `state-journal-${instance}.ndjson` : 'state-journal.ndjson'),
+      store,
+      log.child({ area: 'state-journal' }),
+    );
     await journal.open();
     const j = journal;
     rpc.handle('journal', (method, args) => {
       if (method !== 'append') throw new Error(`unknown journal method ${method}`);
       return j.append(args[0] as JournalEntry[]);
     });
-    registryStore = new JournalingStore(store, (entries) => j.append(entries), { has: (g) => j.pending(g), mark: () => undefined });
-    new Gauge({ name: 'ocr_state_journal_entries', help: 'State writes waiting in the journal for Redis', registers: [metrics.registry], collect() { this.set(j.size); } });
-    new Gauge({ name: 'ocr_state_journal_applied', help: 'State writes replayed from the journal since start', registers: [metrics.registry], collect() { this.set(j.stats.applied); } });
+    registryStore = new JournalingStore(store, (entries) => j.append(entries), {
+      has: (g) => j.pending(g),
+      mark: () => undefined,
+    });
+    new Gauge({
+      name: 'ocr_state_journal_entries',
+      help: 'State writes waiting in the journal for Redis',
+      registers: [metrics.registry],
+      collect() {
+        this.set(j.size);
+      },
+    });
+    new Gauge({
+      name: 'ocr_state_journal_applied',
+      help: 'State writes replayed from the journal since start',
+      registers: [metrics.registry],
+      collect() {
+        this.set(j.stats.applied);
+      },
+    });
   }
   const registry = new StoreChargerRegistry(registryStore);
 
@@ -116,7 +138,16 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
   const threads = config.pool.threads || availableParallelism();
   let gateway: Gateway;
   const dispatcher = new Dispatcher(
-    { threads, idleTimeoutMs: config.pool.idleTimeoutMs, batchSize: config.pool.batchSize, concurrentTasksPerWorker: config.pool.concurrentTasksPerWorker, maxPendingFrames: config.pool.maxPendingFrames, backlogPerCharger: config.server.backlogPerCharger, inline: config.pool.inline, workerData: { config, nodeId: config.nodeId, channel } },
+    {
+      threads,
+      idleTimeoutMs: config.pool.idleTimeoutMs,
+      batchSize: config.pool.batchSize,
+      concurrentTasksPerWorker: config.pool.concurrentTasksPerWorker,
+      maxPendingFrames: config.pool.maxPendingFrames,
+      backlogPerCharger: config.server.backlogPerCharger,
+      inline: config.pool.inline,
+      workerData: { config, nodeId: config.nodeId, channel },
+    },
     {
       identity: (c, vendor, model) => gateway.identity(c, vendor, model),
       journalPending: (cpId) => journal?.pending(cpId) ?? false,
@@ -125,21 +156,43 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
     metrics,
     log,
   );
-  const commands = new CommandApi(connections, dispatcher, metrics, log, config.calls.timeoutMs, config.server.backlogPerCharger);
+  const commands = new CommandApi(
+    connections,
+    dispatcher,
+    metrics,
+    log,
+    config.calls.timeoutMs,
+    config.server.backlogPerCharger,
+  );
   gateway = new Gateway(config, connections, dispatcher, commands, registry, metrics, log);
 
   // ctx.send() from plugins (validated by the caller's thread), on the connection the message came in on.
-  const pluginSend = async (cpId: string, connectionId: number, action: string, payload: Record<string, unknown>, timeoutMs: number | undefined, afterReply: boolean) => {
+  const pluginSend = async (
+    cpId: string,
+    connectionId: number,
+    action: string,
+    payload: Record<string, unknown>,
+    timeoutMs: number | undefined,
+    afterReply: boolean,
+  ) => {
     // From an `after` hook: not before the reply to the message that caused it.
     if (afterReply) await dispatcher.afterLane(cpId);
     const conn = connections.get(cpId);
-    if (!conn || conn.id !== connectionId) throw Object.assign(new Error(`Charge point "${cpId}" is not connected`), { code: 'OCR_ERR_CMD_NOT_CONNECTED' });
+    if (!conn || conn.id !== connectionId)
+      throw Object.assign(new Error(`Charge point "${cpId}" is not connected`), { code: 'OCR_ERR_CMD_NOT_CONNECTED' });
     return commands.call(cpId, action, payload, { timeoutMs, prevalidated: true });
   };
   // From workers: [cpId, connectionId, action, payload, timeoutMs, afterReply]
   rpc.handle('cmd', async (method, args) => {
     if (method !== 'send') throw new Error(`unknown cmd method ${method}`);
-    const [cpId, connectionId, action, payload, timeoutMs, afterReply] = args as [string, number, string, Record<string, unknown>, number | undefined, boolean];
+    const [cpId, connectionId, action, payload, timeoutMs, afterReply] = args as [
+      string,
+      number,
+      string,
+      Record<string, unknown>,
+      number | undefined,
+      boolean,
+    ];
     return pluginSend(cpId, connectionId, action, payload, timeoutMs, afterReply);
   });
 
@@ -156,7 +209,13 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
   await apiKeys.load();
   if (config.api.enabled && apiKeys.size === 0) {
     const key = await apiKeys.create('generated-at-first-start');
-    (opts.onGeneratedApiKey ?? ((k) => process.stderr.write(`\nNo API key was configured; created one (stored hashed in ${ApiKeyStore.fileIn(config.dataDir)}):\n\n  ${k}\n\nUse it as "Authorization: Bearer <key>". It is not shown again.\n\n`)))(key);
+    (
+      opts.onGeneratedApiKey ??
+      ((k) =>
+        process.stderr.write(
+          `\nNo API key was configured; created one (stored hashed in ${ApiKeyStore.fileIn(config.dataDir)}):\n\n  ${k}\n\nUse it as "Authorization: Bearer <key>". It is not shown again.\n\n`,
+        ))
+    )(key);
   }
 
   let listening = false;
@@ -170,7 +229,10 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
       log.warn({ err }, 'readiness: state store unreachable');
       checks.state = { ok: false, detail: 'unreachable' };
     }
-    checks.workers = { ok: !dispatcher.saturated, detail: `${dispatcher.stats.pendingFrames} frames waiting, ${dispatcher.stats.inFlight} batches in flight` };
+    checks.workers = {
+      ok: !dispatcher.saturated,
+      detail: `${dispatcher.stats.pendingFrames} frames waiting, ${dispatcher.stats.inFlight} batches in flight`,
+    };
     return { ready: Object.values(checks).every((c) => c.ok), checks };
   };
   const api = new HttpApi(config, apiKeys, registry, connections, route, metrics, readiness, log);
@@ -185,7 +247,11 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
       inlineSink = threadSink(config, config.nodeId, inlineLog);
       await inlineSink.start();
       const services: WorkerServices = {
-        store: registryStore, sink: inlineSink, registry, log: inlineLog, nodeId: config.nodeId,
+        store: registryStore,
+        sink: inlineSink,
+        registry,
+        log: inlineLog,
+        nodeId: config.nodeId,
         async send(conn, action, payload, timeoutMs, afterReply) {
           validateOutgoing(conn.version, action, payload);
           return pluginSend(conn.cpId, conn.connectionId, action, payload, timeoutMs, afterReply === true);
@@ -196,12 +262,25 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
     }
     // Every worker loads the same plugins, so their answers agree (the inline support above
     // is taken from the first); for the Heartbeat fast path take the strictest anyway.
-    const fast = pings.reduce((acc, p) => acc.filter((v) => p.socketThreadHeartbeat.includes(v)), pings[0]?.socketThreadHeartbeat ?? []);
+    const fast = pings.reduce(
+      (acc, p) => acc.filter((v) => p.socketThreadHeartbeat.includes(v)),
+      pings[0]?.socketThreadHeartbeat ?? [],
+    );
     // Union over workers (they agree; a hook anywhere must see its answers).
     const observed: Partial<Record<OcppVersion, string[]>> = {};
-    for (const p of pings) for (const [v, actions] of Object.entries(p.callResultHooks)) observed[v as OcppVersion] = [...new Set([...(observed[v as OcppVersion] ?? []), ...actions])];
+    for (const p of pings)
+      for (const [v, actions] of Object.entries(p.callResultHooks))
+        observed[v as OcppVersion] = [...new Set([...(observed[v as OcppVersion] ?? []), ...actions])];
     gateway.start(fast, observed);
-    log.info({ threads, plugins: pings[0]?.plugins, socketThreadHeartbeat: fast, inlinePlugins: inlineRuntime?.table.plugins.map((p) => p.name) ?? [] }, 'workers ready');
+    log.info(
+      {
+        threads,
+        plugins: pings[0]?.plugins,
+        socketThreadHeartbeat: fast,
+        inlinePlugins: inlineRuntime?.table.plugins.map((p) => p.name) ?? [],
+      },
+      'workers ready',
+    );
   } catch (err) {
     await dispatcher.destroy();
     await inlineSink?.close().catch(() => undefined);
@@ -221,7 +300,11 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
     maxBodyBytes: 1 << 20,
     tls: config.server.tls,
   };
-  const noApi = async () => ({ status: 404, headers: { 'content-type': 'application/json' }, body: '{"error":"not_found","message":"The operator API listens on its own port"}' });
+  const noApi = async () => ({
+    status: 404,
+    headers: { 'content-type': 'application/json' },
+    body: '{"error":"not_found","message":"The operator API listens on its own port"}',
+  });
   const transports: Transport[] = [];
   const main = await createTransport(transportOpts, {
     upgrade: (r) => gateway.upgrade(r),
@@ -235,20 +318,46 @@ export async function createRouter(input: Record<string, unknown> = {}, opts: Cr
   const port = await main.listen();
   let apiPort = port;
   if (config.api.enabled && config.api.port !== 0) {
-    const apiTransport = await createTransport({ ...transportOpts, port: config.api.port, wsPath: '/__no_websockets__' }, {
-      upgrade: async () => ({ accept: false, status: 404, message: 'Not found' }),
-      open: () => undefined, message: () => undefined, drain: () => undefined, close: () => undefined,
-      http: (r) => api.handle(r),
-    });
+    const apiTransport = await createTransport(
+      { ...transportOpts, port: config.api.port, wsPath: '/__no_websockets__' },
+      {
+        upgrade: async () => ({ accept: false, status: 404, message: 'Not found' }),
+        open: () => undefined,
+        message: () => undefined,
+        drain: () => undefined,
+        close: () => undefined,
+        http: (r) => api.handle(r),
+      },
+    );
     transports.push(apiTransport);
     apiPort = await apiTransport.listen();
   }
   listening = true;
-  log.info({ port, apiPort, path: config.server.path, state: store.kind, analytics: config.clickhouse.url ? 'clickhouse' : 'spool', code: compiled ? 'compiled' : 'typescript' }, 'router listening');
+  log.info(
+    {
+      port,
+      apiPort,
+      path: config.server.path,
+      state: store.kind,
+      analytics: config.clickhouse.url ? 'clickhouse' : 'spool',
+      code: compiled ? 'compiled' : 'typescript',
+    },
+    'router listening',
+  );
 
   let closing: Promise<void> | null = null;
   return {
-    config, port, apiPort, commands, route, connections, registry, metrics, log, apiKeys, dispatcher,
+    config,
+    port,
+    apiPort,
+    commands,
+    route,
+    connections,
+    registry,
+    metrics,
+    log,
+    apiKeys,
+    dispatcher,
     close() {
       return (closing ??= (async () => {
         listening = false;

@@ -14,9 +14,25 @@ export interface LogOptions {
 }
 
 export const REDACT_PATHS = [
-  'password', '*.password', 'passwordHash', '*.passwordHash', 'authorization', '*.authorization',
-  'headers.authorization', 'apiKey', '*.apiKey', 'key', 'idTag', '*.idTag', '*.*.idTag', 'idToken.idToken',
-  '*.idToken.idToken', 'payload.idTag', 'payload.idToken', 'clickhouse.password', 'redis.url',
+  'password',
+  '*.password',
+  'passwordHash',
+  '*.passwordHash',
+  'authorization',
+  '*.authorization',
+  'headers.authorization',
+  'apiKey',
+  '*.apiKey',
+  'key',
+  'idTag',
+  '*.idTag',
+  '*.*.idTag',
+  'idToken.idToken',
+  '*.idToken.idToken',
+  'payload.idTag',
+  'payload.idToken',
+  'clickhouse.password',
+  'redis.url',
 ];
 
 export function createLogger(opts: LogOptions, bindings: Record<string, unknown> = {}): PinoLogger {

@@ -14,25 +14,114 @@ export function createMetrics() {
   collectDefaultMetrics({ register: registry, prefix: 'ocr_process_' });
   const m = {
     registry,
-    connections: new Gauge({ name: 'ocr_connections', help: 'Connected chargers on this node', labelNames: ['version'], registers: [registry] }),
-    upgrades: new Counter({ name: 'ocr_upgrades_total', help: 'WebSocket upgrade attempts by outcome', labelNames: ['outcome'], registers: [registry] }),
-    messages: new Counter({ name: 'ocr_messages_total', help: 'Charger-initiated messages by action and outcome', labelNames: ['version', 'action', 'outcome'], registers: [registry] }),
-    callErrors: new Counter({ name: 'ocr_call_errors_total', help: 'CALLERRORs sent to chargers by semantic code', labelNames: ['version', 'code'], registers: [registry] }),
-    deviations: new Counter({ name: 'ocr_lenient_deviations_total', help: 'Spec deviations tolerated in lenient mode', labelNames: ['kind'], registers: [registry] }),
-    dropped: new Counter({ name: 'ocr_frames_dropped_total', help: 'Frames dropped without processing, by reason', labelNames: ['reason'], registers: [registry] }),
-    outbox: new Counter({ name: 'ocr_outbox_total', help: 'Socket send results other than sent', labelNames: ['result'], registers: [registry] }),
-    commands: new Counter({ name: 'ocr_commands_total', help: 'CSMS-initiated CALLs by action and outcome', labelNames: ['action', 'outcome'], registers: [registry] }),
-    queueDepth: new Gauge({ name: 'ocr_pool_pending_frames', help: 'Frames waiting for a free batch slot (load is shed at pool.maxPendingFrames)', registers: [registry] }),
-    threads: new Gauge({ name: 'ocr_pool_threads', help: 'Worker threads running in this router process (0 while stopped for idleness: pool.idleTimeoutMs)', registers: [registry] }),
-    inFlight: new Gauge({ name: 'ocr_pool_batches_in_flight', help: 'Batches being processed by workers', registers: [registry] }),
-    backlog: new Gauge({ name: 'ocr_lane_backlog_frames', help: 'Frames waiting behind their charger\'s in-flight frames', registers: [registry] }),
-    batches: new Counter({ name: 'ocr_batches_total', help: 'Batches run, by thread: "worker", or "socket" (run inline on the socket thread: no thread hop)', labelNames: ['thread'], registers: [registry] }),
-    socketLoad: new Gauge({ name: 'ocr_socket_thread_load', help: 'Event loop utilization of the socket thread over the last interval (0-1); batches run inline only below pool.inline.maxLoad', registers: [registry] }),
-    batchSize: new Histogram({ name: 'ocr_batch_items', help: 'Items per batch', buckets: [1, 4, 16, 64, 256, 1024, 4096], registers: [registry] }),
-    batchSeconds: new Histogram({ name: 'ocr_batch_round_trip_seconds', help: 'Batch round trip, socket thread to worker and back', buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1], registers: [registry] }),
-    handlerSeconds: new FrameHistogram({ name: 'ocr_handler_seconds', help: 'Pipeline time per frame in the worker', labelName: 'action', buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.25, 1], registry }),
-    workerStarts: new Counter({ name: 'ocr_worker_starts_total', help: 'Times the worker threads were started again after an idle stop (pool.idleTimeoutMs)', registers: [registry] }),
-    workerCrashes: new Counter({ name: 'ocr_worker_crashes_total', help: 'Batches lost to a worker crash (each item answered with InternalError)', registers: [registry] }),
+    connections: new Gauge({
+      name: 'ocr_connections',
+      help: 'Connected chargers on this node',
+      labelNames: ['version'],
+      registers: [registry],
+    }),
+    upgrades: new Counter({
+      name: 'ocr_upgrades_total',
+      help: 'WebSocket upgrade attempts by outcome',
+      labelNames: ['outcome'],
+      registers: [registry],
+    }),
+    messages: new Counter({
+      name: 'ocr_messages_total',
+      help: 'Charger-initiated messages by action and outcome',
+      labelNames: ['version', 'action', 'outcome'],
+      registers: [registry],
+    }),
+    callErrors: new Counter({
+      name: 'ocr_call_errors_total',
+      help: 'CALLERRORs sent to chargers by semantic code',
+      labelNames: ['version', 'code'],
+      registers: [registry],
+    }),
+    deviations: new Counter({
+      name: 'ocr_lenient_deviations_total',
+      help: 'Spec deviations tolerated in lenient mode',
+      labelNames: ['kind'],
+      registers: [registry],
+    }),
+    dropped: new Counter({
+      name: 'ocr_frames_dropped_total',
+      help: 'Frames dropped without processing, by reason',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    outbox: new Counter({
+      name: 'ocr_outbox_total',
+      help: 'Socket send results other than sent',
+      labelNames: ['result'],
+      registers: [registry],
+    }),
+    commands: new Counter({
+      name: 'ocr_commands_total',
+      help: 'CSMS-initiated CALLs by action and outcome',
+      labelNames: ['action', 'outcome'],
+      registers: [registry],
+    }),
+    queueDepth: new Gauge({
+      name: 'ocr_pool_pending_frames',
+      help: 'Frames waiting for a free batch slot (load is shed at pool.maxPendingFrames)',
+      registers: [registry],
+    }),
+    threads: new Gauge({
+      name: 'ocr_pool_threads',
+      help: 'Worker threads running in this router process (0 while stopped for idleness: pool.idleTimeoutMs)',
+      registers: [registry],
+    }),
+    inFlight: new Gauge({
+      name: 'ocr_pool_batches_in_flight',
+      help: 'Batches being processed by workers',
+      registers: [registry],
+    }),
+    backlog: new Gauge({
+      name: 'ocr_lane_backlog_frames',
+      help: "Frames waiting behind their charger's in-flight frames",
+      registers: [registry],
+    }),
+    batches: new Counter({
+      name: 'ocr_batches_total',
+      help: 'Batches run, by thread: "worker", or "socket" (run inline on the socket thread: no thread hop)',
+      labelNames: ['thread'],
+      registers: [registry],
+    }),
+    socketLoad: new Gauge({
+      name: 'ocr_socket_thread_load',
+      help: 'Event loop utilization of the socket thread over the last interval (0-1); batches run inline only below pool.inline.maxLoad',
+      registers: [registry],
+    }),
+    batchSize: new Histogram({
+      name: 'ocr_batch_items',
+      help: 'Items per batch',
+      buckets: [1, 4, 16, 64, 256, 1024, 4096],
+      registers: [registry],
+    }),
+    batchSeconds: new Histogram({
+      name: 'ocr_batch_round_trip_seconds',
+      help: 'Batch round trip, socket thread to worker and back',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1],
+      registers: [registry],
+    }),
+    handlerSeconds: new FrameHistogram({
+      name: 'ocr_handler_seconds',
+      help: 'Pipeline time per frame in the worker',
+      labelName: 'action',
+      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.25, 1],
+      registry,
+    }),
+    workerStarts: new Counter({
+      name: 'ocr_worker_starts_total',
+      help: 'Times the worker threads were started again after an idle stop (pool.idleTimeoutMs)',
+      registers: [registry],
+    }),
+    workerCrashes: new Counter({
+      name: 'ocr_worker_crashes_total',
+      help: 'Batches lost to a worker crash (each item answered with InternalError)',
+      registers: [registry],
+    }),
   };
   return m;
 }
@@ -48,15 +137,24 @@ export type Metrics = ReturnType<typeof createMetrics>;
  */
 export function registerAnalyticsMetrics(registry: Registry, read: () => SinkStats): void {
   new Counter({
-    name: 'ocr_analytics_rows_total', help: 'Analytics rows by outcome: written to ClickHouse, spooled to disk, replayed from the spool, dropped (memory bound passed, or held rows at shutdown)',
-    labelNames: ['outcome'], registers: [registry],
+    name: 'ocr_analytics_rows_total',
+    help: 'Analytics rows by outcome: written to ClickHouse, spooled to disk, replayed from the spool, dropped (memory bound passed, or held rows at shutdown)',
+    labelNames: ['outcome'],
+    registers: [registry],
     collect() {
       const s = read();
       this.reset();
       for (const outcome of ['written', 'spooled', 'replayed', 'dropped'] as const) this.inc({ outcome }, s[outcome]);
     },
   });
-  new Gauge({ name: 'ocr_analytics_buffered_rows', help: 'Analytics rows in memory: waiting for the next flush, or held while neither ClickHouse nor the spool takes them', registers: [registry], collect() { this.set(read().buffered); } });
+  new Gauge({
+    name: 'ocr_analytics_buffered_rows',
+    help: 'Analytics rows in memory: waiting for the next flush, or held while neither ClickHouse nor the spool takes them',
+    registers: [registry],
+    collect() {
+      this.set(read().buffered);
+    },
+  });
   new Counter({
     name: 'ocr_analytics_refused_messages_total',
     help: 'Charger messages refused with InternalError (the charger retries) because analytics rows could not be stored: ClickHouse and the spool did not take rows, and the rows in memory reached nine tenths of analytics.maxBufferRows',
@@ -67,7 +165,9 @@ export function registerAnalyticsMetrics(registry: Registry, read: () => SinkSta
     },
   });
   new Counter({
-    name: 'ocr_analytics_insert_failures_total', help: 'Failed ClickHouse inserts and migrations (their rows went to the spool)', registers: [registry],
+    name: 'ocr_analytics_insert_failures_total',
+    help: 'Failed ClickHouse inserts and migrations (their rows went to the spool)',
+    registers: [registry],
     collect() {
       this.reset();
       this.inc(read().failures);
@@ -122,13 +222,23 @@ export class FrameHistogram {
   }
 
   /** prom-client's metric shape (Registry#metrics and #getMetricsAsJSON read it). */
-  get(): { name: string; help: string; type: string; aggregator: string; values: Array<{ labels: Record<string, string | number>; value: number; metricName: string }> } {
+  get(): {
+    name: string;
+    help: string;
+    type: string;
+    aggregator: string;
+    values: Array<{ labels: Record<string, string | number>; value: number; metricName: string }>;
+  } {
     const values: Array<{ labels: Record<string, string | number>; value: number; metricName: string }> = [];
     for (const [lv, c] of this.#children) {
       let acc = 0;
       for (let i = 0; i < this.#bounds.length; i++) {
         acc += c.counts[i];
-        values.push({ labels: { le: this.#bounds[i], [this.#label]: lv }, value: acc, metricName: `${this.name}_bucket` });
+        values.push({
+          labels: { le: this.#bounds[i], [this.#label]: lv },
+          value: acc,
+          metricName: `${this.name}_bucket`,
+        });
       }
       acc += c.counts[this.#bounds.length];
       values.push({ labels: { le: '+Inf', [this.#label]: lv }, value: acc, metricName: `${this.name}_bucket` });

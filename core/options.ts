@@ -19,7 +19,6 @@ import { errors } from './errors.js';
 import { importModule } from './paths.js';
 import type { PluginSpec } from './worker/plugin-loader.js';
 
-
 export interface RouterConfig {
   /** Name of this router node; appears in the registry and every log line. @default `<hostname>-<pid>` */
   nodeId: string;
@@ -66,7 +65,10 @@ export interface RouterConfig {
   lenient: {
     /** Lenient validation for every charger. @default false */ all: boolean;
     /** Charger ids validated leniently. @default [] */ chargers: string[];
-    /** Charger models validated leniently (from BootNotification). @default [] */ models: { vendor: string; model: string }[];
+    /** Charger models validated leniently (from BootNotification). @default [] */ models: {
+      vendor: string;
+      model: string;
+    }[];
   };
   pool: {
     /** Worker threads. 0 = one per core (with `processes` N: cores ÷ N per process, at least 1). @default 0 */ threads: number;
@@ -163,19 +165,29 @@ export const configSchema = {
     $comment: { type: 'string' },
     nodeId: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9._-]+$' },
     server: {
-      type: 'object', additionalProperties: false, default: {},
+      type: 'object',
+      additionalProperties: false,
+      default: {},
       properties: {
         host: { ...str, default: '0.0.0.0' },
         port: int(0, 65535, 9000),
         path: { type: 'string', pattern: '^(/[A-Za-z0-9._~-]+)*$', default: '/ocpp' },
         tls: {
-          type: 'object', additionalProperties: false, required: ['keyFile', 'certFile'],
+          type: 'object',
+          additionalProperties: false,
+          required: ['keyFile', 'certFile'],
           properties: { keyFile: str, certFile: str, passphrase: str, caFile: str },
         },
         maxPayloadLength: int(1024, 16 * 1024 * 1024, 65536),
         idleTimeoutSec: int(8, 960, 300),
         maxBackpressure: int(1024, 1 << 30, 1 << 20),
-        protocols: { type: 'array', items: { enum: ['ocpp1.6', 'ocpp2.0.1', 'ocpp2.1'] }, minItems: 1, uniqueItems: true, default: ['ocpp2.1', 'ocpp2.0.1', 'ocpp1.6'] },
+        protocols: {
+          type: 'array',
+          items: { enum: ['ocpp1.6', 'ocpp2.0.1', 'ocpp2.1'] },
+          minItems: 1,
+          uniqueItems: true,
+          default: ['ocpp2.1', 'ocpp2.0.1', 'ocpp1.6'],
+        },
         defaultProtocol: { enum: ['ocpp1.6', 'ocpp2.0.1', 'ocpp2.1'], default: 'ocpp1.6' },
         duplicateConnection: { enum: ['replace', 'reject'], default: 'replace' },
         backlogPerCharger: int(0, 10000, 64),
@@ -184,35 +196,63 @@ export const configSchema = {
       },
     },
     security: {
-      type: 'object', additionalProperties: false, default: {},
+      type: 'object',
+      additionalProperties: false,
+      default: {},
       properties: {
         unknownChargers: { enum: ['register', 'reject'], default: 'register' },
         requireAuth: { type: 'boolean', default: false },
       },
     },
     api: {
-      type: 'object', additionalProperties: false, default: {},
+      type: 'object',
+      additionalProperties: false,
+      default: {},
       properties: {
         enabled: { type: 'boolean', default: true },
         port: int(0, 65535, 0),
         keys: {
-          type: 'array', default: [],
-          items: { type: 'object', additionalProperties: false, required: ['name', 'sha256'], properties: { name: str, sha256: { type: 'string', pattern: '^[0-9a-f]{64}$' } } },
+          type: 'array',
+          default: [],
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['name', 'sha256'],
+            properties: { name: str, sha256: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
+          },
         },
         publicProbes: { type: 'boolean', default: true },
       },
     },
-    boot: { type: 'object', additionalProperties: false, default: {}, properties: { heartbeatIntervalSec: int(1, 86400, 300) } },
+    boot: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: { heartbeatIntervalSec: int(1, 86400, 300) },
+    },
     lenient: {
-      type: 'object', additionalProperties: false, default: {},
+      type: 'object',
+      additionalProperties: false,
+      default: {},
       properties: {
         all: { type: 'boolean', default: false },
         chargers: { type: 'array', items: str, default: [] },
-        models: { type: 'array', default: [], items: { type: 'object', additionalProperties: false, required: ['vendor', 'model'], properties: { vendor: str, model: str } } },
+        models: {
+          type: 'array',
+          default: [],
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['vendor', 'model'],
+            properties: { vendor: str, model: str },
+          },
+        },
       },
     },
     pool: {
-      type: 'object', additionalProperties: false, default: {},
+      type: 'object',
+      additionalProperties: false,
+      default: {},
       properties: {
         threads: int(0, 256, 0),
         batchSize: int(1, 65536, 512),
@@ -221,7 +261,9 @@ export const configSchema = {
         hookTimeoutMs: int(1, 600000, 10000),
         idleTimeoutMs: int(0, 86400000, 60000),
         inline: {
-          type: 'object', additionalProperties: false, default: {},
+          type: 'object',
+          additionalProperties: false,
+          default: {},
           properties: {
             enabled: { type: 'boolean', default: true },
             maxBatch: int(1, 65536, 64),
@@ -231,31 +273,62 @@ export const configSchema = {
         },
       },
     },
-    calls: { type: 'object', additionalProperties: false, default: {}, properties: { timeoutMs: int(100, 600000, 30000) } },
+    calls: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: { timeoutMs: int(100, 600000, 30000) },
+    },
     redis: {
-      type: 'object', additionalProperties: false, default: {},
-      properties: { url: { type: 'string', pattern: '^rediss?://' }, keyPrefix: { ...str, default: '' }, commandTimeoutMs: int(10, 600000, 2000) },
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        url: { type: 'string', pattern: '^rediss?://' },
+        keyPrefix: { ...str, default: '' },
+        commandTimeoutMs: int(10, 600000, 2000),
+      },
     },
     clickhouse: {
-      type: 'object', additionalProperties: false, default: {},
+      type: 'object',
+      additionalProperties: false,
+      default: {},
       properties: {
-        url: { type: 'string', pattern: '^https?://' }, database: { type: 'string', pattern: '^[A-Za-z_][A-Za-z0-9_]*$', default: 'ocpp' },
-        username: { ...str, default: 'default' }, password: { ...str, default: '' },
+        url: { type: 'string', pattern: '^https?://' },
+        database: { type: 'string', pattern: '^[A-Za-z_][A-Za-z0-9_]*$', default: 'ocpp' },
+        username: { ...str, default: 'default' },
+        password: { ...str, default: '' },
       },
     },
     analytics: {
-      type: 'object', additionalProperties: false, default: {},
+      type: 'object',
+      additionalProperties: false,
+      default: {},
       properties: {
-        spoolDir: { ...str, default: './data/spool' }, batchRows: int(1, 1000000, 5000), flushIntervalMs: int(10, 600000, 1000), maxBufferRows: int(1, 100000000, 100000),
+        spoolDir: { ...str, default: './data/spool' },
+        batchRows: int(1, 1000000, 5000),
+        flushIntervalMs: int(10, 600000, 1000),
+        maxBufferRows: int(1, 100000000, 100000),
         spoolMaxBytes: int(65536, Number.MAX_SAFE_INTEGER, 1024 ** 3),
       },
     },
     dataDir: { ...str, default: './data' },
     processes: int(1, 256, 1),
-    log: { type: 'object', additionalProperties: false, default: {}, properties: { level: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' } } },
+    log: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: { level: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' } },
+    },
     plugins: {
-      type: 'array', default: [{ name: 'core' }],
-      items: { type: 'object', additionalProperties: false, required: ['name'], properties: { name: { type: 'string', minLength: 1 }, options: { type: 'object' } } },
+      type: 'array',
+      default: [{ name: 'core' }],
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name'],
+        properties: { name: { type: 'string', minLength: 1 }, options: { type: 'object' } },
+      },
     },
   },
 } as const;
@@ -264,7 +337,12 @@ function toEnvName(path: string[]): string {
   return 'OCR_' + path.map((p) => p.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()).join('_');
 }
 
-type SchemaNode = { type?: string; properties?: Record<string, SchemaNode>; items?: SchemaNode; enum?: readonly unknown[] };
+type SchemaNode = {
+  type?: string;
+  properties?: Record<string, SchemaNode>;
+  items?: SchemaNode;
+  enum?: readonly unknown[];
+};
 
 /** Collects `OCR_*` overrides for every scalar (and JSON for arrays) key of the schema. */
 function envOverrides(env: NodeJS.ProcessEnv): { values: Record<string, unknown>; sources: Map<string, string> } {
@@ -281,7 +359,14 @@ function envOverrides(env: NodeJS.ProcessEnv): { values: Record<string, unknown>
     if (raw === undefined || raw === '') return;
     let value: unknown = raw;
     if (node.type === 'array') {
-      try { value = JSON.parse(raw); } catch { value = raw.split(',').map((s) => s.trim()).filter(Boolean); }
+      try {
+        value = JSON.parse(raw);
+      } catch {
+        value = raw
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean);
+      }
     }
     let target = values;
     for (const p of path.slice(0, -1)) target = (target[p] ??= {}) as Record<string, unknown>;
@@ -297,8 +382,10 @@ export function mergeConfig(a: Record<string, unknown>, b: Record<string, unknow
   const out = { ...a };
   for (const [k, v] of Object.entries(b)) {
     const cur = out[k];
-    out[k] = v && typeof v === 'object' && !Array.isArray(v) && cur && typeof cur === 'object' && !Array.isArray(cur)
-      ? mergeConfig(cur as Record<string, unknown>, v as Record<string, unknown>) : v;
+    out[k] =
+      v && typeof v === 'object' && !Array.isArray(v) && cur && typeof cur === 'object' && !Array.isArray(cur)
+        ? mergeConfig(cur as Record<string, unknown>, v as Record<string, unknown>)
+        : v;
   }
   return out;
 }
@@ -326,17 +413,25 @@ export function buildConfig(input: Record<string, unknown> = {}, env: NodeJS.Pro
   if (!validate(merged)) {
     const msgs = (validate.errors ?? []).map((e) => {
       let key = e.instancePath;
-      if (e.keyword === 'additionalProperties') key += '/' + (e.params as { additionalProperty: string }).additionalProperty;
+      if (e.keyword === 'additionalProperties')
+        key += '/' + (e.params as { additionalProperty: string }).additionalProperty;
       const dotted = key.replace(/^\//, '').replace(/\//g, '.') || '(root)';
       const src = sources.get(e.instancePath);
-      const msg = e.keyword === 'additionalProperties' ? 'is not a known key' : e.keyword === 'enum' ? `must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.join(', ')}` : e.message;
+      const msg =
+        e.keyword === 'additionalProperties'
+          ? 'is not a known key'
+          : e.keyword === 'enum'
+            ? `must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.join(', ')}`
+            : e.message;
       return `${dotted} ${msg}${src ? ` (from ${src})` : ''}`;
     });
     throw new errors.OCR_ERR_CONFIG_INVALID(msgs.join('; '));
   }
   const cfg = merged as unknown as RouterConfig;
   if (cfg.processes > 1 && !cfg.redis.url) {
-    throw new errors.OCR_ERR_CONFIG_INVALID('processes > 1 needs redis.url: the processes share state and route commands through Redis');
+    throw new errors.OCR_ERR_CONFIG_INVALID(
+      'processes > 1 needs redis.url: the processes share state and route commands through Redis',
+    );
   }
   cfg.nodeId ??= `${hostname().replace(/[^A-Za-z0-9._-]/g, '-')}-${process.pid}`;
   return cfg;

@@ -31,8 +31,20 @@ export const CORE_VERSION = '0.1.0';
  * actions; request and response types then are the union over the versions that have A.
  */
 export type ActionOf<V extends OcppVersion> = V extends OcppVersion ? keyof ActionsByVersion[V] & string : never;
-export type RequestOf<V extends OcppVersion, A extends string> = V extends OcppVersion ? (A extends keyof ActionsByVersion[V] ? ActionsByVersion[V][A] extends { request: infer R } ? R : never : never) : never;
-export type ResponseOf<V extends OcppVersion, A extends string> = V extends OcppVersion ? (A extends keyof ActionsByVersion[V] ? ActionsByVersion[V][A] extends { response: infer R } ? R : never : never) : never;
+export type RequestOf<V extends OcppVersion, A extends string> = V extends OcppVersion
+  ? A extends keyof ActionsByVersion[V]
+    ? ActionsByVersion[V][A] extends { request: infer R }
+      ? R
+      : never
+    : never
+  : never;
+export type ResponseOf<V extends OcppVersion, A extends string> = V extends OcppVersion
+  ? A extends keyof ActionsByVersion[V]
+    ? ActionsByVersion[V][A] extends { response: infer R }
+      ? R
+      : never
+    : never
+  : never;
 
 export interface Logger {
   trace(obj: object | string, msg?: string): void;
@@ -105,7 +117,7 @@ export interface SendOptions {
 }
 
 /** Plugin-declared per-call fields (module augmentation: `declare module` on this interface). */
- 
+
 export interface PluginLocals {
   [key: string]: unknown;
 }
@@ -163,22 +175,41 @@ export type OnCallHook = (ctx: CallContext, payload: Record<string, unknown>) =>
  * onResult — Kind: sequential reduce. Runs in: worker, before response validation.
  * Previous: handler. Next: response validation, then `after`. Return a replacement or undefined.
  */
-export type OnResultHook = (ctx: CallContext, payload: Record<string, unknown>, result: Record<string, unknown>) => unknown | Promise<unknown>;
+export type OnResultHook = (
+  ctx: CallContext,
+  payload: Record<string, unknown>,
+  result: Record<string, unknown>,
+) => unknown | Promise<unknown>;
 /**
  * after — Kind: parallel, detached. Runs in: worker, after the reply was handed back.
  * Previous: reply. Next: none. Errors are logged and never affect the reply.
  */
-export type AfterHook = (ctx: CallContext, payload: Record<string, unknown>, outcome: { result?: Record<string, unknown>; error?: CallError }) => unknown | Promise<unknown>;
+export type AfterHook = (
+  ctx: CallContext,
+  payload: Record<string, unknown>,
+  outcome: { result?: Record<string, unknown>; error?: CallError },
+) => unknown | Promise<unknown>;
 /**
  * onConnect / onDisconnect — Kind: parallel. Runs in: worker, in the charger's ordered lane
  * (before its first frame / after its last). Errors are logged and isolated.
  */
-export type ConnectionHook = (ctx: Omit<CallContext, 'msg' | 'send' | 'fail'> & { readonly msg: null }, info: { reason?: string; code?: number }) => unknown | Promise<unknown>;
+export type ConnectionHook = (
+  ctx: Omit<CallContext, 'msg' | 'send' | 'fail'> & { readonly msg: null },
+  info: { reason?: string; code?: number },
+) => unknown | Promise<unknown>;
 /**
  * onCallResult / onCallError — Kind: sequential. Runs in: worker, when a charger answers a
  * CSMS-initiated CALL (validated). Observe only.
  */
-export type CallReplyHook = (ctx: CallContext, info: { action: string; request: Record<string, unknown>; result?: Record<string, unknown>; error?: { code: string; description: string; details: Record<string, unknown> } }) => unknown | Promise<unknown>;
+export type CallReplyHook = (
+  ctx: CallContext,
+  info: {
+    action: string;
+    request: Record<string, unknown>;
+    result?: Record<string, unknown>;
+    error?: { code: string; description: string; details: Record<string, unknown> };
+  },
+) => unknown | Promise<unknown>;
 /** onError — Kind: parallel, observe only. Runs in: worker, whenever a call ended in error. */
 export type OnErrorHook = (ctx: CallContext, error: CallError, cause?: unknown) => unknown | Promise<unknown>;
 
@@ -193,7 +224,16 @@ export interface HookMap {
   onError: OnErrorHook;
 }
 export type HookName = keyof HookMap;
-export const HOOK_NAMES: readonly HookName[] = ['onCall', 'onResult', 'after', 'onConnect', 'onDisconnect', 'onCallResult', 'onCallError', 'onError'];
+export const HOOK_NAMES: readonly HookName[] = [
+  'onCall',
+  'onResult',
+  'after',
+  'onConnect',
+  'onDisconnect',
+  'onCallResult',
+  'onCallError',
+  'onError',
+];
 
 export interface SetupApi {
   readonly name: string;

@@ -42,7 +42,10 @@ export function generate(): string {
     }
     out.push('}', '');
   }
-  out.push("export interface ActionsByVersion {\n  '1.6': Actions16;\n  '2.0.1': Actions201;\n  '2.1': Actions21;\n}", '');
+  out.push(
+    "export interface ActionsByVersion {\n  '1.6': Actions16;\n  '2.0.1': Actions201;\n  '2.1': Actions21;\n}",
+    '',
+  );
   return out.join('\n');
 }
 

@@ -91,7 +91,10 @@ interface TapCounts {
   [k: string]: number;
 }
 
-function runTap(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; signal: NodeJS.Signals | null; counts: TapCounts | undefined }> {
+function runTap(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; counts: TapCounts | undefined }> {
   const { cmd, pre } = bin('tap');
   return new Promise((resolve) => {
     tap = spawn(cmd, [...pre, ...args], { cwd: root, env, stdio: ['inherit', 'pipe', 'inherit'] });
@@ -100,7 +103,13 @@ function runTap(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number 
     const scan = (line: string) => {
       // tap's last line but one: "# { total: 12, pass: 11, fail: 1, skip: 2 }" (top level only)
       const m = /^# \{ (total: \d+.*) \}$/.exec(line);
-      if (m) counts = Object.fromEntries(m[1].split(', ').map((kv) => kv.split(': ')).map(([k, v]) => [k, Number(v)]));
+      if (m)
+        counts = Object.fromEntries(
+          m[1]
+            .split(', ')
+            .map((kv) => kv.split(': '))
+            .map(([k, v]) => [k, Number(v)]),
+        );
     };
     tap.stdout!.on('data', (d: Buffer) => {
       process.stdout.write(d);
@@ -130,7 +139,13 @@ async function main(): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    const [tc, build, dist, redis, ch] = await Promise.all([typecheck(), tapBuild(), buildDist(), startRedis().then(ok, ko), startClickHouse().then(ok, ko)]);
+    const [tc, build, dist, redis, ch] = await Promise.all([
+      typecheck(),
+      tapBuild(),
+      buildDist(),
+      startRedis().then(ok, ko),
+      startClickHouse().then(ok, ko),
+    ]);
     if (!build.ok) {
       failed++;
       console.log(`# tap build FAILED:\n${build.output}`);
@@ -151,7 +166,10 @@ async function main(): Promise<number> {
       console.log('# typecheck (tsc --noEmit -p tsconfig.json): FAILED');
     }
     const env: NodeJS.ProcessEnv = { ...process.env };
-    for (const [name, res, envVar] of [['redis-server', redis, 'OCR_TEST_REDIS_URL'], ['clickhouse-server', ch, 'OCR_TEST_CLICKHOUSE_URL']] as const) {
+    for (const [name, res, envVar] of [
+      ['redis-server', redis, 'OCR_TEST_REDIS_URL'],
+      ['clickhouse-server', ch, 'OCR_TEST_CLICKHOUSE_URL'],
+    ] as const) {
       if (res.ok) {
         services.push(res.value);
         env[envVar] = res.value.url;
@@ -170,13 +188,18 @@ async function main(): Promise<number> {
     } else {
       passed += result.counts.pass ?? 0;
       failed += result.counts.fail ?? 0;
-      if (result.code !== 0 && !(result.counts.fail > 0)) failures.push(`tap exited with code ${result.code} without a failed assertion`);
+      if (result.code !== 0 && !(result.counts.fail > 0))
+        failures.push(`tap exited with code ${result.code} without a failed assertion`);
     }
     return interrupted ? 130 : 0;
   } finally {
     // Their data is thrown away, so ClickHouse gets SIGKILL: its graceful shutdown takes
     // 1–3 s on 18.16 and buys nothing here.
-    await Promise.allSettled(services.map((s) => s.stop({ removeDir: true, signal: 'url' in s && s.url.startsWith('http') ? 'SIGKILL' : 'SIGTERM' })));
+    await Promise.allSettled(
+      services.map((s) =>
+        s.stop({ removeDir: true, signal: 'url' in s && s.url.startsWith('http') ? 'SIGKILL' : 'SIGTERM' }),
+      ),
+    );
   }
 }
 

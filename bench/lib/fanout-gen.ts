@@ -35,7 +35,15 @@ import { performance } from 'node:perf_hooks';
 import { cpus, loadavg } from 'node:os';
 import { Histogram, type HistogramSummary } from './histogram.js';
 import { cpuFigures, resultChildMain, startCpuWindow, type CpuWindow } from './proc.js';
-import { bootCallText, closeRaw, connectAll, maskedFrame, rawConnect, readServerFrames, type ServerFrameSink } from './loadgen.js';
+import {
+  bootCallText,
+  closeRaw,
+  connectAll,
+  maskedFrame,
+  rawConnect,
+  readServerFrames,
+  type ServerFrameSink,
+} from './loadgen.js';
 import { ID_WIDTH, type BenchVersion } from './ocpp-payloads.js';
 
 // ── commands ──────────────────────────────────────────────────────────────────────────────
@@ -59,21 +67,50 @@ export const COMMANDS: Record<BenchVersion, Partial<Record<FanoutCommand, Comman
       answer: { configurationKey: [{ key: 'HeartbeatInterval', readonly: false, value: '300' }] },
       marker: '"configurationKey"',
     },
-    TriggerMessage: { request: { requestedMessage: 'Heartbeat' }, answer: { status: 'Accepted' }, marker: '"Accepted"' },
-    ChangeAvailability: { request: { connectorId: 0, type: 'Operative' }, answer: { status: 'Accepted' }, marker: '"Accepted"' },
+    TriggerMessage: {
+      request: { requestedMessage: 'Heartbeat' },
+      answer: { status: 'Accepted' },
+      marker: '"Accepted"',
+    },
+    ChangeAvailability: {
+      request: { connectorId: 0, type: 'Operative' },
+      answer: { status: 'Accepted' },
+      marker: '"Accepted"',
+    },
   },
   '2.0.1': {
     GetVariables: {
       request: { getVariableData: [{ component: { name: 'OCPPCommCtrlr' }, variable: { name: 'HeartbeatInterval' } }] },
-      answer: { getVariableResult: [{ attributeStatus: 'Accepted', attributeType: 'Actual', attributeValue: '300', component: { name: 'OCPPCommCtrlr' }, variable: { name: 'HeartbeatInterval' } }] },
+      answer: {
+        getVariableResult: [
+          {
+            attributeStatus: 'Accepted',
+            attributeType: 'Actual',
+            attributeValue: '300',
+            component: { name: 'OCPPCommCtrlr' },
+            variable: { name: 'HeartbeatInterval' },
+          },
+        ],
+      },
       marker: '"getVariableResult"',
     },
-    TriggerMessage: { request: { requestedMessage: 'Heartbeat' }, answer: { status: 'Accepted' }, marker: '"Accepted"' },
-    ChangeAvailability: { request: { operationalStatus: 'Operative' }, answer: { status: 'Accepted' }, marker: '"Accepted"' },
+    TriggerMessage: {
+      request: { requestedMessage: 'Heartbeat' },
+      answer: { status: 'Accepted' },
+      marker: '"Accepted"',
+    },
+    ChangeAvailability: {
+      request: { operationalStatus: 'Operative' },
+      answer: { status: 'Accepted' },
+      marker: '"Accepted"',
+    },
   },
 };
 
-export const DEFAULT_COMMAND: Record<BenchVersion, FanoutCommand> = { '1.6': 'GetConfiguration', '2.0.1': 'GetVariables' };
+export const DEFAULT_COMMAND: Record<BenchVersion, FanoutCommand> = {
+  '1.6': 'GetConfiguration',
+  '2.0.1': 'GetVariables',
+};
 
 // ── options and result ────────────────────────────────────────────────────────────────────
 
@@ -100,7 +137,14 @@ export interface FanoutOptions {
 }
 
 export const DEFAULT_FANOUT: Omit<FanoutOptions, 'port' | 'apiPort' | 'apiKey' | 'command'> = {
-  version: '1.6', chargers: 1000, rounds: 5, concurrency: 64, warmupCommands: 500, timeoutMs: 10_000, connectConcurrency: 50, idPrefix: `fanout-${process.pid}`,
+  version: '1.6',
+  chargers: 1000,
+  rounds: 5,
+  concurrency: 64,
+  warmupCommands: 500,
+  timeoutMs: 10_000,
+  connectConcurrency: 50,
+  idPrefix: `fanout-${process.pid}`,
 };
 
 export interface FanoutResult {
@@ -130,7 +174,12 @@ export interface FanoutResult {
     unparsed: number;
     samples: string[];
   };
-  server?: { cpuMs: number; cpuUsPerCommand: number; cores: number; threads: { name: string; ms: number; threads: number }[] };
+  server?: {
+    cpuMs: number;
+    cpuUsPerCommand: number;
+    cores: number;
+    threads: { name: string; ms: number; threads: number }[];
+  };
   generator: { cpuMs: number; cpuUsPerCommand: number; cores: number; eventLoopUtilization: number };
   machine: { cores: number; busyCores: number; foreignCores: number; loadavg: number[] };
 }
@@ -171,13 +220,27 @@ class AnsweringCharger implements ServerFrameSink {
   private bootDone!: () => void;
   private bootFail!: (err: Error) => void;
 
-  constructor(readonly stats: Stats, readonly cpId: string, private readonly version: BenchVersion, private readonly answers: Map<string, Buffer>) {
-    this.booted = new Promise((resolve, reject) => { this.bootDone = resolve; this.bootFail = reject; });
+  constructor(
+    readonly stats: Stats,
+    readonly cpId: string,
+    private readonly version: BenchVersion,
+    private readonly answers: Map<string, Buffer>,
+  ) {
+    this.booted = new Promise((resolve, reject) => {
+      this.bootDone = resolve;
+      this.bootFail = reject;
+    });
     this.booted.catch(() => undefined);
   }
 
   open(port: number): Promise<void> {
-    const c = rawConnect(port, this.cpId, this.version, (d) => this.onData(d), (detail) => this.onClosed(detail));
+    const c = rawConnect(
+      port,
+      this.cpId,
+      this.version,
+      (d) => this.onData(d),
+      (detail) => this.onClosed(detail),
+    );
     this.sock = c.sock;
     return c.ready;
   }
@@ -199,21 +262,35 @@ class AnsweringCharger implements ServerFrameSink {
     const end = s + len;
     const text = () => Buffer.from(b.buffer, b.byteOffset + s, len).toString();
     const kind = b[s + 1];
-    if (b[s] !== 0x5b || b[s + 2] !== 0x2c) { this.stats.unparsed++; this.stats.note(`unparsed: ${text()}`); return; }
+    if (b[s] !== 0x5b || b[s + 2] !== 0x2c) {
+      this.stats.unparsed++;
+      this.stats.note(`unparsed: ${text()}`);
+      return;
+    }
     const idEnd = endOfString(b, s + 3, end);
-    if (idEnd < 0) { this.stats.unparsed++; this.stats.note(`unparsed: ${text()}`); return; }
+    if (idEnd < 0) {
+      this.stats.unparsed++;
+      this.stats.note(`unparsed: ${text()}`);
+      return;
+    }
     const id = Buffer.from(b.buffer, b.byteOffset + s + 4, idEnd - s - 4).toString('latin1');
     if (kind === 0x32) {
       // A CALL from the server: answer it at once.
       const actEnd = endOfString(b, idEnd + 2, end);
-      if (actEnd < 0) { this.stats.unparsed++; this.stats.note(`unparsed: ${text()}`); return; }
+      if (actEnd < 0) {
+        this.stats.unparsed++;
+        this.stats.note(`unparsed: ${text()}`);
+        return;
+      }
       const action = Buffer.from(b.buffer, b.byteOffset + idEnd + 3, actEnd - idEnd - 3).toString('latin1');
       this.stats.callsReceived++;
       const answer = this.answers.get(action);
       if (!answer) {
         this.stats.unknownActions++;
         this.stats.note(`unknown action: ${text()}`);
-        this.sock.write(maskedFrame(JSON.stringify([4, id, 'NotImplemented', `${action} is not simulated`, {}]), 0x1, this.mask));
+        this.sock.write(
+          maskedFrame(JSON.stringify([4, id, 'NotImplemented', `${action} is not simulated`, {}]), 0x1, this.mask),
+        );
         return;
       }
       const reply = Buffer.concat([Buffer.from(`[3,${JSON.stringify(id)},`), answer, Buffer.from(']')]);
@@ -226,9 +303,16 @@ class AnsweringCharger implements ServerFrameSink {
       this.sock.write(out.length === 1 ? out[0] : Buffer.concat(out));
       return;
     }
-    if (kind !== 0x33 && kind !== 0x34) { this.stats.unparsed++; this.stats.note(`unparsed: ${text()}`); return; }
+    if (kind !== 0x33 && kind !== 0x34) {
+      this.stats.unparsed++;
+      this.stats.note(`unparsed: ${text()}`);
+      return;
+    }
     if (this.phase === 'boot' && id === '0'.repeat(ID_WIDTH)) {
-      if (kind === 0x33) { this.phase = 'run'; this.bootDone(); } else this.bootFail(new Error(`BootNotification answered with ${text()}`));
+      if (kind === 0x33) {
+        this.phase = 'run';
+        this.bootDone();
+      } else this.bootFail(new Error(`BootNotification answered with ${text()}`));
       return;
     }
     if (id.startsWith('h')) {
@@ -246,7 +330,10 @@ class AnsweringCharger implements ServerFrameSink {
     if (this.phase === 'closed') return;
     const was = this.phase;
     this.phase = 'closed';
-    if (!this.closedOnPurpose && was === 'run') { this.stats.closed++; this.stats.note(`${this.cpId} closed: ${detail}`); }
+    if (!this.closedOnPurpose && was === 'run') {
+      this.stats.closed++;
+      this.stats.note(`${this.cpId} closed: ${detail}`);
+    }
     this.bootFail(new Error(`closed: ${detail}`));
   }
 
@@ -258,21 +345,31 @@ class AnsweringCharger implements ServerFrameSink {
 
 // ── operator client: raw HTTP/1.1 keep-alive ──────────────────────────────────────────────
 
-interface HttpAnswer { status: number; body: string }
+interface HttpAnswer {
+  status: number;
+  body: string;
+}
 
 class HttpConn {
   private sock: Socket | null = null;
   private buf: Buffer | null = null;
-  private waiting: { resolve: (a: HttpAnswer) => void; reject: (e: Error) => void; timer: NodeJS.Timeout } | null = null;
+  private waiting: { resolve: (a: HttpAnswer) => void; reject: (e: Error) => void; timer: NodeJS.Timeout } | null =
+    null;
 
-  constructor(private readonly port: number, private readonly clientTimeoutMs: number) {}
+  constructor(
+    private readonly port: number,
+    private readonly clientTimeoutMs: number,
+  ) {}
 
   private socket(): Socket {
     if (this.sock && !this.sock.destroyed) return this.sock;
     const s = connect({ host: '127.0.0.1', port: this.port, noDelay: true });
     s.on('data', (d: Buffer) => this.onData(d));
     s.on('error', (err) => this.fail(new Error(`connection: ${err.message}`)));
-    s.on('close', () => { if (this.sock === s) this.sock = null; this.fail(new Error('connection closed')); });
+    s.on('close', () => {
+      if (this.sock === s) this.sock = null;
+      this.fail(new Error('connection closed'));
+    });
     this.sock = s;
     this.buf = null;
     return s;
@@ -281,7 +378,10 @@ class HttpConn {
   request(head: string, body: Buffer): Promise<HttpAnswer> {
     if (this.waiting) return Promise.reject(new Error('request while one is outstanding'));
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => { this.fail(new Error('client timeout')); this.sock?.destroy(); }, this.clientTimeoutMs);
+      const timer = setTimeout(() => {
+        this.fail(new Error('client timeout'));
+        this.sock?.destroy();
+      }, this.clientTimeoutMs);
       this.waiting = { resolve, reject, timer };
       this.socket().write(Buffer.concat([Buffer.from(head, 'latin1'), body]));
     });
@@ -302,7 +402,11 @@ class HttpConn {
     if (end < 0) return;
     const head = b.subarray(0, end).toString('latin1');
     const cl = /\r\ncontent-length:\s*(\d+)/i.exec(head);
-    if (!cl) { this.fail(new Error(`response without Content-Length: ${head.split('\r\n', 1)[0]}`)); this.sock?.destroy(); return; }
+    if (!cl) {
+      this.fail(new Error(`response without Content-Length: ${head.split('\r\n', 1)[0]}`));
+      this.sock?.destroy();
+      return;
+    }
     const total = end + 4 + Number(cl[1]);
     if (b.length < total) return;
     this.buf = b.length > total ? Buffer.from(b.subarray(total)) : null;
@@ -333,14 +437,22 @@ function failureKind(a: HttpAnswer): string {
   }
 }
 
-export async function runFanout(input: Partial<FanoutOptions> & Pick<FanoutOptions, 'port' | 'apiPort' | 'apiKey' | 'command'>): Promise<FanoutResult> {
+export async function runFanout(
+  input: Partial<FanoutOptions> & Pick<FanoutOptions, 'port' | 'apiPort' | 'apiKey' | 'command'>,
+): Promise<FanoutResult> {
   const opts: FanoutOptions = { ...DEFAULT_FANOUT, ...input };
   const def = COMMANDS[opts.version][opts.command];
-  if (!def) throw new Error(`command ${opts.command} is not simulated for OCPP ${opts.version} (known: ${Object.keys(COMMANDS[opts.version]).join(', ')})`);
+  if (!def)
+    throw new Error(
+      `command ${opts.command} is not simulated for OCPP ${opts.version} (known: ${Object.keys(COMMANDS[opts.version]).join(', ')})`,
+    );
   const answers = new Map<string, Buffer>();
   for (const d of Object.entries(COMMANDS[opts.version])) answers.set(d[0], Buffer.from(JSON.stringify(d[1].answer)));
   const stats = new Stats();
-  const chargers = Array.from({ length: opts.chargers }, (_, i) => new AnsweringCharger(stats, `${opts.idPrefix}-${i}`, opts.version, answers));
+  const chargers = Array.from(
+    { length: opts.chargers },
+    (_, i) => new AnsweringCharger(stats, `${opts.idPrefix}-${i}`, opts.version, answers),
+  );
 
   // Connect + boot, bounded concurrency.
   const { ok, connect } = await connectAll(chargers, opts.port, opts.connectConcurrency);
@@ -350,7 +462,10 @@ export async function runFanout(input: Partial<FanoutOptions> & Pick<FanoutOptio
   const headFor = (cpId: string) =>
     `POST /api/v1/chargers/${encodeURIComponent(cpId)}/calls/${opts.command}?timeoutMs=${opts.timeoutMs} HTTP/1.1\r\nHost: 127.0.0.1:${opts.apiPort}\r\n` +
     `Authorization: Bearer ${opts.apiKey}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`;
-  const conns = Array.from({ length: Math.min(opts.concurrency, 4096) }, () => new HttpConn(opts.apiPort, opts.timeoutMs + 5000));
+  const conns = Array.from(
+    { length: Math.min(opts.concurrency, 4096) },
+    () => new HttpConn(opts.apiPort, opts.timeoutMs + 5000),
+  );
 
   // Pre-flight: one command, the whole answer checked.
   let preflight: FanoutResult['preflight'];
@@ -360,8 +475,10 @@ export async function runFanout(input: Partial<FanoutOptions> & Pick<FanoutOptio
     if (a.status !== 200) problem = `status ${a.status}`;
     else {
       const j = JSON.parse(a.body) as { chargerId?: string; action?: string; result?: unknown };
-      if (j.chargerId !== ok[0].cpId || j.action !== opts.command) problem = 'chargerId / action of the answer do not match the request';
-      else if (JSON.stringify(j.result) !== JSON.stringify(def.answer)) problem = `result ${JSON.stringify(j.result)} is not what the charger answered (${JSON.stringify(def.answer)})`;
+      if (j.chargerId !== ok[0].cpId || j.action !== opts.command)
+        problem = 'chargerId / action of the answer do not match the request';
+      else if (JSON.stringify(j.result) !== JSON.stringify(def.answer))
+        problem = `result ${JSON.stringify(j.result)} is not what the charger answered (${JSON.stringify(def.answer)})`;
     }
     preflight = { ok: !problem, status: a.status, body: a.body.slice(0, 500), problem };
   } catch (err) {
@@ -375,39 +492,61 @@ export async function runFanout(input: Partial<FanoutOptions> & Pick<FanoutOptio
   let okCount = 0;
   const drive = async (jobs: number[], measure: boolean) => {
     let j = 0;
-    await Promise.all(conns.map(async (conn) => {
-      while (j < jobs.length) {
-        const cpId = ok[jobs[j++]].cpId;
-        const t0 = performance.now();
-        let kind: string | null = null;
-        try {
-          const a = await conn.request(headFor(cpId), body);
-          if (a.status !== 200) kind = failureKind(a);
-          else if (!a.body.includes(def.marker)) kind = 'unexpected result';
-          if (kind && measure && failureSamples.length < 5) failureSamples.push(`${cpId}: ${a.status} ${a.body.slice(0, 300)}`);
-        } catch (err) {
-          kind = (err as Error).message;
-          if (measure && failureSamples.length < 5) failureSamples.push(`${cpId}: ${kind}`);
+    await Promise.all(
+      conns.map(async (conn) => {
+        while (j < jobs.length) {
+          const cpId = ok[jobs[j++]].cpId;
+          const t0 = performance.now();
+          let kind: string | null = null;
+          try {
+            const a = await conn.request(headFor(cpId), body);
+            if (a.status !== 200) kind = failureKind(a);
+            else if (!a.body.includes(def.marker)) kind = 'unexpected result';
+            if (kind && measure && failureSamples.length < 5)
+              failureSamples.push(`${cpId}: ${a.status} ${a.body.slice(0, 300)}`);
+          } catch (err) {
+            kind = (err as Error).message;
+            if (measure && failureSamples.length < 5) failureSamples.push(`${cpId}: ${kind}`);
+          }
+          if (!measure) continue;
+          if (kind) fails[kind] = (fails[kind] ?? 0) + 1;
+          else {
+            hist.record((performance.now() - t0) * 1000);
+            okCount++;
+          }
         }
-        if (!measure) continue;
-        if (kind) fails[kind] = (fails[kind] ?? 0) + 1;
-        else { hist.record((performance.now() - t0) * 1000); okCount++; }
-      }
-    }));
+      }),
+    );
   };
 
-  let measured: FanoutResult['measured'] = { seconds: 0, commands: 0, ok: 0, commandsPerSec: 0, latencyUs: hist.summary(), failures: {}, failureSamples: [] };
+  let measured: FanoutResult['measured'] = {
+    seconds: 0,
+    commands: 0,
+    ok: 0,
+    commandsPerSec: 0,
+    latencyUs: hist.summary(),
+    failures: {},
+    failureSamples: [],
+  };
   let w: CpuWindow = { windowMs: 1, side: {}, generatorMs: 0, machineBusyMs: 0, eventLoopUtilization: 0 };
   if (preflight.ok) {
-    await drive(Array.from({ length: Math.min(opts.warmupCommands, ok.length) }, (_, i) => i), false);
+    await drive(
+      Array.from({ length: Math.min(opts.warmupCommands, ok.length) }, (_, i) => i),
+      false,
+    );
     const jobs: number[] = [];
     for (let r = 0; r < opts.rounds; r++) for (let i = 0; i < ok.length; i++) jobs.push(i);
     const endWindow = startCpuWindow(opts.serverPid);
     await drive(jobs, true);
     w = endWindow();
     measured = {
-      seconds: +(w.windowMs / 1000).toFixed(3), commands: jobs.length, ok: okCount, commandsPerSec: Math.round(okCount / (w.windowMs / 1000)),
-      latencyUs: hist.summary(), failures: fails, failureSamples,
+      seconds: +(w.windowMs / 1000).toFixed(3),
+      commands: jobs.length,
+      ok: okCount,
+      commandsPerSec: Math.round(okCount / (w.windowMs / 1000)),
+      latencyUs: hist.summary(),
+      failures: fails,
+      failureSamples,
     };
     // Let the last triggered Heartbeats be answered (bounded).
     const d0 = performance.now();
@@ -426,9 +565,27 @@ export async function runFanout(input: Partial<FanoutOptions> & Pick<FanoutOptio
     connect,
     preflight,
     measured,
-    chargers: { callsReceived: stats.callsReceived, unknownActions: stats.unknownActions, triggeredSent: stats.triggeredSent, triggeredAnswered: stats.triggeredAnswered, closed: stats.closed, unparsed: stats.unparsed, samples: stats.samples },
-    generator: { cpuMs: Math.round(cli.cpuMs), cpuUsPerCommand: cli.usPerUnit, cores: cli.cores, eventLoopUtilization: +w.eventLoopUtilization.toFixed(3) },
-    machine: { cores: cpus().length, busyCores: +(w.machineBusyMs / wallMs).toFixed(3), foreignCores: +Math.max(0, (w.machineBusyMs - w.generatorMs - srvMs) / wallMs).toFixed(3), loadavg: loadavg().map((x) => +x.toFixed(2)) },
+    chargers: {
+      callsReceived: stats.callsReceived,
+      unknownActions: stats.unknownActions,
+      triggeredSent: stats.triggeredSent,
+      triggeredAnswered: stats.triggeredAnswered,
+      closed: stats.closed,
+      unparsed: stats.unparsed,
+      samples: stats.samples,
+    },
+    generator: {
+      cpuMs: Math.round(cli.cpuMs),
+      cpuUsPerCommand: cli.usPerUnit,
+      cores: cli.cores,
+      eventLoopUtilization: +w.eventLoopUtilization.toFixed(3),
+    },
+    machine: {
+      cores: cpus().length,
+      busyCores: +(w.machineBusyMs / wallMs).toFixed(3),
+      foreignCores: +Math.max(0, (w.machineBusyMs - w.generatorMs - srvMs) / wallMs).toFixed(3),
+      loadavg: loadavg().map((x) => +x.toFixed(2)),
+    },
   };
   if (opts.serverPid) {
     const f = cpuFigures(srvMs, n, wallMs);
@@ -439,9 +596,11 @@ export async function runFanout(input: Partial<FanoutOptions> & Pick<FanoutOptio
 
 // CLI: one run, result on stdout as `RESULT {json}`.
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const input = JSON.parse(process.argv[2] ?? '{}') as Partial<FanoutOptions> & Pick<FanoutOptions, 'port' | 'apiPort' | 'apiKey' | 'command'>;
+  const input = JSON.parse(process.argv[2] ?? '{}') as Partial<FanoutOptions> &
+    Pick<FanoutOptions, 'port' | 'apiPort' | 'apiKey' | 'command'>;
   const o = { ...DEFAULT_FANOUT, ...input };
   // Hard bound on the whole process: connects, then every command timing out (at most 30 min).
-  const budgetMs = 120_000 + Math.ceil((o.chargers * o.rounds + o.warmupCommands) / Math.max(1, o.concurrency)) * (o.timeoutMs + 5000);
+  const budgetMs =
+    120_000 + Math.ceil((o.chargers * o.rounds + o.warmupCommands) / Math.max(1, o.concurrency)) * (o.timeoutMs + 5000);
   await resultChildMain('fanout-gen', Math.min(budgetMs, 30 * 60_000), () => runFanout(input));
 }

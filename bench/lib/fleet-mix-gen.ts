@@ -43,7 +43,12 @@ import { cpuFigures, resultChildMain, startCpuWindow } from './proc.js';
 import { connectAll, frameText, maskedFrame } from './loadgen.js';
 import { OpenLoopCharger, WindowRun } from './open-loop-client.js';
 import {
-  FLEET_ERROR_CODES, ID_WIDTH, sessionMeterValuesPayload, statusNotificationPayload, type BenchVersion, type FleetStatus,
+  FLEET_ERROR_CODES,
+  ID_WIDTH,
+  sessionMeterValuesPayload,
+  statusNotificationPayload,
+  type BenchVersion,
+  type FleetStatus,
 } from './ocpp-payloads.js';
 
 export interface FleetMixOptions {
@@ -73,10 +78,24 @@ export interface FleetMixOptions {
 }
 
 export const DEFAULT_FLEET_MIX: Omit<FleetMixOptions, 'port'> = {
-  version: '1.6', chargers: 1000, speedup: 300,
-  heartbeatSec: 300, meterSec: 60, checkSec: 60, sessionProb: 0.02, faultProb: 0.001,
-  sessionSec: 1800, preparingSec: 30, finishingSec: 30, faultSec: 300,
-  warmupSec: 2, durationSec: 10, drainMs: 5000, connectConcurrency: 50, idPrefix: `fleet-${process.pid}`, seed: 1,
+  version: '1.6',
+  chargers: 1000,
+  speedup: 300,
+  heartbeatSec: 300,
+  meterSec: 60,
+  checkSec: 60,
+  sessionProb: 0.02,
+  faultProb: 0.001,
+  sessionSec: 1800,
+  preparingSec: 30,
+  finishingSec: 30,
+  faultSec: 300,
+  warmupSec: 2,
+  durationSec: 10,
+  drainMs: 5000,
+  connectConcurrency: 50,
+  idPrefix: `fleet-${process.pid}`,
+  seed: 1,
 };
 
 /** The actions of the mix, in report order. */
@@ -87,22 +106,36 @@ export type FleetAction = (typeof FLEET_ACTIONS)[number];
 const KINDS: { name: string; action: number }[] = [
   { name: 'Heartbeat', action: 0 },
   { name: 'MeterValues', action: 2 },
-  ...(['Available', 'Preparing', 'Charging', 'Finishing'] as FleetStatus[]).map((s) => ({ name: `StatusNotification:${s}`, action: 1 })),
+  ...(['Available', 'Preparing', 'Charging', 'Finishing'] as FleetStatus[]).map((s) => ({
+    name: `StatusNotification:${s}`,
+    action: 1,
+  })),
   ...FLEET_ERROR_CODES.map((e) => ({ name: `StatusNotification:Faulted:${e}`, action: 1 })),
 ];
 const K_HEARTBEAT = 0;
 const K_METER = 1;
-const K_STATUS: Record<Exclude<FleetStatus, 'Faulted'>, number> = { Available: 2, Preparing: 3, Charging: 4, Finishing: 5 };
+const K_STATUS: Record<Exclude<FleetStatus, 'Faulted'>, number> = {
+  Available: 2,
+  Preparing: 3,
+  Charging: 4,
+  Finishing: 5,
+};
 const K_FAULT0 = 6;
 
 /** The CALL text of every kind for `version` (null: the version has no such message). */
 export function fleetCallTexts(version: BenchVersion, timestamp: string): (string | null)[] {
   const call = (action: string, p: unknown) => JSON.stringify([2, '0'.repeat(ID_WIDTH), action, p]);
-  const status = (s: FleetStatus, e?: string) => { const p = statusNotificationPayload(version, s, timestamp, e); return p && call('StatusNotification', p); };
+  const status = (s: FleetStatus, e?: string) => {
+    const p = statusNotificationPayload(version, s, timestamp, e);
+    return p && call('StatusNotification', p);
+  };
   return [
     call('Heartbeat', {}),
     call('MeterValues', sessionMeterValuesPayload(version, timestamp)),
-    status('Available'), status('Preparing'), status('Charging'), status('Finishing'),
+    status('Available'),
+    status('Preparing'),
+    status('Charging'),
+    status('Finishing'),
     ...FLEET_ERROR_CODES.map((e) => status('Faulted', e)),
   ];
 }
@@ -138,7 +171,12 @@ export interface FleetMixResult {
   };
   missing: number;
   errors: { callError: number; unparsed: number; closed: number; late: number; total: number; samples: string[] };
-  server?: { cpuMs: number; cpuUsPerMessage: number; cores: number; threads: { name: string; ms: number; threads: number }[] };
+  server?: {
+    cpuMs: number;
+    cpuUsPerMessage: number;
+    cores: number;
+    threads: { name: string; ms: number; threads: number }[];
+  };
   generator: { cpuMs: number; cpuUsPerMessage: number; cores: number; eventLoopUtilization: number };
   machine: { cores: number; busyCores: number; foreignCores: number; loadavg: number[] };
   drain: { ms: number; leftOutstanding: number };
@@ -148,9 +186,13 @@ export interface FleetMixResult {
 export function expectedPerCharger(o: Omit<FleetMixOptions, 'port'>): { rate: number; charging: number } {
   const idle = o.checkSec / (o.sessionProb + o.faultProb);
   const session = o.preparingSec + o.sessionSec + o.finishingSec;
-  const cycles = 1 / (idle + o.sessionProb / (o.sessionProb + o.faultProb) * session + o.faultProb / (o.sessionProb + o.faultProb) * o.faultSec);
-  const sessionsPerSec = cycles * o.sessionProb / (o.sessionProb + o.faultProb);
-  const faultsPerSec = cycles * o.faultProb / (o.sessionProb + o.faultProb);
+  const cycles =
+    1 /
+    (idle +
+      (o.sessionProb / (o.sessionProb + o.faultProb)) * session +
+      (o.faultProb / (o.sessionProb + o.faultProb)) * o.faultSec);
+  const sessionsPerSec = (cycles * o.sessionProb) / (o.sessionProb + o.faultProb);
+  const faultsPerSec = (cycles * o.faultProb) / (o.sessionProb + o.faultProb);
   const charging = sessionsPerSec * o.sessionSec;
   return { rate: 1 / o.heartbeatSec + charging / o.meterSec + 4 * sessionsPerSec + 2 * faultsPerSec, charging };
 }
@@ -213,9 +255,14 @@ class FleetCharger extends OpenLoopCharger<Run> {
       for (let f = 0; f < n; f++) {
         if (!run.inWindow(this.dueT[f])) continue;
         const a = KINDS[this.dueK[f]].action;
-        run.all.scheduled++; run.perAction[a].scheduled++; run.all.missing++; run.perAction[a].missing++; run.unsent++;
+        run.all.scheduled++;
+        run.perAction[a].scheduled++;
+        run.all.missing++;
+        run.perAction[a].missing++;
+        run.unsent++;
       }
-      this.dueT.length = 0; this.dueK.length = 0;
+      this.dueT.length = 0;
+      this.dueK.length = 0;
       return;
     }
     let total = 0;
@@ -232,30 +279,52 @@ class FleetCharger extends OpenLoopCharger<Run> {
       this.kindOf[slot] = k;
       if (run.inWindow(at)) {
         const lag = (now - at) * 1000;
-        run.all.scheduled++; run.all.sendLag.record(lag);
+        run.all.scheduled++;
+        run.all.sendLag.record(lag);
         const s = run.perAction[a];
-        s.scheduled++; s.sendLag.record(lag);
+        s.scheduled++;
+        s.sendLag.record(lag);
         run.perKind[k]++;
       }
-      if (run.bump(run.sentPerSecond, now)) { run.all.sent++; run.perAction[a].sent++; }
+      if (run.bump(run.sentPerSecond, now)) {
+        run.all.sent++;
+        run.perAction[a].sent++;
+      }
       this.writeId(out, base + this.idOffsets[k], seq);
       base += t.length;
     }
-    this.dueT.length = 0; this.dueK.length = 0;
+    this.dueT.length = 0;
+    this.dueK.length = 0;
     this.sock.write(out);
   }
 
-  protected onReply(slot: number, at: number, callError: boolean, now: number, b: Uint8Array, s: number, len: number): void {
+  protected onReply(
+    slot: number,
+    at: number,
+    callError: boolean,
+    now: number,
+    b: Uint8Array,
+    s: number,
+    len: number,
+  ): void {
     const run = this.run;
     const st = run.perAction[KINDS[this.kindOf[slot]].action];
-    if (run.bump(run.repliesPerSecond, now)) { run.all.replies++; st.replies++; }
+    if (run.bump(run.repliesPerSecond, now)) {
+      run.all.replies++;
+      st.replies++;
+    }
     if (callError) {
       run.error('callError', frameText(b, s, len));
-      if (run.inWindow(at)) { run.all.callError++; st.callError++; }
+      if (run.inWindow(at)) {
+        run.all.callError++;
+        st.callError++;
+      }
     } else if (run.inWindow(at)) {
       const us = (now - at) * 1000;
-      run.all.latency.record(us); run.all.answered++;
-      st.latency.record(us); st.answered++;
+      run.all.latency.record(us);
+      run.all.answered++;
+      st.latency.record(us);
+      st.answered++;
     }
   }
 
@@ -278,23 +347,37 @@ class EventHeap {
   private t: number[] = [];
   private c: number[] = [];
   private e: number[] = [];
-  get size(): number { return this.t.length; }
-  topT(): number { return this.t[0] ?? Infinity; }
+  get size(): number {
+    return this.t.length;
+  }
+  topT(): number {
+    return this.t[0] ?? Infinity;
+  }
   push(t: number, c: number, e: number): void {
     let i = this.t.length;
-    this.t.push(t); this.c.push(c); this.e.push(e);
+    this.t.push(t);
+    this.c.push(c);
+    this.e.push(e);
     while (i > 0) {
       const p = (i - 1) >> 1;
       if (this.t[p] <= t) break;
-      this.t[i] = this.t[p]!; this.c[i] = this.c[p]!; this.e[i] = this.e[p]!;
+      this.t[i] = this.t[p]!;
+      this.c[i] = this.c[p]!;
+      this.e[i] = this.e[p]!;
       i = p;
     }
-    this.t[i] = t; this.c[i] = c; this.e[i] = e;
+    this.t[i] = t;
+    this.c[i] = c;
+    this.e[i] = e;
   }
   /** Removes the earliest event; its charger and kind land in `out`. */
   pop(out: { t: number; c: number; e: number }): void {
-    out.t = this.t[0]!; out.c = this.c[0]!; out.e = this.e[0]!;
-    const lt = this.t.pop()!, lc = this.c.pop()!, le = this.e.pop()!;
+    out.t = this.t[0]!;
+    out.c = this.c[0]!;
+    out.e = this.e[0]!;
+    const lt = this.t.pop()!,
+      lc = this.c.pop()!,
+      le = this.e.pop()!;
     const n = this.t.length;
     if (n === 0) return;
     let i = 0;
@@ -304,10 +387,14 @@ class EventHeap {
       const r = l + 1;
       const m = r < n && this.t[r] < this.t[l] ? r : l;
       if (this.t[m] >= lt) break;
-      this.t[i] = this.t[m]!; this.c[i] = this.c[m]!; this.e[i] = this.e[m]!;
+      this.t[i] = this.t[m]!;
+      this.c[i] = this.c[m]!;
+      this.e[i] = this.e[m]!;
       i = m;
     }
-    this.t[i] = lt; this.c[i] = lc; this.e[i] = le;
+    this.t[i] = lt;
+    this.c[i] = lc;
+    this.e[i] = le;
   }
 }
 
@@ -326,19 +413,37 @@ function seeded(seed: number): () => number {
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const sleepUntil = (t: number) => sleep(Math.max(0, t - performance.now()));
 
-export async function runFleetMix(input: Partial<FleetMixOptions> & Pick<FleetMixOptions, 'port'>): Promise<FleetMixResult> {
+export async function runFleetMix(
+  input: Partial<FleetMixOptions> & Pick<FleetMixOptions, 'port'>,
+): Promise<FleetMixResult> {
   const o: FleetMixOptions = { ...DEFAULT_FLEET_MIX, ...input };
   if (!(o.speedup > 0) || !(o.chargers >= 1)) throw new Error('speedup and chargers must be positive');
-  for (const k of ['heartbeatSec', 'meterSec', 'checkSec', 'sessionSec', 'preparingSec', 'finishingSec', 'faultSec'] as const) if (!(o[k] > 0)) throw new Error(`${k} must be positive`);
-  if (!(o.sessionProb >= 0 && o.faultProb >= 0 && o.sessionProb + o.faultProb <= 1)) throw new Error('sessionProb, faultProb: 0..1, sum ≤ 1');
+  for (const k of [
+    'heartbeatSec',
+    'meterSec',
+    'checkSec',
+    'sessionSec',
+    'preparingSec',
+    'finishingSec',
+    'faultSec',
+  ] as const)
+    if (!(o[k] > 0)) throw new Error(`${k} must be positive`);
+  if (!(o.sessionProb >= 0 && o.faultProb >= 0 && o.sessionProb + o.faultProb <= 1))
+    throw new Error('sessionProb, faultProb: 0..1, sum ≤ 1');
   const run = new Run(o);
   const rnd = seeded(o.seed);
   const texts = fleetCallTexts(o.version, new Date().toISOString());
   // Ring: every CALL a charger can send in the run (heartbeats + meter values at full rate + status changes).
-  const perCharger = o.speedup * (1 / o.heartbeatSec + 1 / o.meterSec + 4 / Math.min(o.preparingSec, o.finishingSec, o.faultSec, o.checkSec)) * (o.warmupSec + o.durationSec + 1);
+  const perCharger =
+    o.speedup *
+    (1 / o.heartbeatSec + 1 / o.meterSec + 4 / Math.min(o.preparingSec, o.finishingSec, o.faultSec, o.checkSec)) *
+    (o.warmupSec + o.durationSec + 1);
   let ring = 16;
   while (ring < perCharger + 16 && ring < 1 << 20) ring <<= 1;
-  const chargers = Array.from({ length: o.chargers }, (_, i) => new FleetCharger(run, `${o.idPrefix}-${i}`, texts, ring));
+  const chargers = Array.from(
+    { length: o.chargers },
+    (_, i) => new FleetCharger(run, `${o.idPrefix}-${i}`, texts, ring),
+  );
 
   const { ok, connect } = await connectAll(chargers, o.port, o.connectConcurrency);
   run.errors.closed = 0;
@@ -375,7 +480,9 @@ export async function runFleetMix(input: Partial<FleetMixOptions> & Pick<FleetMi
     heap.pop(ev);
     const { t, c: i, e } = ev;
     const c = ok[i];
-    const send = (k: number) => { if (c.queue(k, t)) touched.add(c); };
+    const send = (k: number) => {
+      if (c.queue(k, t)) touched.add(c);
+    };
     switch (e) {
       case Ev.Heartbeat:
         send(K_HEARTBEAT);
@@ -425,12 +532,17 @@ export async function runFleetMix(input: Partial<FleetMixOptions> & Pick<FleetMi
   };
 
   let done!: () => void;
-  const finished = new Promise<void>((r) => { done = r; });
+  const finished = new Promise<void>((r) => {
+    done = r;
+  });
   const tick = () => {
     const now = performance.now();
     let n = 0;
     // Bounded per tick (≈ 20 ms of CALLs), so a late generator still reads replies between bursts.
-    while (heap.topT() <= now && heap.topT() < run.wEnd && n < maxPerTick) { step(); n++; }
+    while (heap.topT() <= now && heap.topT() < run.wEnd && n < maxPerTick) {
+      step();
+      n++;
+    }
     for (const c of touched) c.flush(now);
     touched.clear();
     if (heap.topT() >= run.wEnd) return done();
@@ -451,14 +563,23 @@ export async function runFleetMix(input: Partial<FleetMixOptions> & Pick<FleetMi
   const missingNow = () => ok.reduce((n, c) => n + c.missingInWindow(), 0);
   while (performance.now() - d0 < o.drainMs && missingNow() > 0) await sleep(20);
   const missing = ok.reduce((n, c) => n + c.countMissing(), 0) + run.unsent;
-  const drain = { ms: Math.round(performance.now() - d0), leftOutstanding: ok.reduce((n, c) => n + Math.max(0, c.outstanding), 0) };
+  const drain = {
+    ms: Math.round(performance.now() - d0),
+    leftOutstanding: ok.reduce((n, c) => n + Math.max(0, c.outstanding), 0),
+  };
   for (const c of ok) c.close();
 
   const seconds = windowMs / 1000;
   const whole = Math.floor(seconds + 0.01);
   const fig = (s: Stats): ActionFigures => ({
-    scheduled: s.scheduled, sendRate: Math.round(s.sent / seconds), replyRate: Math.round(s.replies / seconds),
-    answered: s.answered, callError: s.callError, missing: s.missing, latencyUs: s.latency.summary(), sendLagUs: s.sendLag.summary(),
+    scheduled: s.scheduled,
+    sendRate: Math.round(s.sent / seconds),
+    replyRate: Math.round(s.replies / seconds),
+    answered: s.answered,
+    callError: s.callError,
+    missing: s.missing,
+    latencyUs: s.latency.summary(),
+    sendLagUs: s.sendLag.summary(),
   });
   const cli = cpuFigures(w.generatorMs, run.all.replies, windowMs);
   const result: FleetMixResult = {
@@ -468,7 +589,10 @@ export async function runFleetMix(input: Partial<FleetMixOptions> & Pick<FleetMi
       seconds: +seconds.toFixed(3),
       expectedRate: Math.round(expectedRate),
       all: fig(run.all),
-      perAction: Object.fromEntries(FLEET_ACTIONS.map((a, i) => [a, fig(run.perAction[i])])) as Record<FleetAction, ActionFigures>,
+      perAction: Object.fromEntries(FLEET_ACTIONS.map((a, i) => [a, fig(run.perAction[i])])) as Record<
+        FleetAction,
+        ActionFigures
+      >,
       perKind: Object.fromEntries(KINDS.map((k, i) => [k.name, run.perKind[i]] as const).filter(([, n]) => n)),
       sessions: run.sessions,
       faults: run.faults,
@@ -479,15 +603,28 @@ export async function runFleetMix(input: Partial<FleetMixOptions> & Pick<FleetMi
     },
     missing,
     errors: run.errors,
-    generator: { cpuMs: Math.round(cli.cpuMs), cpuUsPerMessage: cli.usPerUnit, cores: cli.cores, eventLoopUtilization: +w.eventLoopUtilization.toFixed(3) },
-    machine: { cores: cpus().length, busyCores: +(w.machineBusyMs / windowMs).toFixed(3), foreignCores: 0, loadavg: loadavg().map((x) => +x.toFixed(2)) },
+    generator: {
+      cpuMs: Math.round(cli.cpuMs),
+      cpuUsPerMessage: cli.usPerUnit,
+      cores: cli.cores,
+      eventLoopUtilization: +w.eventLoopUtilization.toFixed(3),
+    },
+    machine: {
+      cores: cpus().length,
+      busyCores: +(w.machineBusyMs / windowMs).toFixed(3),
+      foreignCores: 0,
+      loadavg: loadavg().map((x) => +x.toFixed(2)),
+    },
     drain,
   };
   if (w.server) {
     const f = cpuFigures(w.server.cpuMs, run.all.replies, windowMs);
     result.server = { cpuMs: f.cpuMs, cpuUsPerMessage: f.usPerUnit, cores: f.cores, threads: w.server.threads };
   }
-  result.machine.foreignCores = +Math.max(0, (w.machineBusyMs - w.generatorMs - (result.server?.cpuMs ?? 0)) / windowMs).toFixed(3);
+  result.machine.foreignCores = +Math.max(
+    0,
+    (w.machineBusyMs - w.generatorMs - (result.server?.cpuMs ?? 0)) / windowMs,
+  ).toFixed(3);
   return result;
 }
 
@@ -495,5 +632,7 @@ export async function runFleetMix(input: Partial<FleetMixOptions> & Pick<FleetMi
 if (import.meta.url === `file://${process.argv[1]}`) {
   const input = JSON.parse(process.argv[2] ?? '{}') as Partial<FleetMixOptions> & Pick<FleetMixOptions, 'port'>;
   const o = { ...DEFAULT_FLEET_MIX, ...input };
-  await resultChildMain('fleet-mix-gen', 90_000 + (o.warmupSec + o.durationSec) * 1000 + o.drainMs, () => runFleetMix(input));
+  await resultChildMain('fleet-mix-gen', 90_000 + (o.warmupSec + o.durationSec) * 1000 + o.drainMs, () =>
+    runFleetMix(input),
+  );
 }

@@ -31,7 +31,14 @@ import { cpus, loadavg } from 'node:os';
 import WebSocket from 'ws';
 import { Histogram, type HistogramSummary } from './histogram.js';
 import { cpuFigures, resultChildMain, startCpuWindow } from './proc.js';
-import { actionPayload, bootPayload, ID_WIDTH, SUBPROTOCOL, type BenchAction, type BenchVersion } from './ocpp-payloads.js';
+import {
+  actionPayload,
+  bootPayload,
+  ID_WIDTH,
+  SUBPROTOCOL,
+  type BenchAction,
+  type BenchVersion,
+} from './ocpp-payloads.js';
 
 export type ClientKind = 'raw' | 'ws';
 
@@ -58,8 +65,16 @@ export interface LoadOptions {
 }
 
 export const DEFAULT_LOAD: Omit<LoadOptions, 'port' | 'action'> = {
-  version: '1.6', chargers: 200, inflight: 1, warmupSec: 1.5, durationSec: 5, client: 'raw',
-  timeoutMs: 5000, connectConcurrency: 50, idPrefix: `bench-${process.pid}`, drainMs: 5000,
+  version: '1.6',
+  chargers: 200,
+  inflight: 1,
+  warmupSec: 1.5,
+  durationSec: 5,
+  client: 'raw',
+  timeoutMs: 5000,
+  connectConcurrency: 50,
+  idPrefix: `bench-${process.pid}`,
+  drainMs: 5000,
 };
 
 export interface LoadResult {
@@ -74,7 +89,15 @@ export interface LoadResult {
     perSecond: number[];
     latencyUs: HistogramSummary;
   };
-  errors: { callError: number; timeout: number; unparsed: number; closed: number; late: number; total: number; samples: string[] };
+  errors: {
+    callError: number;
+    timeout: number;
+    unparsed: number;
+    closed: number;
+    late: number;
+    total: number;
+    samples: string[];
+  };
   server?: {
     cpuMs: number;
     /** Server CPU microseconds (all threads) per completed round trip. */
@@ -110,7 +133,8 @@ class Run {
   error(kind: 'callError' | 'timeout' | 'unparsed' | 'closed' | 'late', sample?: string): void {
     this.errors[kind]++;
     if (kind !== 'late') this.errors.total++;
-    if (sample !== undefined && this.errors.samples.length < 5) this.errors.samples.push(`${kind}: ${sample.slice(0, 400)}`);
+    if (sample !== undefined && this.errors.samples.length < 5)
+      this.errors.samples.push(`${kind}: ${sample.slice(0, 400)}`);
   }
 
   complete(now: number, t0: number): void {
@@ -136,13 +160,19 @@ abstract class Charger {
   protected phase: 'connect' | 'boot' | 'run' | 'closed' = 'connect';
   closedOnPurpose = false;
 
-  constructor(readonly run: Run, readonly cpId: string) {
+  constructor(
+    readonly run: Run,
+    readonly cpId: string,
+  ) {
     let size = 16;
     while (size < run.opts.inflight * 4) size <<= 1;
     this.ringMask = size - 1;
     this.t0 = new Float64Array(size);
     this.pend = new Float64Array(size).fill(-1);
-    this.booted = new Promise((resolve, reject) => { this.bootDone = resolve; this.bootFail = reject; });
+    this.booted = new Promise((resolve, reject) => {
+      this.bootDone = resolve;
+      this.bootFail = reject;
+    });
     this.booted.catch(() => undefined); // a charger closed before anyone awaits its boot
   }
 
@@ -240,14 +270,30 @@ export function frameText(b: Uint8Array, s: number, len: number): string {
  */
 export function replySeq(b: Uint8Array, s: number, len: number): number {
   const kind = b[s + 1];
-  if (len < ID_WIDTH + 6 || b[s] !== 0x5b || (kind !== 0x33 && kind !== 0x34) || b[s + 2] !== 0x2c || b[s + 3] !== 0x22 || b[s + 4 + ID_WIDTH] !== 0x22) return -1;
+  if (
+    len < ID_WIDTH + 6 ||
+    b[s] !== 0x5b ||
+    (kind !== 0x33 && kind !== 0x34) ||
+    b[s + 2] !== 0x2c ||
+    b[s + 3] !== 0x22 ||
+    b[s + 4 + ID_WIDTH] !== 0x22
+  )
+    return -1;
   let seq = 0;
   for (let k = s + 4; k < s + 4 + ID_WIDTH; k++) seq = seq * 10 + (b[k] - 0x30);
   return seq;
 }
 
 /** In the boot phase: the reply with id 0 settles the BootNotification (others are ignored). */
-export function settleBoot(seq: number, kind: number | undefined, b: Uint8Array, s: number, len: number, done: () => void, fail: (err: Error) => void): void {
+export function settleBoot(
+  seq: number,
+  kind: number | undefined,
+  b: Uint8Array,
+  s: number,
+  len: number,
+  done: () => void,
+  fail: (err: Error) => void,
+): void {
   if (seq !== 0) return;
   if (kind === 0x33) done();
   else fail(new Error(`BootNotification answered with ${frameText(b, s, len)}`));
@@ -277,7 +323,12 @@ export interface Connectable {
   close(): void;
 }
 
-export interface ConnectSummary { ms: number; connected: number; failed: number; failures: string[] }
+export interface ConnectSummary {
+  ms: number;
+  connected: number;
+  failed: number;
+  failures: string[];
+}
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -286,7 +337,11 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
  * in rawConnect, 10 s for the BootNotification's answer). A charger that fails is closed.
  * Returns the booted ones, in boot order, and a summary (the first 5 failures' messages).
  */
-export async function connectAll<C extends Connectable>(chargers: readonly C[], port: number, concurrency: number): Promise<{ ok: C[]; connect: ConnectSummary }> {
+export async function connectAll<C extends Connectable>(
+  chargers: readonly C[],
+  port: number,
+  concurrency: number,
+): Promise<{ ok: C[]; connect: ConnectSummary }> {
   const t0 = performance.now();
   const failures: string[] = [];
   const ok: C[] = [];
@@ -298,7 +353,12 @@ export async function connectAll<C extends Connectable>(chargers: readonly C[], 
       try {
         await c.open(port);
         c.startBoot();
-        await Promise.race([c.booted, new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${c.cpId}: BootNotification unanswered`)), 10_000); })]);
+        await Promise.race([
+          c.booted,
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`${c.cpId}: BootNotification unanswered`)), 10_000);
+          }),
+        ]);
         ok.push(c);
       } catch (err) {
         if (failures.length < 5) failures.push((err as Error).message);
@@ -309,7 +369,15 @@ export async function connectAll<C extends Connectable>(chargers: readonly C[], 
     }
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, chargers.length) }, worker));
-  return { ok, connect: { ms: Math.round(performance.now() - t0), connected: ok.length, failed: chargers.length - ok.length, failures } };
+  return {
+    ok,
+    connect: {
+      ms: Math.round(performance.now() - t0),
+      connected: ok.length,
+      failed: chargers.length - ok.length,
+      failures,
+    },
+  };
 }
 
 // ── raw RFC 6455 client ───────────────────────────────────────────────────────────────────
@@ -346,13 +414,24 @@ export function maskedFrame(text: string | Buffer, opcode: number, mask: Uint8Ar
  * subprotocol). After it, every chunk goes to `onData` (bytes that came with the 101 too);
  * `onClosed` hears of errors and the socket's close. Shared by every raw client of the bench.
  */
-export function rawConnect(port: number, cpId: string, version: BenchVersion, onData: (chunk: Buffer) => void, onClosed: (detail: string) => void): { sock: Socket; ready: Promise<void> } {
+export function rawConnect(
+  port: number,
+  cpId: string,
+  version: BenchVersion,
+  onData: (chunk: Buffer) => void,
+  onClosed: (detail: string) => void,
+): { sock: Socket; ready: Promise<void> } {
   const key = randomBytes(16).toString('base64');
-  const expectAccept = createHash('sha1').update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
+  const expectAccept = createHash('sha1')
+    .update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11')
+    .digest('base64');
   const sock = connect({ host: '127.0.0.1', port, noDelay: true });
   const ready = new Promise<void>((resolve, reject) => {
     let head = '';
-    const timer = setTimeout(() => { sock.destroy(); reject(new Error(`${cpId}: handshake timeout`)); }, 10_000);
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`${cpId}: handshake timeout`));
+    }, 10_000);
     const onHandshake = (chunk: Buffer) => {
       head += chunk.toString('latin1');
       const end = head.indexOf('\r\n\r\n');
@@ -360,21 +439,38 @@ export function rawConnect(port: number, cpId: string, version: BenchVersion, on
       sock.off('data', onHandshake);
       clearTimeout(timer);
       const lines = head.slice(0, end).split('\r\n');
-      const headers = new Map(lines.slice(1).map((l) => [l.slice(0, l.indexOf(':')).trim().toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
-      if (!/^HTTP\/1\.1 101/.test(lines[0])) { sock.destroy(); return reject(new Error(`${cpId}: ${lines[0]}`)); }
-      if (headers.get('sec-websocket-accept') !== expectAccept) { sock.destroy(); return reject(new Error(`${cpId}: bad Sec-WebSocket-Accept`)); }
-      if (headers.get('sec-websocket-protocol') !== SUBPROTOCOL[version]) { sock.destroy(); return reject(new Error(`${cpId}: server chose subprotocol "${headers.get('sec-websocket-protocol')}"`)); }
+      const headers = new Map(
+        lines
+          .slice(1)
+          .map((l) => [l.slice(0, l.indexOf(':')).trim().toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]),
+      );
+      if (!/^HTTP\/1\.1 101/.test(lines[0])) {
+        sock.destroy();
+        return reject(new Error(`${cpId}: ${lines[0]}`));
+      }
+      if (headers.get('sec-websocket-accept') !== expectAccept) {
+        sock.destroy();
+        return reject(new Error(`${cpId}: bad Sec-WebSocket-Accept`));
+      }
+      if (headers.get('sec-websocket-protocol') !== SUBPROTOCOL[version]) {
+        sock.destroy();
+        return reject(new Error(`${cpId}: server chose subprotocol "${headers.get('sec-websocket-protocol')}"`));
+      }
       sock.on('data', onData);
       const leftover = Buffer.from(head.slice(end + 4), 'latin1');
       if (leftover.length) onData(leftover);
       resolve();
     };
     sock.on('data', onHandshake);
-    sock.on('error', (err) => { clearTimeout(timer); reject(err); onClosed(err.message); });
+    sock.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+      onClosed(err.message);
+    });
     sock.once('close', () => onClosed('socket closed'));
     sock.write(
       `GET /ocpp/${encodeURIComponent(cpId)} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-      `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ${SUBPROTOCOL[version]}\r\n\r\n`,
+        `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ${SUBPROTOCOL[version]}\r\n\r\n`,
     );
   });
   return { sock, ready };
@@ -396,7 +492,13 @@ export interface ServerFrameSink {
  * socket. Returns the offset of the first byte not consumed (an incomplete frame; b.length
  * when none), or -1 when the socket was ended.
  */
-export function readServerFrames(b: Buffer, now: number, sock: Socket, mask: Uint8Array, sink: ServerFrameSink): number {
+export function readServerFrames(
+  b: Buffer,
+  now: number,
+  sock: Socket,
+  mask: Uint8Array,
+  sink: ServerFrameSink,
+): number {
   let i = 0;
   while (b.length - i >= 2) {
     const b0 = b[i];
@@ -412,7 +514,11 @@ export function readServerFrames(b: Buffer, now: number, sock: Socket, mask: Uin
       len = Number(b.readBigUInt64BE(i + 2));
       h = 10;
     }
-    if (b1 & 0x80) { sink.unparsed('masked frame from server'); sock.destroy(); return -1; }
+    if (b1 & 0x80) {
+      sink.unparsed('masked frame from server');
+      sock.destroy();
+      return -1;
+    }
     if (b.length - i < h + len) break;
     const op = b0 & 0x0f;
     const s = i + h;
@@ -441,7 +547,11 @@ class RawCharger extends Charger {
   private payloadOffset = 0;
   private rest: Buffer | null = null;
 
-  constructor(run: Run, cpId: string, private readonly callText: string) {
+  constructor(
+    run: Run,
+    cpId: string,
+    private readonly callText: string,
+  ) {
     super(run, cpId);
   }
 
@@ -450,7 +560,13 @@ class RawCharger extends Charger {
     this.template = maskedFrame(this.callText, 0x1, this.mask);
     this.payloadOffset = this.template.length - Buffer.byteLength(this.callText);
     this.idOffset = this.payloadOffset + 4; // [2,"
-    const c = rawConnect(port, this.cpId, version, (d) => this.onData(d), (detail) => this.onClosed(detail));
+    const c = rawConnect(
+      port,
+      this.cpId,
+      version,
+      (d) => this.onData(d),
+      (detail) => this.onClosed(detail),
+    );
     this.sock = c.sock;
     return c.ready;
   }
@@ -506,7 +622,11 @@ class WsCharger extends Charger {
   private head = '';
   private tail = '';
 
-  constructor(run: Run, cpId: string, private readonly callText: string) {
+  constructor(
+    run: Run,
+    cpId: string,
+    private readonly callText: string,
+  ) {
     super(run, cpId);
     const at = callText.indexOf('"') + 1;
     this.head = callText.slice(0, at);
@@ -516,17 +636,26 @@ class WsCharger extends Charger {
   open(port: number): Promise<void> {
     const { version } = this.run.opts;
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(`ws://127.0.0.1:${port}/ocpp/${encodeURIComponent(this.cpId)}`, SUBPROTOCOL[version], { perMessageDeflate: false, handshakeTimeout: 10_000 });
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/ocpp/${encodeURIComponent(this.cpId)}`, SUBPROTOCOL[version], {
+        perMessageDeflate: false,
+        handshakeTimeout: 10_000,
+      });
       this.ws = ws;
       ws.once('open', () => {
-        if (ws.protocol !== SUBPROTOCOL[version]) { ws.terminate(); return reject(new Error(`${this.cpId}: server chose subprotocol "${ws.protocol}"`)); }
+        if (ws.protocol !== SUBPROTOCOL[version]) {
+          ws.terminate();
+          return reject(new Error(`${this.cpId}: server chose subprotocol "${ws.protocol}"`));
+        }
         resolve();
       });
       ws.on('message', (data: Buffer) => {
         this.onFrame(data, 0, data.length, performance.now());
         this.flush();
       });
-      ws.on('error', (err) => { reject(err); this.onClosed(err.message); });
+      ws.on('error', (err) => {
+        reject(err);
+        this.onClosed(err.message);
+      });
       ws.once('close', (code, reason) => this.onClosed(`close ${code} ${String(reason)}`));
     });
   }
@@ -556,7 +685,12 @@ class WsCharger extends Charger {
 export async function runLoad(input: Partial<LoadOptions> & Pick<LoadOptions, 'port' | 'action'>): Promise<LoadResult> {
   const opts: LoadOptions = { ...DEFAULT_LOAD, ...input };
   const run = new Run(opts);
-  const callText = JSON.stringify([2, '0'.repeat(ID_WIDTH), opts.action, actionPayload(opts.version, opts.action, new Date().toISOString())]);
+  const callText = JSON.stringify([
+    2,
+    '0'.repeat(ID_WIDTH),
+    opts.action,
+    actionPayload(opts.version, opts.action, new Date().toISOString()),
+  ]);
   const chargers: Charger[] = [];
   for (let i = 0; i < opts.chargers; i++) {
     const id = `${opts.idPrefix}-${i}`;
@@ -570,7 +704,10 @@ export async function runLoad(input: Partial<LoadOptions> & Pick<LoadOptions, 'p
   run.errors.samples = [];
 
   // Load: warm-up, then the measured window.
-  const expiry = setInterval(() => { const now = performance.now(); for (const c of ok) c.expire(now); }, 250);
+  const expiry = setInterval(() => {
+    const now = performance.now();
+    for (const c of ok) c.expire(now);
+  }, 250);
   run.running = true;
   for (const c of ok) c.startLoad();
   await sleep(opts.warmupSec * 1000);
@@ -601,11 +738,27 @@ export async function runLoad(input: Partial<LoadOptions> & Pick<LoadOptions, 'p
   const result: LoadResult = {
     options: opts,
     connect,
-    window: { seconds: +seconds.toFixed(3), roundTrips: rt, rps: Math.round(rt / seconds), perSecond, latencyUs: run.hist.summary() },
+    window: {
+      seconds: +seconds.toFixed(3),
+      roundTrips: rt,
+      rps: Math.round(rt / seconds),
+      perSecond,
+      latencyUs: run.hist.summary(),
+    },
     errors: run.errors,
-    generator: { cpuMs: Math.round(cli.cpuMs), cpuUsPerRoundTrip: cli.usPerUnit, cores: cli.cores, eventLoopUtilization: +w.eventLoopUtilization.toFixed(3) },
+    generator: {
+      cpuMs: Math.round(cli.cpuMs),
+      cpuUsPerRoundTrip: cli.usPerUnit,
+      cores: cli.cores,
+      eventLoopUtilization: +w.eventLoopUtilization.toFixed(3),
+    },
     drain: { ms: Math.round(performance.now() - d0), leftInFlight: left },
-    machine: { cores: cpus().length, busyCores: +(w.machineBusyMs / windowMs).toFixed(3), foreignCores: 0, loadavg: loadavg().map((x) => +x.toFixed(2)) },
+    machine: {
+      cores: cpus().length,
+      busyCores: +(w.machineBusyMs / windowMs).toFixed(3),
+      foreignCores: 0,
+      loadavg: loadavg().map((x) => +x.toFixed(2)),
+    },
   };
   if (w.server) {
     const f = cpuFigures(w.server.cpuMs, rt, windowMs);
@@ -620,7 +773,10 @@ export async function runLoad(input: Partial<LoadOptions> & Pick<LoadOptions, 'p
       result.side[name] = { cpuMs: f.cpuMs, cpuUsPerRoundTrip: f.usPerUnit, cores: f.cores };
     }
   }
-  result.machine.foreignCores = +Math.max(0, (w.machineBusyMs - w.generatorMs - (result.server?.cpuMs ?? 0) - sideMs) / windowMs).toFixed(3);
+  result.machine.foreignCores = +Math.max(
+    0,
+    (w.machineBusyMs - w.generatorMs - (result.server?.cpuMs ?? 0) - sideMs) / windowMs,
+  ).toFixed(3);
   return result;
 }
 

@@ -22,8 +22,21 @@ export const SUBPROTOCOL: Record<BenchVersion, string> = { '1.6': 'ocpp1.6', '2.
 
 export function bootPayload(version: BenchVersion, i: number): Record<string, unknown> {
   return version === '1.6'
-    ? { chargePointVendor: 'BenchVendor', chargePointModel: 'BenchModel-22', chargePointSerialNumber: `SN-${i}`, firmwareVersion: '1.2.3' }
-    : { reason: 'PowerUp', chargingStation: { vendorName: 'BenchVendor', model: 'BenchModel-22', serialNumber: `SN-${i}`, firmwareVersion: '1.2.3' } };
+    ? {
+        chargePointVendor: 'BenchVendor',
+        chargePointModel: 'BenchModel-22',
+        chargePointSerialNumber: `SN-${i}`,
+        firmwareVersion: '1.2.3',
+      }
+    : {
+        reason: 'PowerUp',
+        chargingStation: {
+          vendorName: 'BenchVendor',
+          model: 'BenchModel-22',
+          serialNumber: `SN-${i}`,
+          firmwareVersion: '1.2.3',
+        },
+      };
 }
 
 /**
@@ -94,7 +107,12 @@ export const ID_WIDTH = 10;
 export type FleetStatus = 'Available' | 'Preparing' | 'Charging' | 'Finishing' | 'Faulted';
 export const FLEET_STATUSES: readonly FleetStatus[] = ['Available', 'Preparing', 'Charging', 'Finishing', 'Faulted'];
 /** 1.6 errorCodes a faulted charger reports (one picked per fault). */
-export const FLEET_ERROR_CODES: readonly string[] = ['GroundFailure', 'OverCurrentFailure', 'HighTemperature', 'PowerMeterFailure'];
+export const FLEET_ERROR_CODES: readonly string[] = [
+  'GroundFailure',
+  'OverCurrentFailure',
+  'HighTemperature',
+  'PowerMeterFailure',
+];
 
 /**
  * StatusNotification of connector 1 with `status`, or null when the version has no such
@@ -102,9 +120,16 @@ export const FLEET_ERROR_CODES: readonly string[] = ['GroundFailure', 'OverCurre
  * connector states: Preparing → Occupied (the cable is in), Charging and Finishing → null (in
  * 2.0.1 they are TransactionEvents, not sent here), Available, Faulted (no errorCode field).
  */
-export function statusNotificationPayload(version: BenchVersion, status: FleetStatus, timestamp: string, errorCode = 'NoError'): Record<string, unknown> | null {
-  if (version === '1.6') return { connectorId: 1, errorCode: status === 'Faulted' ? errorCode : 'NoError', status, timestamp };
-  const connectorStatus = status === 'Preparing' ? 'Occupied' : status === 'Available' || status === 'Faulted' ? status : null;
+export function statusNotificationPayload(
+  version: BenchVersion,
+  status: FleetStatus,
+  timestamp: string,
+  errorCode = 'NoError',
+): Record<string, unknown> | null {
+  if (version === '1.6')
+    return { connectorId: 1, errorCode: status === 'Faulted' ? errorCode : 'NoError', status, timestamp };
+  const connectorStatus =
+    status === 'Preparing' ? 'Occupied' : status === 'Available' || status === 'Faulted' ? status : null;
   return connectorStatus && { timestamp, connectorStatus, evseId: 1, connectorId: 1 };
 }
 

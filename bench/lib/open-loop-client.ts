@@ -12,7 +12,17 @@
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Socket } from 'node:net';
-import { bootCallText, closeRaw, frameText, maskedFrame, rawConnect, readServerFrames, replySeq, settleBoot, type ServerFrameSink } from './loadgen.js';
+import {
+  bootCallText,
+  closeRaw,
+  frameText,
+  maskedFrame,
+  rawConnect,
+  readServerFrames,
+  replySeq,
+  settleBoot,
+  type ServerFrameSink,
+} from './loadgen.js';
 import { ID_WIDTH, type BenchVersion } from './ocpp-payloads.js';
 
 export type WindowError = 'callError' | 'unparsed' | 'closed' | 'late';
@@ -33,7 +43,8 @@ export class WindowRun<O extends { version: BenchVersion } = { version: BenchVer
   error(kind: WindowError, sample?: string): void {
     this.errors[kind]++;
     if (kind !== 'late') this.errors.total++;
-    if (sample !== undefined && this.errors.samples.length < 5) this.errors.samples.push(`${kind}: ${sample.slice(0, 400)}`);
+    if (sample !== undefined && this.errors.samples.length < 5)
+      this.errors.samples.push(`${kind}: ${sample.slice(0, 400)}`);
   }
 
   inWindow(t: number): boolean {
@@ -70,16 +81,29 @@ export abstract class OpenLoopCharger<R extends WindowRun> implements ServerFram
   private bootDone!: () => void;
   private bootFail!: (err: Error) => void;
 
-  constructor(readonly run: R, readonly cpId: string, ringSize: number) {
+  constructor(
+    readonly run: R,
+    readonly cpId: string,
+    ringSize: number,
+  ) {
     this.ringMask = ringSize - 1;
     this.intended = new Float64Array(ringSize);
     this.pend = new Float64Array(ringSize).fill(-1);
-    this.booted = new Promise((resolve, reject) => { this.bootDone = resolve; this.bootFail = reject; });
+    this.booted = new Promise((resolve, reject) => {
+      this.bootDone = resolve;
+      this.bootFail = reject;
+    });
     this.booted.catch(() => undefined);
   }
 
   open(port: number): Promise<void> {
-    const c = rawConnect(port, this.cpId, this.run.opts.version, (d) => this.onData(d), (detail) => this.onClosed(detail));
+    const c = rawConnect(
+      port,
+      this.cpId,
+      this.run.opts.version,
+      (d) => this.onData(d),
+      (detail) => this.onClosed(detail),
+    );
     this.sock = c.sock;
     return c.ready;
   }
@@ -134,7 +158,15 @@ export abstract class OpenLoopCharger<R extends WindowRun> implements ServerFram
   }
 
   /** A reply to the CALL of `slot`, intended at `at`; `callError`: a CALLERROR (frame at b[s, s+len)). */
-  protected abstract onReply(slot: number, at: number, callError: boolean, now: number, b: Uint8Array, s: number, len: number): void;
+  protected abstract onReply(
+    slot: number,
+    at: number,
+    callError: boolean,
+    now: number,
+    b: Uint8Array,
+    s: number,
+    len: number,
+  ): void;
 
   /** Outstanding CALLs whose intended time fell in the window. */
   missingInWindow(): number {

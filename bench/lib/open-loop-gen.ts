@@ -60,7 +60,14 @@ export interface OpenLoopOptions {
 }
 
 export const DEFAULT_OPEN_LOOP: Omit<OpenLoopOptions, 'port' | 'action'> = {
-  version: '1.6', chargers: 1000, rate: 10_000, warmupSec: 2, durationSec: 5, drainMs: 5000, connectConcurrency: 50, idPrefix: `open-${process.pid}`,
+  version: '1.6',
+  chargers: 1000,
+  rate: 10_000,
+  warmupSec: 2,
+  durationSec: 5,
+  drainMs: 5000,
+  connectConcurrency: 50,
+  idPrefix: `open-${process.pid}`,
 };
 
 export interface OpenLoopResult {
@@ -91,7 +98,14 @@ export interface OpenLoopResult {
      * `startEpochMs`: the window's start on the wall clock, to line up with a server trace
      * (bench/reference/router.ts, BENCH_ROUTER_TRACE).
      */
-    timeline: { bucketMs: number; slowUs: number; startEpochMs: number; maxUs: number[]; slow: number[]; maxSendLagUs: number[] };
+    timeline: {
+      bucketMs: number;
+      slowUs: number;
+      startEpochMs: number;
+      maxUs: number[];
+      slow: number[];
+      maxSendLagUs: number[];
+    };
   };
   /** The window's CALLs without a reply when the drain ended, or never written (their charger had closed). */
   missing: number;
@@ -166,7 +180,11 @@ class OpenCharger extends OpenLoopCharger<Run> {
     if (this.phase !== 'run') {
       // Closed under us: the window's CALLs it cannot send still count, as missing (a closed
       // charger must not silently shrink the sample; that would be coordinated omission).
-      for (const at of this.due) if (run.inWindow(at)) { run.scheduled++; run.unsent++; }
+      for (const at of this.due)
+        if (run.inWindow(at)) {
+          run.scheduled++;
+          run.unsent++;
+        }
       this.due.length = 0;
       return;
     }
@@ -189,7 +207,15 @@ class OpenCharger extends OpenLoopCharger<Run> {
     this.sock.write(out);
   }
 
-  protected onReply(_slot: number, at: number, callError: boolean, now: number, b: Uint8Array, s: number, len: number): void {
+  protected onReply(
+    _slot: number,
+    at: number,
+    callError: boolean,
+    now: number,
+    b: Uint8Array,
+    s: number,
+    len: number,
+  ): void {
     const run = this.run;
     run.bump(run.repliesPerSecond, now);
     if (callError) run.error('callError', frameText(b, s, len));
@@ -200,16 +226,26 @@ class OpenCharger extends OpenLoopCharger<Run> {
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const sleepUntil = (t: number) => sleep(Math.max(0, t - performance.now()));
 
-export async function runOpenLoop(input: Partial<OpenLoopOptions> & Pick<OpenLoopOptions, 'port' | 'action'>): Promise<OpenLoopResult> {
+export async function runOpenLoop(
+  input: Partial<OpenLoopOptions> & Pick<OpenLoopOptions, 'port' | 'action'>,
+): Promise<OpenLoopResult> {
   const opts: OpenLoopOptions = { ...DEFAULT_OPEN_LOOP, ...input };
   if (!(opts.rate > 0) || !(opts.chargers >= 1)) throw new Error('rate and chargers must be positive');
   const run = new Run(opts);
-  const callText = JSON.stringify([2, '0'.repeat(ID_WIDTH), opts.action, actionPayload(opts.version, opts.action, new Date().toISOString())]);
+  const callText = JSON.stringify([
+    2,
+    '0'.repeat(ID_WIDTH),
+    opts.action,
+    actionPayload(opts.version, opts.action, new Date().toISOString()),
+  ]);
   // Every CALL of the run fits in a charger's ring, so a slot is never reused while pending.
   const perCharger = (opts.rate / opts.chargers) * (opts.warmupSec + opts.durationSec + 1);
   let ring = 16;
   while (ring < perCharger + 16 && ring < 1 << 22) ring <<= 1;
-  const chargers = Array.from({ length: opts.chargers }, (_, i) => new OpenCharger(run, `${opts.idPrefix}-${i}`, callText, ring));
+  const chargers = Array.from(
+    { length: opts.chargers },
+    (_, i) => new OpenCharger(run, `${opts.idPrefix}-${i}`, callText, ring),
+  );
 
   // Connect + boot, bounded concurrency.
   const { ok, connect } = await connectAll(chargers, opts.port, opts.connectConcurrency);
@@ -235,7 +271,9 @@ export async function runOpenLoop(input: Partial<OpenLoopOptions> & Pick<OpenLoo
   const maxPerTick = Math.max(64, Math.ceil(offeredRate / 50));
   const touched: OpenCharger[] = [];
   let done!: () => void;
-  const finished = new Promise<void>((r) => { done = r; });
+  const finished = new Promise<void>((r) => {
+    done = r;
+  });
   const tick = () => {
     const now = performance.now();
     let n = 0;
@@ -243,7 +281,10 @@ export async function runOpenLoop(input: Partial<OpenLoopOptions> & Pick<OpenLoo
       const c = order[k];
       c.queue(nextT);
       touched.push(c);
-      if (++k === order.length) { k = 0; cycle++; }
+      if (++k === order.length) {
+        k = 0;
+        cycle++;
+      }
       nextT = T0 + cycle * periodMs + phase[k];
       n++;
     }
@@ -269,7 +310,10 @@ export async function runOpenLoop(input: Partial<OpenLoopOptions> & Pick<OpenLoo
   const missingNow = () => ok.reduce((n, c) => n + c.missingInWindow(), 0);
   while (performance.now() - d0 < opts.drainMs && missingNow() > 0) await sleep(20);
   const missing = missingNow() + run.unsent;
-  const drain = { ms: Math.round(performance.now() - d0), leftOutstanding: ok.reduce((n, c) => n + Math.max(0, c.outstanding), 0) };
+  const drain = {
+    ms: Math.round(performance.now() - d0),
+    leftOutstanding: ok.reduce((n, c) => n + Math.max(0, c.outstanding), 0),
+  };
   for (const c of ok) c.close();
 
   const seconds = windowMs / 1000;
@@ -298,28 +342,48 @@ export async function runOpenLoop(input: Partial<OpenLoopOptions> & Pick<OpenLoo
         bucketMs: TIMELINE_MS,
         slowUs: SLOW_US,
         startEpochMs: Math.round(performance.timeOrigin + run.wStart),
-        maxUs: Array.from({ length: Math.ceil((run.wEnd - run.wStart) / TIMELINE_MS) }, (_, i) => Math.round(run.maxUs[i] ?? 0)),
+        maxUs: Array.from({ length: Math.ceil((run.wEnd - run.wStart) / TIMELINE_MS) }, (_, i) =>
+          Math.round(run.maxUs[i] ?? 0),
+        ),
         slow: Array.from({ length: Math.ceil((run.wEnd - run.wStart) / TIMELINE_MS) }, (_, i) => run.slow[i] ?? 0),
-        maxSendLagUs: Array.from({ length: Math.ceil((run.wEnd - run.wStart) / TIMELINE_MS) }, (_, i) => Math.round(run.maxLag[i] ?? 0)),
+        maxSendLagUs: Array.from({ length: Math.ceil((run.wEnd - run.wStart) / TIMELINE_MS) }, (_, i) =>
+          Math.round(run.maxLag[i] ?? 0),
+        ),
       },
     },
     missing,
     errors: run.errors,
-    generator: { cpuMs: Math.round(cli.cpuMs), cpuUsPerMessage: cli.usPerUnit, cores: cli.cores, eventLoopUtilization: +w.eventLoopUtilization.toFixed(3) },
-    machine: { cores: cpus().length, busyCores: +(w.machineBusyMs / windowMs).toFixed(3), foreignCores: 0, loadavg: loadavg().map((x) => +x.toFixed(2)) },
+    generator: {
+      cpuMs: Math.round(cli.cpuMs),
+      cpuUsPerMessage: cli.usPerUnit,
+      cores: cli.cores,
+      eventLoopUtilization: +w.eventLoopUtilization.toFixed(3),
+    },
+    machine: {
+      cores: cpus().length,
+      busyCores: +(w.machineBusyMs / windowMs).toFixed(3),
+      foreignCores: 0,
+      loadavg: loadavg().map((x) => +x.toFixed(2)),
+    },
     drain,
   };
   if (w.server) {
     const f = cpuFigures(w.server.cpuMs, repliesInWindow, windowMs);
     result.server = { cpuMs: f.cpuMs, cpuUsPerMessage: f.usPerUnit, cores: f.cores, threads: w.server.threads };
   }
-  result.machine.foreignCores = +Math.max(0, (w.machineBusyMs - w.generatorMs - (result.server?.cpuMs ?? 0)) / windowMs).toFixed(3);
+  result.machine.foreignCores = +Math.max(
+    0,
+    (w.machineBusyMs - w.generatorMs - (result.server?.cpuMs ?? 0)) / windowMs,
+  ).toFixed(3);
   return result;
 }
 
 // CLI: one run, result on stdout as `RESULT {json}`.
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const input = JSON.parse(process.argv[2] ?? '{}') as Partial<OpenLoopOptions> & Pick<OpenLoopOptions, 'port' | 'action'>;
+  const input = JSON.parse(process.argv[2] ?? '{}') as Partial<OpenLoopOptions> &
+    Pick<OpenLoopOptions, 'port' | 'action'>;
   const o = { ...DEFAULT_OPEN_LOOP, ...input };
-  await resultChildMain('open-loop-gen', 90_000 + (o.warmupSec + o.durationSec) * 1000 + o.drainMs, () => runOpenLoop(input));
+  await resultChildMain('open-loop-gen', 90_000 + (o.warmupSec + o.durationSec) * 1000 + o.drainMs, () =>
+    runOpenLoop(input),
+  );
 }

@@ -11,7 +11,14 @@
 import { createRequire } from 'node:module';
 import WebSocket from 'ws';
 import { createValidator } from 'ocpp-rpc';
-import { actionPayload, bootPayload, BENCH_ACTIONS, SUBPROTOCOL, type BenchAction, type BenchVersion } from './ocpp-payloads.js';
+import {
+  actionPayload,
+  bootPayload,
+  BENCH_ACTIONS,
+  SUBPROTOCOL,
+  type BenchAction,
+  type BenchVersion,
+} from './ocpp-payloads.js';
 
 export interface PreflightResult {
   ok: boolean;
@@ -28,7 +35,10 @@ function validator(version: BenchVersion): Validator {
   let v = validators.get(version);
   if (!v) {
     const file = version === '1.6' ? 'ocpp1_6.json' : 'ocpp2_0_1.json';
-    v = createValidator(SUBPROTOCOL[version], createRequire(import.meta.url)(`ocpp-rpc/lib/schemas/${file}`) as Parameters<typeof createValidator>[1]);
+    v = createValidator(
+      SUBPROTOCOL[version],
+      createRequire(import.meta.url)(`ocpp-rpc/lib/schemas/${file}`) as Parameters<typeof createValidator>[1],
+    );
     validators.set(version, v);
   }
   return v;
@@ -57,7 +67,13 @@ function checkAnswer(version: BenchVersion, action: string, mid: string, text: s
  * `extraCalls`: further CALLs (action, payload) checked the same way after the actions, e.g. the
  * fleet mix's StatusNotifications of every status; answers keyed `<action>#x<i>`.
  */
-export async function preflight(port: number, version: BenchVersion, actions: readonly BenchAction[], timeoutMs = 5000, extraCalls: readonly (readonly [string, unknown])[] = []): Promise<PreflightResult> {
+export async function preflight(
+  port: number,
+  version: BenchVersion,
+  actions: readonly BenchAction[],
+  timeoutMs = 5000,
+  extraCalls: readonly (readonly [string, unknown])[] = [],
+): Promise<PreflightResult> {
   const id = `preflight-${process.pid}-${Date.now()}`;
   const ws = new WebSocket(`ws://127.0.0.1:${port}/ocpp/${id}`, SUBPROTOCOL[version], { perMessageDeflate: false });
   const answers: Record<string, string> = {};
@@ -70,22 +86,28 @@ export async function preflight(port: number, version: BenchVersion, actions: re
       ws.once('close', (code, reason) => reject(new Error(`closed ${code} ${String(reason)}`)));
     });
     if (ws.protocol !== SUBPROTOCOL[version]) throw new Error(`server chose subprotocol "${ws.protocol}"`);
-    const call = (action: string, payload: unknown, mid: string) => new Promise<string>((resolve, reject) => {
-      const onClose = (code: number, reason: Buffer) => reject(new Error(`closed ${code} ${String(reason)}`));
-      const onMsg = (data: WebSocket.RawData) => {
-        const text = String(data);
-        if (!text.includes(`"${mid}"`)) return;
-        ws.off('message', onMsg);
-        ws.off('close', onClose);
-        resolve(text);
-      };
-      ws.on('message', onMsg);
-      ws.once('close', onClose);
-      ws.send(JSON.stringify([2, mid, action, payload]));
-    });
+    const call = (action: string, payload: unknown, mid: string) =>
+      new Promise<string>((resolve, reject) => {
+        const onClose = (code: number, reason: Buffer) => reject(new Error(`closed ${code} ${String(reason)}`));
+        const onMsg = (data: WebSocket.RawData) => {
+          const text = String(data);
+          if (!text.includes(`"${mid}"`)) return;
+          ws.off('message', onMsg);
+          ws.off('close', onClose);
+          resolve(text);
+        };
+        ws.on('message', onMsg);
+        ws.once('close', onClose);
+        ws.send(JSON.stringify([2, mid, action, payload]));
+      });
     const ts = new Date().toISOString();
     const calls = [
-      ...([['BootNotification', bootPayload(version, 0)], ...actions.map((a) => [a, actionPayload(version, a, ts)])] as [string, unknown][]).map(([a, p]) => [a, p, `pf-${a}`, a]),
+      ...(
+        [['BootNotification', bootPayload(version, 0)], ...actions.map((a) => [a, actionPayload(version, a, ts)])] as [
+          string,
+          unknown,
+        ][]
+      ).map(([a, p]) => [a, p, `pf-${a}`, a]),
       ...extraCalls.map(([a, p], i) => [a, p, `pf-x${i}-${a}`, `${a}#x${i}`]),
     ] as [string, unknown, string, string][];
     for (const [action, payload, mid, key] of calls) {

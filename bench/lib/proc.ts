@@ -50,11 +50,18 @@ export function processTree(pid: number): number[] {
       const t = readFileSync(`/proc/${e}/stat`, 'utf8');
       const ppid = Number(t.slice(t.lastIndexOf(')') + 2).split(' ', 3)[1]);
       const list = children.get(ppid);
-      if (list) list.push(Number(e)); else children.set(ppid, [Number(e)]);
-    } catch { /* exited meanwhile */ }
+      if (list) list.push(Number(e));
+      else children.set(ppid, [Number(e)]);
+    } catch {
+      /* exited meanwhile */
+    }
   }
   const out: number[] = [];
-  try { readFileSync(`/proc/${pid}/stat`); } catch { return out; }
+  try {
+    readFileSync(`/proc/${pid}/stat`);
+  } catch {
+    return out;
+  }
   const queue = [pid];
   while (queue.length && out.length < 10_000) {
     const p = queue.shift()!;
@@ -69,7 +76,9 @@ export function rssKB(pid: number): number {
   try {
     const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) : NaN;
-  } catch { return NaN; }
+  } catch {
+    return NaN;
+  }
 }
 
 /** Pss of `pid` in KB (shared pages split between the processes mapping them; NaN if unreadable). */
@@ -77,16 +86,29 @@ export function pssKB(pid: number): number {
   try {
     const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
     return m ? Number(m[1]) : NaN;
-  } catch { return NaN; }
+  } catch {
+    return NaN;
+  }
 }
 
 /** Open file descriptors of `pid` (sockets included; NaN if unreadable). */
 export function fdCount(pid: number): number {
-  try { return readdirSync(`/proc/${pid}/fd`).length; } catch { return NaN; }
+  try {
+    return readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return NaN;
+  }
 }
 
 /** Per process of a tree: RSS, PSS, fds; and their sums (CPU: processCpuMs per pid). */
-export interface TreeSample { pids: number[]; rssKB: number[]; pssKB: number[]; fds: number[]; totalRssKB: number; totalPssKB: number }
+export interface TreeSample {
+  pids: number[];
+  rssKB: number[];
+  pssKB: number[];
+  fds: number[];
+  totalRssKB: number;
+  totalPssKB: number;
+}
 
 export function sampleTree(pids: number[], withPss = true): TreeSample {
   const rss = pids.map(rssKB);
@@ -99,7 +121,13 @@ export function sampleTree(pids: number[], withPss = true): TreeSample {
 /** CPU milliseconds used so far by each pid of `pids` (0 for one that is gone), summed. */
 export function treeCpuMs(pids: number[]): number {
   let ms = 0;
-  for (const p of pids) { try { ms += processCpuMs(p); } catch { /* gone */ } }
+  for (const p of pids) {
+    try {
+      ms += processCpuMs(p);
+    } catch {
+      /* gone */
+    }
+  }
   return ms;
 }
 
@@ -117,12 +145,18 @@ export function machineCpuMs(): { busy: number; total: number } {
 export function threadCpuMs(pid: number): Map<string, { name: string; ms: number }> {
   const out = new Map<string, { name: string; ms: number }>();
   let tids: string[];
-  try { tids = readdirSync(`/proc/${pid}/task`); } catch { return out; }
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
   for (const tid of tids) {
     try {
       const s = parseStat(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'));
       out.set(tid, { name: s.comm, ms: s.ticks * TICK_MS });
-    } catch { /* thread exited */ }
+    } catch {
+      /* thread exited */
+    }
   }
   return out;
 }
@@ -132,9 +166,15 @@ export function threadCpuMs(pid: number): Map<string, { name: string; ms: number
  * (Node names every thread "node", so worker threads show as the busiest non-main ones),
  * and the rest summed.
  */
-export function threadDelta(pid: number, a: Map<string, { name: string; ms: number }>, b: Map<string, { name: string; ms: number }>, top = 4): { name: string; ms: number; threads: number }[] {
+export function threadDelta(
+  pid: number,
+  a: Map<string, { name: string; ms: number }>,
+  b: Map<string, { name: string; ms: number }>,
+  top = 4,
+): { name: string; ms: number; threads: number }[] {
   const rows: { name: string; ms: number; threads: number }[] = [];
-  for (const [tid, t] of b) rows.push({ name: tid === String(pid) ? 'main' : `tid ${tid}`, ms: t.ms - (a.get(tid)?.ms ?? 0), threads: 1 });
+  for (const [tid, t] of b)
+    rows.push({ name: tid === String(pid) ? 'main' : `tid ${tid}`, ms: t.ms - (a.get(tid)?.ms ?? 0), threads: 1 });
   const main = rows.filter((r) => r.name === 'main');
   const others = rows.filter((r) => r.name !== 'main').sort((x, y) => y.ms - x.ms);
   const rest = others.slice(top);
@@ -180,7 +220,10 @@ export function startCpuWindow(serverPid?: number, sidePids: Record<string, numb
     const elu = performance.eventLoopUtilization(elu0);
     return {
       windowMs,
-      server: srv0 && srv1 ? { cpuMs: srv1.cpu - srv0.cpu, threads: threadDelta(serverPid!, srv0.threads, srv1.threads) } : undefined,
+      server:
+        srv0 && srv1
+          ? { cpuMs: srv1.cpu - srv0.cpu, threads: threadDelta(serverPid!, srv0.threads, srv1.threads) }
+          : undefined,
       side: Object.fromEntries(sides.map(([name], i) => [name, side1[i] - side0[i]])),
       generatorMs: (cli.user + cli.system) / 1000,
       machineBusyMs: m1.busy - m0.busy,
@@ -190,8 +233,12 @@ export function startCpuWindow(serverPid?: number, sidePids: Record<string, numb
 }
 
 /** CPU figures of one process over a window: ms, µs per unit of work, average cores busy. */
-export function cpuFigures(ms: number, units: number, windowMs: number): { cpuMs: number; usPerUnit: number; cores: number } {
-  return { cpuMs: ms, usPerUnit: units ? +(ms * 1000 / units).toFixed(2) : 0, cores: +(ms / windowMs).toFixed(3) };
+export function cpuFigures(
+  ms: number,
+  units: number,
+  windowMs: number,
+): { cpuMs: number; usPerUnit: number; cores: number } {
+  return { cpuMs: ms, usPerUnit: units ? +((ms * 1000) / units).toFixed(2) : 0, cores: +(ms / windowMs).toFixed(3) };
 }
 
 /**
@@ -200,7 +247,10 @@ export function cpuFigures(ms: number, units: number, windowMs: number): { cpuMs
  * moment (close frames leave) without waiting for anyone. A throw exits 1 with the message.
  */
 export async function resultChildMain(name: string, budgetMs: number, run: () => Promise<unknown>): Promise<void> {
-  setTimeout(() => { process.stderr.write(`${name}: exceeded its ${budgetMs} ms budget\n`); process.exit(3); }, budgetMs).unref();
+  setTimeout(() => {
+    process.stderr.write(`${name}: exceeded its ${budgetMs} ms budget\n`);
+    process.exit(3);
+  }, budgetMs).unref();
   const result = await run();
   process.stdout.write('RESULT ' + JSON.stringify(result) + '\n');
   setTimeout(() => process.exit(0), 200);
@@ -229,7 +279,9 @@ export interface ServerHandle {
 
 // Never leave a child (server, load generator) behind when we exit.
 const live = new Set<ChildProcess>();
-process.once('exit', () => { for (const c of live) c.kill('SIGKILL'); });
+process.once('exit', () => {
+  for (const c of live) c.kill('SIGKILL');
+});
 
 /**
  * Kills `target` (a pid, or a process group as -pgid) with SIGKILL when this process dies, however
@@ -239,11 +291,22 @@ process.once('exit', () => { for (const c of live) c.kill('SIGKILL'); });
  */
 export function watchdog(target: number, dir = ''): () => void {
   const script = 'cat >/dev/null; kill -KILL -- "$1" 2>/dev/null; if [ -n "$2" ]; then sleep 1; rm -rf -- "$2"; fi';
-  const w = spawn('sh', ['-c', script, 'bench-watchdog', String(target), dir], { stdio: ['pipe', 'ignore', 'ignore'], detached: true });
+  const w = spawn('sh', ['-c', script, 'bench-watchdog', String(target), dir], {
+    stdio: ['pipe', 'ignore', 'ignore'],
+    detached: true,
+  });
   w.on('error', () => undefined);
   w.unref();
   (w.stdin as unknown as { unref?: () => void } | null)?.unref?.();
-  return () => { if (w.pid !== undefined) { try { process.kill(-w.pid, 'SIGKILL'); } catch { /* gone */ } } };
+  return () => {
+    if (w.pid !== undefined) {
+      try {
+        process.kill(-w.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+  };
 }
 
 let onSignal: (() => void) | undefined;
@@ -261,7 +324,9 @@ export function track(child: ChildProcess): void {
     onSignal = () => {
       for (const c of live) c.kill('SIGTERM');
       const t0 = Date.now();
-      const poll = setInterval(() => { if (live.size === 0 || Date.now() - t0 > 2000) process.exit(130); }, 50);
+      const poll = setInterval(() => {
+        if (live.size === 0 || Date.now() - t0 > 2000) process.exit(130);
+      }, 50);
       poll.unref?.();
     };
     process.once('SIGINT', onSignal);
@@ -275,7 +340,12 @@ export function envWithoutRouterConfig(): NodeJS.ProcessEnv {
 }
 
 /** Starts `node --import tsx <script> [...args]` and waits for its JSON ready line. */
-export async function startServer(kind: string, script: string, args: string[] = [], opts: { nodeArgs?: string[]; timeoutMs?: number; cwd?: string } = {}): Promise<ServerHandle> {
+export async function startServer(
+  kind: string,
+  script: string,
+  args: string[] = [],
+  opts: { nodeArgs?: string[]; timeoutMs?: number; cwd?: string } = {},
+): Promise<ServerHandle> {
   // No OCR_* variable of ours reaches a server: the router would take e.g. OCR_REDIS_URL over
   // its bench config and use a Redis that is not the benchmark's own.
   const child: ChildProcess = spawn(process.execPath, [...(opts.nodeArgs ?? []), '--import', 'tsx', script, ...args], {
@@ -284,11 +354,17 @@ export async function startServer(kind: string, script: string, args: string[] =
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   const stderr: string[] = [];
-  createInterface({ input: child.stderr! }).on('line', (l) => { if (stderr.length < 200) stderr.push(l); });
+  createInterface({ input: child.stderr! }).on('line', (l) => {
+    if (stderr.length < 200) stderr.push(l);
+  });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const statsWaiters: ((s: Record<string, number> | null) => void)[] = [];
   const info = await new Promise<Record<string, unknown>>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${kind} did not start within ${opts.timeoutMs ?? 60000} ms; stderr: ${stderr.join('\n')}`)), opts.timeoutMs ?? 60000);
+    const timer = setTimeout(
+      () =>
+        reject(new Error(`${kind} did not start within ${opts.timeoutMs ?? 60000} ms; stderr: ${stderr.join('\n')}`)),
+      opts.timeoutMs ?? 60000,
+    );
     const rl = createInterface({ input: child.stdout! });
     rl.on('line', (line) => {
       try {
@@ -299,13 +375,27 @@ export async function startServer(kind: string, script: string, args: string[] =
         } else if (j.stats) {
           statsWaiters.shift()?.(j.stats as Record<string, number>);
         }
-      } catch { /* not ours */ }
+      } catch {
+        /* not ours */
+      }
     });
-    void exited.then((code) => { clearTimeout(timer); reject(new Error(`${kind} exited with ${code} before it was ready; stderr: ${stderr.join('\n')}`)); });
-  }).catch((err) => { child.kill('SIGKILL'); throw err; });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`${kind} exited with ${code} before it was ready; stderr: ${stderr.join('\n')}`));
+    });
+  }).catch((err) => {
+    child.kill('SIGKILL');
+    throw err;
+  });
   let stopped: Promise<void> | undefined;
   const handle: ServerHandle = {
-    kind, port: info.port as number, pid: info.pid as number, threads: (info.threads as number) ?? 0, info, stderr, exited,
+    kind,
+    port: info.port as number,
+    pid: info.pid as number,
+    threads: (info.threads as number) ?? 0,
+    info,
+    stderr,
+    exited,
     stop() {
       return (stopped ??= (async () => {
         if (child.exitCode !== null || child.signalCode !== null) return;
@@ -316,9 +406,13 @@ export async function startServer(kind: string, script: string, args: string[] =
       })());
     },
     stats() {
-      if (info.stats !== true || child.exitCode !== null || child.signalCode !== null || !child.stdin?.writable) return Promise.resolve(null);
+      if (info.stats !== true || child.exitCode !== null || child.signalCode !== null || !child.stdin?.writable)
+        return Promise.resolve(null);
       return new Promise((resolve) => {
-        const waiter = (s: Record<string, number> | null) => { clearTimeout(timer); resolve(s); };
+        const waiter = (s: Record<string, number> | null) => {
+          clearTimeout(timer);
+          resolve(s);
+        };
         const timer = setTimeout(() => {
           const i = statsWaiters.indexOf(waiter);
           if (i >= 0) statsWaiters.splice(i, 1);
@@ -351,13 +445,20 @@ export function stopWithParent(stop: () => void): void {
  */
 export function runResultChild<T>(script: string, opts: unknown, budgetMs: number, root: string): Promise<T> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', script, JSON.stringify(opts)], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', script, JSON.stringify(opts)], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     track(child);
     let result: T | undefined;
     const err: string[] = [];
     const timer = setTimeout(() => child.kill('SIGKILL'), budgetMs);
-    createInterface({ input: child.stdout }).on('line', (l) => { if (l.startsWith('RESULT ')) result = JSON.parse(l.slice(7)) as T; });
-    createInterface({ input: child.stderr }).on('line', (l) => { if (err.length < 50) err.push(l); });
+    createInterface({ input: child.stdout }).on('line', (l) => {
+      if (l.startsWith('RESULT ')) result = JSON.parse(l.slice(7)) as T;
+    });
+    createInterface({ input: child.stderr }).on('line', (l) => {
+      if (err.length < 50) err.push(l);
+    });
     child.once('exit', (code) => {
       clearTimeout(timer);
       if (result) resolve(result);

@@ -41,7 +41,10 @@ export function redisCommand(port: number, line: string, timeoutMs = 1000): Prom
   return new Promise((resolve) => {
     const sock = connect({ host: '127.0.0.1', port });
     let buf = '';
-    const done = (v: string) => { sock.destroy(); resolve(v); };
+    const done = (v: string) => {
+      sock.destroy();
+      resolve(v);
+    };
     sock.setTimeout(timeoutMs, () => done(''));
     sock.on('error', () => done(''));
     sock.on('connect', () => sock.write(line + '\r\n'));
@@ -59,7 +62,10 @@ export function redisInfo(port: number, section: string, timeoutMs = 2000): Prom
     const sock = connect({ host: '127.0.0.1', port });
     let buf = '';
     const out: Record<string, string> = {};
-    const done = () => { sock.destroy(); resolve(out); };
+    const done = () => {
+      sock.destroy();
+      resolve(out);
+    };
     sock.setTimeout(timeoutMs, done);
     sock.on('error', done);
     sock.on('connect', () => sock.write(`INFO ${section}\r\n`));
@@ -82,7 +88,12 @@ function findRedis(): string {
   const dirs = [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/usr/local/sbin', '/sbin'].filter(Boolean);
   for (const d of [process.env.OCR_REDIS_SERVER_BIN ?? '', ...dirs.map((x) => join(x, 'redis-server'))]) {
     if (!d) continue;
-    try { accessSync(d, constants.X_OK); return d; } catch { /* next */ }
+    try {
+      accessSync(d, constants.X_OK);
+      return d;
+    } catch {
+      /* next */
+    }
   }
   throw new Error('redis-server is not installed (apt-get install -y redis-server)');
 }
@@ -93,14 +104,36 @@ export async function startRedis(timeoutMs = 10_000): Promise<BenchRedis> {
     const port = await freePort();
     if (port === 6379) continue;
     const dir = mkdtempSync(join(tmpdir(), 'ocr-bench-redis-'));
-    const child = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--logfile', join(dir, 'redis.log'), '--daemonize', 'no'], { cwd: dir, stdio: 'ignore' });
+    const child = spawn(
+      bin,
+      [
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--dir',
+        dir,
+        '--logfile',
+        join(dir, 'redis.log'),
+        '--daemonize',
+        'no',
+      ],
+      { cwd: dir, stdio: 'ignore' },
+    );
     track(child);
     const disarm = watchdog(child.pid!, dir);
     const exited = new Promise<void>((r) => child.once('exit', () => r()));
     const t0 = Date.now();
     let ok = false;
     while (Date.now() - t0 < timeoutMs && child.exitCode === null) {
-      if ((await redisCommand(port, 'PING', 500)) === '+PONG') { ok = true; break; }
+      if ((await redisCommand(port, 'PING', 500)) === '+PONG') {
+        ok = true;
+        break;
+      }
       await new Promise((r) => setTimeout(r, 50));
     }
     const stop = async () => {

@@ -66,7 +66,11 @@ function listenInodes(port: number): Set<string> {
   const hex = port.toString(16).toUpperCase().padStart(4, '0');
   for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
     let text: string;
-    try { text = readFileSync(f, 'utf8'); } catch { continue; }
+    try {
+      text = readFileSync(f, 'utf8');
+    } catch {
+      continue;
+    }
     for (const line of text.split('\n').slice(1)) {
       const c = line.trim().split(/\s+/);
       if (c.length > 9 && c[3] === '0A' && c[1].endsWith(`:${hex}`)) out.add(c[9]);
@@ -77,18 +81,32 @@ function listenInodes(port: number): Set<string> {
 
 function holdsSocket(pid: number, inodes: Set<string>): boolean {
   let fds: string[];
-  try { fds = readdirSync(`/proc/${pid}/fd`); } catch { return false; }
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return false;
+  }
   for (const fd of fds) {
     try {
       const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
       if (m && inodes.has(m[1])) return true;
-    } catch { /* closed meanwhile */ }
+    } catch {
+      /* closed meanwhile */
+    }
   }
   return false;
 }
 
 const live = new Set<number>();
-process.once('exit', () => { for (const g of live) { try { process.kill(-g, 'SIGKILL'); } catch { /* gone */ } } });
+process.once('exit', () => {
+  for (const g of live) {
+    try {
+      process.kill(-g, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+});
 
 export async function startRouterProcesses(o: RouterProcessesOptions): Promise<RouterProcesses> {
   const redis = await startRedis();
@@ -110,48 +128,90 @@ export async function startRouterProcesses(o: RouterProcessesOptions): Promise<R
     writeFileSync(file, JSON.stringify(config, null, 2));
     // No OCR_* variable of ours may leak into the config (the CLI reads them).
     const env = envWithoutRouterConfig();
-    const child = spawn(process.execPath, [...(o.nodeArgs ?? []), join(o.root, 'bin/ocpp-router.js'), 'start', '--config', file, '--processes', String(o.processes)], {
-      cwd: dir, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      [
+        ...(o.nodeArgs ?? []),
+        join(o.root, 'bin/ocpp-router.js'),
+        'start',
+        '--config',
+        file,
+        '--processes',
+        String(o.processes),
+      ],
+      {
+        cwd: dir,
+        env,
+        detached: true,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     const pgid = child.pid!;
     live.add(pgid);
     const disarm = watchdog(-pgid, dir);
     const output: string[] = [];
-    for (const s of [child.stdout, child.stderr]) createInterface({ input: s }).on('line', (l) => { if (output.length < 400) output.push(l.slice(0, 1000)); });
+    for (const s of [child.stdout, child.stderr])
+      createInterface({ input: s }).on('line', (l) => {
+        if (output.length < 400) output.push(l.slice(0, 1000));
+      });
     const exited = new Promise<void>((r) => child.once('exit', () => r()));
     const alive = () => child.exitCode === null && child.signalCode === null;
 
     let stopped: Promise<void> | undefined;
-    const stop = () => (stopped ??= (async () => {
-      if (alive()) {
-        child.kill('SIGTERM');
-        await Promise.race([exited, new Promise((r) => setTimeout(r, 20_000))]);
-      }
-      try { process.kill(-pgid, 'SIGKILL'); } catch { /* group already gone */ }
-      live.delete(pgid);
-      disarm();
-      await redis.stop();
-      rmSync(dir, { recursive: true, force: true });
-    })());
+    const stop = () =>
+      (stopped ??= (async () => {
+        if (alive()) {
+          child.kill('SIGTERM');
+          await Promise.race([exited, new Promise((r) => setTimeout(r, 20_000))]);
+        }
+        try {
+          process.kill(-pgid, 'SIGKILL');
+        } catch {
+          /* group already gone */
+        }
+        live.delete(pgid);
+        disarm();
+        await redis.stop();
+        rmSync(dir, { recursive: true, force: true });
+      })());
 
     const t0 = Date.now();
     const timeout = o.startTimeoutMs ?? 90_000;
     let routerPids: number[] = [];
     for (;;) {
-      if (!alive()) { await stop(); throw new Error(`router supervisor exited before ready:\n${output.join('\n')}`); }
-      if (Date.now() - t0 > timeout) { await stop(); throw new Error(`router processes not all listening within ${timeout} ms:\n${output.join('\n')}`); }
+      if (!alive()) {
+        await stop();
+        throw new Error(`router supervisor exited before ready:\n${output.join('\n')}`);
+      }
+      if (Date.now() - t0 > timeout) {
+        await stop();
+        throw new Error(`router processes not all listening within ${timeout} ms:\n${output.join('\n')}`);
+      }
       // With --processes 1 the CLI runs one router itself, without a supervisor.
       const kids = o.processes === 1 ? [pgid] : processTree(pgid).slice(1);
       const inodes = listenInodes(port);
       const listening = kids.filter((p) => holdsSocket(p, inodes));
-      if (listening.length >= o.processes) { routerPids = listening; break; }
+      if (listening.length >= o.processes) {
+        routerPids = listening;
+        break;
+      }
       await new Promise((r) => setTimeout(r, 250));
     }
     const known = new Set(routerPids);
     return {
-      port, pid: pgid, routerPids, redis, apiKey, config, output,
-      restarts: () => processTree(pgid).slice(1).filter((p) => !known.has(p) && holdsSocket(p, listenInodes(port))),
-      alive, stop,
+      port,
+      pid: pgid,
+      routerPids,
+      redis,
+      apiKey,
+      config,
+      output,
+      restarts: () =>
+        processTree(pgid)
+          .slice(1)
+          .filter((p) => !known.has(p) && holdsSocket(p, listenInodes(port))),
+      alive,
+      stop,
     };
   } catch (err) {
     rmSync(dir, { recursive: true, force: true });

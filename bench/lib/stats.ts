@@ -18,6 +18,7 @@ export function spread(values: number[]): Spread {
 /** `12.3 (11.9–12.8)` with `digits` decimals; one value prints alone. */
 export function fmtSpread(s: Spread, digits = 0, scale = 1): string {
   if (!s.n) return '–';
-  const f = (x: number) => (x * scale).toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  const f = (x: number) =>
+    (x * scale).toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
   return s.n === 1 ? f(s.median) : `${f(s.median)} (${f(s.min)}–${f(s.max)})`;
 }

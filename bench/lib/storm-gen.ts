@@ -76,8 +76,16 @@ export interface GenPhase {
   loopDelayMs: { p50: number; p99: number; max: number };
 }
 
-export type ToGen = { op: 'storm'; n: number; prefix: string; startAt: number } | { op: 'tick'; holding: boolean } | { op: 'close' } | { op: 'exit' };
-export type FromGen = { op: 'ready'; pid: number } | { op: 'storm'; phase: GenPhase } | { op: 'tick'; open: number; drops: number; dropSamples: string[]; pings: number; serverCalls: number } | { op: 'closed'; ms: number };
+export type ToGen =
+  | { op: 'storm'; n: number; prefix: string; startAt: number }
+  | { op: 'tick'; holding: boolean }
+  | { op: 'close' }
+  | { op: 'exit' };
+export type FromGen =
+  | { op: 'ready'; pid: number }
+  | { op: 'storm'; phase: GenPhase }
+  | { op: 'tick'; open: number; drops: number; dropSamples: string[]; pings: number; serverCalls: number }
+  | { op: 'closed'; ms: number };
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const epoch = () => performance.timeOrigin + performance.now();
@@ -89,7 +97,10 @@ function maskedFrame(payload: Buffer, opcode: number): Buffer {
   const out = Buffer.allocUnsafe(h + payload.length);
   out[0] = 0x80 | opcode;
   if (payload.length < 126) out[1] = 0x80 | payload.length;
-  else { out[1] = 0x80 | 126; out.writeUInt16BE(payload.length, 2); }
+  else {
+    out[1] = 0x80 | 126;
+    out.writeUInt16BE(payload.length, 2);
+  }
   mask.copy(out, h - 4);
   for (let i = 0; i < payload.length; i++) out[h + i] = payload[i] ^ mask[i & 3];
   return out;
@@ -125,19 +136,35 @@ class StormCharger {
   tOpen = 0;
   tBooted = 0;
 
-  constructor(readonly fleet: Fleet, readonly cpId: string, readonly o: GenConfig, readonly version: BenchVersion, readonly localAddress: string | undefined,
+  constructor(
+    readonly fleet: Fleet,
+    readonly cpId: string,
+    readonly o: GenConfig,
+    readonly version: BenchVersion,
+    readonly localAddress: string | undefined,
     /** Called once: the handshake is over (either way). */ private readonly onHandshakeSettled: () => void,
-    /** Called once: booted, or failed at any step. */ private readonly onSettled: (ok: boolean) => void) {}
+    /** Called once: booted, or failed at any step. */ private readonly onSettled: (ok: boolean) => void,
+  ) {}
 
   start(): void {
     this.t0 = epoch();
     const key = randomBytes(16).toString('base64');
-    const accept = createHash('sha1').update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
-    const sock = connect({ host: '127.0.0.1', port: this.o.port, noDelay: true, ...(this.localAddress ? { localAddress: this.localAddress } : {}) });
+    const accept = createHash('sha1')
+      .update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11')
+      .digest('base64');
+    const sock = connect({
+      host: '127.0.0.1',
+      port: this.o.port,
+      noDelay: true,
+      ...(this.localAddress ? { localAddress: this.localAddress } : {}),
+    });
     this.sock = sock;
     const subprotocol = SUBPROTOCOL[this.version];
     let head = '';
-    this.timer = setTimeout(() => this.failNow('handshake-timeout', `${this.cpId}: no 101 within ${this.o.handshakeTimeoutMs} ms`), this.o.handshakeTimeoutMs);
+    this.timer = setTimeout(
+      () => this.failNow('handshake-timeout', `${this.cpId}: no 101 within ${this.o.handshakeTimeoutMs} ms`),
+      this.o.handshakeTimeoutMs,
+    );
     const onHead = (chunk: Buffer) => {
       head += chunk.toString('latin1');
       const end = head.indexOf('\r\n\r\n');
@@ -145,13 +172,26 @@ class StormCharger {
       sock.off('data', onHead);
       clearTimeout(this.timer);
       const lines = head.slice(0, end).split('\r\n');
-      const hdr = new Map(lines.slice(1).map((l) => [l.slice(0, l.indexOf(':')).trim().toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
+      const hdr = new Map(
+        lines
+          .slice(1)
+          .map((l) => [l.slice(0, l.indexOf(':')).trim().toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]),
+      );
       const status = /^HTTP\/1\.1 (\d{3})/.exec(lines[0])?.[1] ?? 'bad';
       // The body (the router's reason, e.g. "Overloaded" or "Registry unavailable") if it came with the head.
-      const body = head.slice(end + 4, end + 84).replace(/\s+/g, ' ').trim();
-      if (status !== '101') return this.failNow(`http-${status}`, `${this.cpId}: ${lines[0]}${hdr.get('retry-after') ? ` (retry-after ${hdr.get('retry-after')})` : ''}${body ? `: ${body}` : ''}`);
-      if (hdr.get('sec-websocket-accept') !== accept) return this.failNow('http-bad-accept', `${this.cpId}: bad Sec-WebSocket-Accept`);
-      if (hdr.get('sec-websocket-protocol') !== subprotocol) return this.failNow('http-subprotocol', `${this.cpId}: subprotocol "${hdr.get('sec-websocket-protocol')}"`);
+      const body = head
+        .slice(end + 4, end + 84)
+        .replace(/\s+/g, ' ')
+        .trim();
+      if (status !== '101')
+        return this.failNow(
+          `http-${status}`,
+          `${this.cpId}: ${lines[0]}${hdr.get('retry-after') ? ` (retry-after ${hdr.get('retry-after')})` : ''}${body ? `: ${body}` : ''}`,
+        );
+      if (hdr.get('sec-websocket-accept') !== accept)
+        return this.failNow('http-bad-accept', `${this.cpId}: bad Sec-WebSocket-Accept`);
+      if (hdr.get('sec-websocket-protocol') !== subprotocol)
+        return this.failNow('http-subprotocol', `${this.cpId}: subprotocol "${hdr.get('sec-websocket-protocol')}"`);
       const now = epoch();
       this.tOpen = now;
       this.fleet.handshake.record((now - this.t0) * 1000);
@@ -159,17 +199,27 @@ class StormCharger {
       this.onHandshakeSettled();
       sock.on('data', (d: Buffer) => this.onData(d));
       this.tBoot = epoch();
-      this.timer = setTimeout(() => this.failNow('boot-timeout', `${this.cpId}: BootNotification unanswered for ${this.o.bootTimeoutMs} ms`), this.o.bootTimeoutMs);
-      sock.write(maskedFrame(Buffer.from(JSON.stringify([2, 'boot', 'BootNotification', bootPayload(this.version, 0)])), 0x1));
+      this.timer = setTimeout(
+        () => this.failNow('boot-timeout', `${this.cpId}: BootNotification unanswered for ${this.o.bootTimeoutMs} ms`),
+        this.o.bootTimeoutMs,
+      );
+      sock.write(
+        maskedFrame(Buffer.from(JSON.stringify([2, 'boot', 'BootNotification', bootPayload(this.version, 0)])), 0x1),
+      );
       const leftover = Buffer.from(head.slice(end + 4), 'latin1');
       if (leftover.length) this.onData(leftover);
     };
     sock.on('data', onHead);
-    sock.on('error', (err: NodeJS.ErrnoException) => this.lost(err.code === 'ECONNREFUSED' ? 'refused' : `error:${err.code ?? 'unknown'}`, `${this.cpId}: ${err.code ?? ''} ${err.message}`));
+    sock.on('error', (err: NodeJS.ErrnoException) =>
+      this.lost(
+        err.code === 'ECONNREFUSED' ? 'refused' : `error:${err.code ?? 'unknown'}`,
+        `${this.cpId}: ${err.code ?? ''} ${err.message}`,
+      ),
+    );
     sock.once('close', () => this.lost('closed', `${this.cpId}: socket closed`));
     sock.write(
       `GET /ocpp/${encodeURIComponent(this.cpId)} HTTP/1.1\r\nHost: 127.0.0.1:${this.o.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-      `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ${subprotocol}\r\n\r\n`,
+        `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ${subprotocol}\r\n\r\n`,
     );
   }
 
@@ -191,7 +241,8 @@ class StormCharger {
     if (this.state === 'open') {
       this.state = 'done';
       this.fleet.drops++;
-      if (this.fleet.dropSamples.length < 8) this.fleet.dropSamples.push(`${this.fleet.holding ? 'hold' : 'storm'}: ${detail}`);
+      if (this.fleet.dropSamples.length < 8)
+        this.fleet.dropSamples.push(`${this.fleet.holding ? 'hold' : 'storm'}: ${detail}`);
       this.sock.destroy();
       return;
     }
@@ -206,14 +257,23 @@ class StormCharger {
       const b0 = b[i];
       let len = b[i + 1] & 0x7f;
       let h = 2;
-      if (len === 126) { if (b.length - i < 4) break; len = b.readUInt16BE(i + 2); h = 4; }
-      else if (len === 127) { if (b.length - i < 10) break; len = Number(b.readBigUInt64BE(i + 2)); h = 10; }
+      if (len === 126) {
+        if (b.length - i < 4) break;
+        len = b.readUInt16BE(i + 2);
+        h = 4;
+      } else if (len === 127) {
+        if (b.length - i < 10) break;
+        len = Number(b.readBigUInt64BE(i + 2));
+        h = 10;
+      }
       if (b.length - i < h + len) break;
       const op = b0 & 0x0f;
       const p = b.subarray(i + h, i + h + len);
       if (op === 0x1) this.onText(p.toString());
-      else if (op === 0x9) { this.fleet.pings++; this.sock.write(maskedFrame(Buffer.from(p), 0xa)); }
-      else if (op === 0x8) {
+      else if (op === 0x9) {
+        this.fleet.pings++;
+        this.sock.write(maskedFrame(Buffer.from(p), 0xa));
+      } else if (op === 0x8) {
         const code = len >= 2 ? p.readUInt16BE(0) : 1005;
         this.lost('closed', `${this.cpId}: close frame ${code} ${p.subarray(2).toString()}`);
         return;
@@ -225,9 +285,16 @@ class StormCharger {
 
   private onText(text: string): void {
     let msg: unknown;
-    try { msg = JSON.parse(text); } catch { msg = null; }
+    try {
+      msg = JSON.parse(text);
+    } catch {
+      msg = null;
+    }
     if (!Array.isArray(msg)) return this.fleet.fail('unparsed', `${this.cpId}: ${text}`);
-    if (msg[0] === 2) { this.fleet.serverCalls++; return; }
+    if (msg[0] === 2) {
+      this.fleet.serverCalls++;
+      return;
+    }
     if (msg[1] !== 'boot' || this.state !== 'boot') return;
     if (msg[0] === 4) return this.failNow('callerror', `${this.cpId}: ${text}`);
     if (msg[0] !== 3) return this.failNow('unparsed', `${this.cpId}: ${text}`);
@@ -247,8 +314,14 @@ class StormCharger {
     clearTimeout(this.timer);
     if (!this.sock || this.sock.destroyed) return Promise.resolve();
     return new Promise((resolve) => {
-      const t = setTimeout(() => { this.sock.destroy(); resolve(); }, 2000);
-      this.sock.once('close', () => { clearTimeout(t); resolve(); });
+      const t = setTimeout(() => {
+        this.sock.destroy();
+        resolve();
+      }, 2000);
+      this.sock.once('close', () => {
+        clearTimeout(t);
+        resolve();
+      });
       const p = Buffer.alloc(2);
       p.writeUInt16BE(1000, 0);
       this.sock.end(maskedFrame(p, 0x8));
@@ -266,7 +339,9 @@ async function storm(o: GenConfig, fleet: Fleet, n: number, prefix: string, all:
   let pending = 0;
   let settled = 0;
   let done!: () => void;
-  const finished = new Promise<void>((r) => { done = r; });
+  const finished = new Promise<void>((r) => {
+    done = r;
+  });
   const t0 = epoch();
   const pump = () => {
     while (pending < o.concurrency && next < n) {
@@ -274,7 +349,20 @@ async function storm(o: GenConfig, fleet: Fleet, n: number, prefix: string, all:
       const i = next++;
       const version: BenchVersion = o.version === 'mixed' ? (i % 2 ? '2.0.1' : '1.6') : o.version;
       const addr = o.localAddresses.length ? o.localAddresses[i % o.localAddresses.length] : undefined;
-      const c = new StormCharger(fleet, `${prefix}-${i}`, o, version, addr, () => { pending--; setImmediate(pump); }, () => { if (++settled === n) done(); });
+      const c = new StormCharger(
+        fleet,
+        `${prefix}-${i}`,
+        o,
+        version,
+        addr,
+        () => {
+          pending--;
+          setImmediate(pump);
+        },
+        () => {
+          if (++settled === n) done();
+        },
+      );
       chargers.push(c);
       all.push(c);
       c.start();
@@ -286,18 +374,37 @@ async function storm(o: GenConfig, fleet: Fleet, n: number, prefix: string, all:
   const budget = (Math.ceil(n / o.concurrency) + 1) * (o.handshakeTimeoutMs + o.bootTimeoutMs);
   await Promise.race([finished, sleep(budget)]);
   loop.disable();
-  let connected = 0, booted = 0, tLastOpen = t0, tLastBoot = t0;
+  let connected = 0,
+    booted = 0,
+    tLastOpen = t0,
+    tLastBoot = t0;
   for (const c of chargers) {
-    if (c.tOpen > 0) { connected++; if (c.tOpen > tLastOpen) tLastOpen = c.tOpen; }
-    if (c.state === 'open') { booted++; if (c.tBooted > tLastBoot) tLastBoot = c.tBooted; }
+    if (c.tOpen > 0) {
+      connected++;
+      if (c.tOpen > tLastOpen) tLastOpen = c.tOpen;
+    }
+    if (c.state === 'open') {
+      booted++;
+      if (c.tBooted > tLastBoot) tLastBoot = c.tBooted;
+    }
   }
   const g = process.cpuUsage(gen0);
   const ms = (v: number) => +(v / 1e6).toFixed(2);
   return {
-    attempted: n, connected, booted, tStart: t0, tLastOpen, tLastBoot,
-    handshakeUs: fleet.handshake.toData(), bootUs: fleet.boot.toData(),
-    failures: { ...fleet.failures }, failureSamples: [...fleet.failureSamples], bootStatus: { ...fleet.bootStatus },
-    cpuMs: Math.round((g.user + g.system) / 1000), sysMs: Math.round(g.system / 1000), wallMs: Math.round(epoch() - t0),
+    attempted: n,
+    connected,
+    booted,
+    tStart: t0,
+    tLastOpen,
+    tLastBoot,
+    handshakeUs: fleet.handshake.toData(),
+    bootUs: fleet.boot.toData(),
+    failures: { ...fleet.failures },
+    failureSamples: [...fleet.failureSamples],
+    bootStatus: { ...fleet.bootStatus },
+    cpuMs: Math.round((g.user + g.system) / 1000),
+    sysMs: Math.round(g.system / 1000),
+    wallMs: Math.round(epoch() - t0),
     loopDelayMs: { p50: ms(loop.percentile(50)), p99: ms(loop.percentile(99)), max: ms(loop.max) },
   };
 }
@@ -305,7 +412,10 @@ async function storm(o: GenConfig, fleet: Fleet, n: number, prefix: string, all:
 // Child process: driven by storm.ts over the IPC channel.
 if (import.meta.url === `file://${process.argv[1]}` && process.send) {
   const o = JSON.parse(process.argv[2] ?? '{}') as GenConfig;
-  setTimeout(() => { process.stderr.write(`storm-gen ${process.pid}: exceeded its ${o.budgetMs} ms budget\n`); process.exit(3); }, o.budgetMs).unref();
+  setTimeout(() => {
+    process.stderr.write(`storm-gen ${process.pid}: exceeded its ${o.budgetMs} ms budget\n`);
+    process.exit(3);
+  }, o.budgetMs).unref();
   process.on('disconnect', () => process.exit(2));
   const send = (m: FromGen) => process.send!(m);
   const chargers: StormCharger[] = [];
@@ -323,10 +433,19 @@ if (import.meta.url === `file://${process.argv[1]}` && process.send) {
       fleet.holding = m.holding;
       let open = 0;
       for (const c of chargers) if (c.state === 'open' && !c.closing) open++;
-      send({ op: 'tick', open, drops: fleet.drops, dropSamples: fleet.dropSamples, pings: fleet.pings, serverCalls: fleet.serverCalls });
+      send({
+        op: 'tick',
+        open,
+        drops: fleet.drops,
+        dropSamples: fleet.dropSamples,
+        pings: fleet.pings,
+        serverCalls: fleet.serverCalls,
+      });
     } else if (m.op === 'close') {
       const t0 = Date.now();
-      void Promise.all(chargers.splice(0).map((c) => c.close())).then(() => send({ op: 'closed', ms: Date.now() - t0 }));
+      void Promise.all(chargers.splice(0).map((c) => c.close())).then(() =>
+        send({ op: 'closed', ms: Date.now() - t0 }),
+      );
     } else if (m.op === 'exit') {
       process.exit(0);
     }

@@ -25,13 +25,24 @@ for (const a of process.argv.slice(2)) {
   const m = /^--(rows|rounds|flush|table)=(.+)$/.exec(a);
   if (!m) throw new Error(`unknown argument ${a}`);
   if (m[1] === 'table') {
-    if (m[2] !== 'meter_values' && m[2] !== 'status_events') throw new Error('--table must be meter_values or status_events');
+    if (m[2] !== 'meter_values' && m[2] !== 'status_events')
+      throw new Error('--table must be meter_values or status_events');
     opts.table = m[2];
-  } else opts[m[1] as 'rows' | 'rounds' | 'flush'] = Math.max(1, Math.min(Number(m[2]) || 1, m[1] === 'rounds' ? 20 : 5_000_000));
+  } else
+    opts[m[1] as 'rows' | 'rounds' | 'flush'] = Math.max(
+      1,
+      Math.min(Number(m[2]) || 1, m[1] === 'rounds' ? 20 : 5_000_000),
+    );
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'ocr-micro-'));
-const sink = createAnalyticsSink({ spoolDir: join(dir, 'spool'), nodeId: 'micro', maxBufferRows: opts.flush * 2, batchRows: opts.flush, flushIntervalMs: 3_600_000 });
+const sink = createAnalyticsSink({
+  spoolDir: join(dir, 'spool'),
+  nodeId: 'micro',
+  maxBufferRows: opts.flush * 2,
+  batchRows: opts.flush,
+  flushIntervalMs: 3_600_000,
+});
 
 // The 10 values of bench/lib/ocpp-payloads.ts's MeterValues, as plugins/core/handlers/meter-values.ts maps them.
 const SAMPLE: Array<[string, string, string, number]> = [
@@ -52,16 +63,39 @@ const cpIds = Array.from({ length: CHARGERS }, (_, i) => `CP-${String(i).padStar
 function meterRows(n: number, t: number): AnalyticsRow[] {
   const cp = cpIds[n % CHARGERS];
   return SAMPLE.map(([measurand, phase, unit, value], i) => ({
-    ts: t, received_at: t + 3, cp_id: cp, ocpp_version: '1.6', node_id: 'micro',
-    evse_id: 1, connector_id: 1, transaction_id: String(1000 + (n % CHARGERS)), measurand, phase,
-    location: 'Outlet', context: 'Sample.Periodic', unit, value: value + (n % 7) * 0.1 + i,
+    ts: t,
+    received_at: t + 3,
+    cp_id: cp,
+    ocpp_version: '1.6',
+    node_id: 'micro',
+    evse_id: 1,
+    connector_id: 1,
+    transaction_id: String(1000 + (n % CHARGERS)),
+    measurand,
+    phase,
+    location: 'Outlet',
+    context: 'Sample.Periodic',
+    unit,
+    value: value + (n % 7) * 0.1 + i,
   }));
 }
 function statusRows(n: number, t: number): AnalyticsRow[] {
-  return [{
-    ts: t, received_at: t + 3, cp_id: cpIds[n % CHARGERS], ocpp_version: '1.6', node_id: 'micro',
-    evse_id: 1, connector_id: 1, status: n % 2 ? 'Charging' : 'Available', error_code: 'NoError', info: '', vendor_id: '', vendor_error_code: '',
-  }];
+  return [
+    {
+      ts: t,
+      received_at: t + 3,
+      cp_id: cpIds[n % CHARGERS],
+      ocpp_version: '1.6',
+      node_id: 'micro',
+      evse_id: 1,
+      connector_id: 1,
+      status: n % 2 ? 'Charging' : 'Available',
+      error_code: 'NoError',
+      info: '',
+      vendor_id: '',
+      vendor_error_code: '',
+    },
+  ];
 }
 const make = opts.table === 'meter_values' ? meterRows : statusRows;
 
@@ -70,7 +104,7 @@ for (let round = 0; round < opts.rounds; round++) {
   let written = 0;
   let cpu = 0;
   let wallNs = 0n;
-  for (let n = 0; written < opts.rows; ) {
+  for (let n = 0; written < opts.rows;) {
     // A flush's worth of rows is built before the clock starts, as the handler builds a row
     // before emit(); the timed part is write() of each and the flush to the spool.
     const rows: AnalyticsRow[] = [];
@@ -83,7 +117,9 @@ for (let round = 0; round < opts.rounds; round++) {
     const c = process.cpuUsage(c0);
     cpu += c.user + c.system;
   }
-  process.stdout.write(`round ${round}: ${(Number(wallNs) / written).toFixed(0)} ns/row wall, ${((cpu * 1000) / written).toFixed(0)} ns/row CPU\n`);
+  process.stdout.write(
+    `round ${round}: ${(Number(wallNs) / written).toFixed(0)} ns/row wall, ${((cpu * 1000) / written).toFixed(0)} ns/row CPU\n`,
+  );
 }
 await sink.close();
 rmSync(dir, { recursive: true, force: true });

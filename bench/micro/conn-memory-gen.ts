@@ -18,7 +18,9 @@ function one(i: number): Promise<void> {
       else failed++;
       resolve();
     };
-    ws.once('open', () => ws.send(JSON.stringify([2, 'b', 'BootNotification', { chargePointVendor: 'Bench', chargePointModel: 'Mem' }])));
+    ws.once('open', () =>
+      ws.send(JSON.stringify([2, 'b', 'BootNotification', { chargePointVendor: 'Bench', chargePointModel: 'Mem' }])),
+    );
     ws.once('message', (m) => done(String(m).startsWith('[3,')));
     ws.once('error', () => done(false));
     sockets.push(ws);

@@ -37,16 +37,19 @@ if (!gc) throw new Error('run with node --expose-gc');
 const { createRouter } = await importRouterCore('conn-memory', { required: true });
 
 const dir = mkdtempSync(join(tmpdir(), 'ocr-conn-mem-'));
-const router = await createRouter({
-  server: { host: '127.0.0.1', port: 0 },
-  log: { level: 'silent' },
-  dataDir: dir,
-  analytics: { spoolDir: join(dir, 'spool') },
-  // Workers stop after 2 s without a batch, as a production router's do after a minute: both
-  // readings are then of the socket thread alone (the worker isolate is not per charger).
-  pool: { threads: 1, idleTimeoutMs: 2000 },
-  ...(opts.redis ? { redis: { url: opts.redis } } : {}),
-}, { onGeneratedApiKey: () => undefined });
+const router = await createRouter(
+  {
+    server: { host: '127.0.0.1', port: 0 },
+    log: { level: 'silent' },
+    dataDir: dir,
+    analytics: { spoolDir: join(dir, 'spool') },
+    // Workers stop after 2 s without a batch, as a production router's do after a minute: both
+    // readings are then of the socket thread alone (the worker isolate is not per charger).
+    pool: { threads: 1, idleTimeoutMs: 2000 },
+    ...(opts.redis ? { redis: { url: opts.redis } } : {}),
+  },
+  { onGeneratedApiKey: () => undefined },
+);
 
 /** This process's proportional set size in bytes (Linux), what the storm sums over processes. */
 function pss(): number {
@@ -73,7 +76,11 @@ async function settle(): Promise<Reading> {
 async function heapByConstructor(): Promise<Map<string, { count: number; bytes: number }>> {
   const chunks: Buffer[] = [];
   for await (const c of getHeapSnapshot()) chunks.push(c as Buffer);
-  const snap = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { snapshot: { meta: { node_fields: string[]; node_types: [string[]] } }; nodes: number[]; strings: string[] };
+  const snap = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
+    snapshot: { meta: { node_fields: string[]; node_types: [string[]] } };
+    nodes: number[];
+    strings: string[];
+  };
   const f = snap.snapshot.meta.node_fields;
   const width = f.length;
   const [iType, iName, iSize] = [f.indexOf('type'), f.indexOf('name'), f.indexOf('self_size')];
@@ -82,7 +89,10 @@ async function heapByConstructor(): Promise<Map<string, { count: number; bytes: 
   for (let i = 0; i < snap.nodes.length; i += width) {
     const type = types[snap.nodes[i + iType]];
     // Arrays by their name too: "(object properties)", "(object elements)", a Map's table…
-    const key = type === 'object' || type === 'closure' || type === 'array' ? `${type}:${snap.strings[snap.nodes[i + iName]]}` : `(${type})`;
+    const key =
+      type === 'object' || type === 'closure' || type === 'array'
+        ? `${type}:${snap.strings[snap.nodes[i + iName]]}`
+        : `(${type})`;
     const e = out.get(key) ?? { count: 0, bytes: 0 };
     e.count++;
     e.bytes += snap.nodes[i + iSize];
@@ -92,7 +102,10 @@ async function heapByConstructor(): Promise<Map<string, { count: number; bytes: 
 }
 
 const port = router.port;
-const gen = fork(join(import.meta.dirname, 'conn-memory-gen.ts'), [String(port), String(opts.chargers)], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+const gen = fork(join(import.meta.dirname, 'conn-memory-gen.ts'), [String(port), String(opts.chargers)], {
+  execArgv: ['--import', 'tsx'],
+  stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+});
 const ready = new Promise<{ booted: number; failed: number }>((resolve, reject) => {
   gen.on('message', (m) => resolve(m as { booted: number; failed: number }));
   gen.on('exit', (code) => reject(new Error(`generator exited with ${code}`)));
@@ -105,12 +118,19 @@ try {
   const r = await ready;
   if (r.failed) throw new Error(`${r.failed} chargers failed to connect or boot`);
   const n = r.booted;
-  console.log(`chargers: ${n} connected and booted, then idle; per charger, KB (the whole process; its worker thread stopped when idle):`);
-  console.log(`  idle before: rss ${(before.rss / 1048576).toFixed(1)} MB, pss ${(before.pss / 1048576).toFixed(1)} MB, heapUsed ${(before.heapUsed / 1048576).toFixed(1)} MB`);
+  console.log(
+    `chargers: ${n} connected and booted, then idle; per charger, KB (the whole process; its worker thread stopped when idle):`,
+  );
+  console.log(
+    `  idle before: rss ${(before.rss / 1048576).toFixed(1)} MB, pss ${(before.pss / 1048576).toFixed(1)} MB, heapUsed ${(before.heapUsed / 1048576).toFixed(1)} MB`,
+  );
   const report = (label: string, after: Reading) => {
     const per = (k: keyof Reading) => ((after[k] - before[k]) / n / 1024).toFixed(2);
-    const native = ((after.rss - after.heapTotal - after.external) - (before.rss - before.heapTotal - before.external)) / n / 1024;
-    console.log(`  ${label}: rss ${per('rss')}  pss ${per('pss')}  heapUsed ${per('heapUsed')}  heapTotal ${per('heapTotal')}  external ${per('external')}  rss − heapTotal − external (uWS, malloc, worker isolate) ${native.toFixed(2)}`);
+    const native =
+      (after.rss - after.heapTotal - after.external - (before.rss - before.heapTotal - before.external)) / n / 1024;
+    console.log(
+      `  ${label}: rss ${per('rss')}  pss ${per('pss')}  heapUsed ${per('heapUsed')}  heapTotal ${per('heapTotal')}  external ${per('external')}  rss − heapTotal − external (uWS, malloc, worker isolate) ${native.toFixed(2)}`,
+    );
   };
   report('at once', await settle());
   for (let waited = 0; waited < opts.wait; waited += 5) {
@@ -120,12 +140,17 @@ try {
   if (opts.wait) report(`after ${opts.wait} s`, await settle());
   if (heapBefore) {
     const heapAfter = await heapByConstructor();
-    const rows = [...heapAfter].map(([k, v]) => {
-      const b = heapBefore.get(k) ?? { count: 0, bytes: 0 };
-      return { k, count: (v.count - b.count) / n, bytes: (v.bytes - b.bytes) / n };
-    }).filter((x) => x.bytes > 8).sort((a, b) => b.bytes - a.bytes).slice(0, 30);
+    const rows = [...heapAfter]
+      .map(([k, v]) => {
+        const b = heapBefore.get(k) ?? { count: 0, bytes: 0 };
+        return { k, count: (v.count - b.count) / n, bytes: (v.bytes - b.bytes) / n };
+      })
+      .filter((x) => x.bytes > 8)
+      .sort((a, b) => b.bytes - a.bytes)
+      .slice(0, 30);
     console.log('heap growth per charger by constructor (bytes, objects):');
-    for (const x of rows) console.log(`  ${x.bytes.toFixed(0).padStart(6)} B  ${x.count.toFixed(2).padStart(6)}  ${x.k}`);
+    for (const x of rows)
+      console.log(`  ${x.bytes.toFixed(0).padStart(6)} B  ${x.count.toFixed(2).padStart(6)}  ${x.k}`);
   }
 } finally {
   gen.kill();

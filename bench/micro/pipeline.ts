@@ -32,30 +32,49 @@ import { RedisStateStore } from '../../core/state/redis-store.js';
 import { JournalingStore } from '../../core/state/journaling-store.js';
 import type { StateStore } from '../../core/state/store.js';
 import { startRedis } from '../lib/redis-server.js';
-import { actionPayload, BENCH_ACTIONS, BENCH_ID_TOKEN, type BenchAction, type BenchVersion } from '../lib/ocpp-payloads.js';
+import {
+  actionPayload,
+  BENCH_ACTIONS,
+  BENCH_ID_TOKEN,
+  type BenchAction,
+  type BenchVersion,
+} from '../lib/ocpp-payloads.js';
 import { drainSpool } from '../lib/spool-drain.js';
 import core from '../../plugins/core/index.js';
 import authorizeFixture from '../fixtures/authorize-plugin.js';
 
-const opts = { action: 'MeterValues' as BenchAction, version: '1.6' as BenchVersion, frames: 100_000, rounds: 4, state: 'memory' as 'memory' | 'redis' };
+const opts = {
+  action: 'MeterValues' as BenchAction,
+  version: '1.6' as BenchVersion,
+  frames: 100_000,
+  rounds: 4,
+  state: 'memory' as 'memory' | 'redis',
+};
 for (const a of process.argv.slice(2)) {
   const m = /^--(action|version|frames|rounds|state)=(.+)$/.exec(a);
   if (!m) throw new Error(`unknown argument ${a}`);
   if (m[1] === 'action') {
-    if (!BENCH_ACTIONS.includes(m[2] as BenchAction)) throw new Error(`--action must be one of ${BENCH_ACTIONS.join(', ')}`);
+    if (!BENCH_ACTIONS.includes(m[2] as BenchAction))
+      throw new Error(`--action must be one of ${BENCH_ACTIONS.join(', ')}`);
     opts.action = m[2] as BenchAction;
   } else if (m[1] === 'version') opts.version = m[2] as BenchVersion;
   else if (m[1] === 'state') {
     if (m[2] !== 'memory' && m[2] !== 'redis') throw new Error('--state must be memory or redis');
     opts.state = m[2];
-  }
-  else opts[m[1] as 'frames' | 'rounds'] = Math.max(1, Math.min(Number(m[2]) || 1, m[1] === 'frames' ? 1_000_000 : 20));
+  } else
+    opts[m[1] as 'frames' | 'rounds'] = Math.max(1, Math.min(Number(m[2]) || 1, m[1] === 'frames' ? 1_000_000 : 20));
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'ocr-micro-'));
 const redis = opts.state === 'redis' ? await startRedis() : undefined;
 const store: StateStore = redis
-  ? new JournalingStore(new RedisStateStore({ url: redis.url, commandTimeoutMs: 2000 }), async () => { throw new Error('journal not expected'); }, { has: () => false, mark: () => undefined })
+  ? new JournalingStore(
+      new RedisStateStore({ url: redis.url, commandTimeoutMs: 2000 }),
+      async () => {
+        throw new Error('journal not expected');
+      },
+      { has: () => false, mark: () => undefined },
+    )
   : new MemoryStateStore();
 const registry = new StoreChargerRegistry(store);
 const sink = createAnalyticsSink({ spoolDir: join(dir, 'spool'), nodeId: 'micro' });
@@ -69,12 +88,25 @@ const plugins = [
   { name: 'bench-authorize', plugin: authorizeFixture, options: { knownTokens: [BENCH_ID_TOKEN] } },
 ];
 const table = await loadPlugins(plugins, (plugin) => ({
-  log, globalState: scopeStore(store, `ocr:g:${plugin}:`), chargers: registry, router: { nodeId: 'micro', heartbeatIntervalSec: 300 },
+  log,
+  globalState: scopeStore(store, `ocr:g:${plugin}:`),
+  chargers: registry,
+  router: { nodeId: 'micro', heartbeatIntervalSec: 300 },
 }));
 const pipeline = new Pipeline(table, new ContextFactory(services), log, 10_000, sink, 'micro');
-const text = JSON.stringify([2, 'micro-0001', opts.action, actionPayload(opts.version, opts.action, new Date().toISOString())]);
+const text = JSON.stringify([
+  2,
+  'micro-0001',
+  opts.action,
+  actionPayload(opts.version, opts.action, new Date().toISOString()),
+]);
 const LANES = 100;
-const conns: ConnMeta[] = Array.from({ length: LANES }, (_, i) => ({ connectionId: i + 1, cpId: `CP-${i}`, version: opts.version, lenient: false }));
+const conns: ConnMeta[] = Array.from({ length: LANES }, (_, i) => ({
+  connectionId: i + 1,
+  cpId: `CP-${i}`,
+  version: opts.version,
+  lenient: false,
+}));
 
 process.stdout.write(`${opts.version} ${opts.action}, ${Buffer.byteLength(text)} bytes per frame\n`);
 for (let round = 0; round < opts.rounds; round++) {
@@ -92,7 +124,9 @@ for (let round = 0; round < opts.rounds; round++) {
   }
   const c = process.cpuUsage(c0);
   const wall = Number(process.hrtime.bigint() - t0) / 1000 / opts.frames;
-  process.stdout.write(`round ${round}: ${wall.toFixed(2)} µs/frame wall, ${((c.user + c.system) / opts.frames).toFixed(2)} µs/frame CPU${errors ? `, ${errors} errors` : ''}\n`);
+  process.stdout.write(
+    `round ${round}: ${wall.toFixed(2)} µs/frame wall, ${((c.user + c.system) / opts.frames).toFixed(2)} µs/frame CPU${errors ? `, ${errors} errors` : ''}\n`,
+  );
   // As a replayer would (outside the timed loop): 100,000 MeterValues write ≈ 300 MB of rows,
   // and a full spool would make the pipeline refuse them (errors, and a flattering figure).
   await drainSpool(join(dir, 'spool'));
@@ -104,7 +138,9 @@ for (let round = 0; round < opts.rounds; round++) {
   const c0 = process.cpuUsage();
   for (let i = 0; i < opts.frames; i++) n += (JSON.parse(text) as unknown[]).length;
   const c = process.cpuUsage(c0);
-  process.stdout.write(`JSON.parse of the frame alone: ${((c.user + c.system) / opts.frames).toFixed(2)} µs/frame CPU (${n === opts.frames * 4 ? 'ok' : 'unexpected frame'})\n`);
+  process.stdout.write(
+    `JSON.parse of the frame alone: ${((c.user + c.system) / opts.frames).toFixed(2)} µs/frame CPU (${n === opts.frames * 4 ? 'ok' : 'unexpected frame'})\n`,
+  );
 }
 await sink.close();
 const st = sink.stats();

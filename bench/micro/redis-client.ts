@@ -33,7 +33,11 @@ for (const a of process.argv.slice(2)) {
   if (m[1] === 'command') {
     if (m[2] !== 'hset' && m[2] !== 'hget') throw new Error('--command must be hset or hget');
     opts.command = m[2];
-  } else opts[m[1] as 'commands' | 'batch' | 'rounds'] = Math.max(1, Math.min(Number(m[2]) || 1, m[1] === 'rounds' ? 20 : 1_000_000));
+  } else
+    opts[m[1] as 'commands' | 'batch' | 'rounds'] = Math.max(
+      1,
+      Math.min(Number(m[2]) || 1, m[1] === 'rounds' ? 20 : 1_000_000),
+    );
 }
 
 const VARIANTS = ['auto-object', 'auto-flat', 'plain', 'corked', 'store', 'script'] as const;
@@ -48,11 +52,17 @@ async function setup(variant: Variant, url: string): Promise<{ issue: Issue; clo
   if (variant === 'store') {
     const store = new RedisStateStore({ url });
     await store.ping();
-    const issue: Issue = opts.command === 'hset' ? (k) => store.hset(k, { [FIELD]: VALUE }) : (k) => store.hget(k, FIELD);
+    const issue: Issue =
+      opts.command === 'hset' ? (k) => store.hset(k, { [FIELD]: VALUE }) : (k) => store.hget(k, FIELD);
     return { issue, close: () => store.close() };
   }
   if (variant === 'script') return coalesced(url);
-  const client = new Redis(url, { enableAutoPipelining: variant.startsWith('auto'), commandTimeout: 2000, enableOfflineQueue: false, autoResendUnfulfilledCommands: false });
+  const client = new Redis(url, {
+    enableAutoPipelining: variant.startsWith('auto'),
+    commandTimeout: 2000,
+    enableOfflineQueue: false,
+    autoResendUnfulfilledCommands: false,
+  });
   await new Promise((resolve) => client.once('ready', resolve));
   let corked = false;
   const uncork = () => {
@@ -83,7 +93,11 @@ for i = 1, #KEYS do
 end
 return out`;
 async function coalesced(url: string): Promise<{ issue: Issue; close: () => Promise<void> }> {
-  const client = new Redis(url, { commandTimeout: 2000, enableOfflineQueue: false, autoResendUnfulfilledCommands: false });
+  const client = new Redis(url, {
+    commandTimeout: 2000,
+    enableOfflineQueue: false,
+    autoResendUnfulfilledCommands: false,
+  });
   await new Promise((resolve) => client.once('ready', resolve));
   client.defineCommand('hsetMany', { lua: HSET_MANY });
   let keys: string[] = [];
@@ -96,17 +110,19 @@ async function coalesced(url: string): Promise<{ issue: Issue; close: () => Prom
     keys = [];
     argv = [];
     waiters = [];
-    (client as unknown as { hsetMany(n: number, ...args: string[]): Promise<unknown[]> }).hsetMany(k.length, ...k, ...a).then(
-      (res) => {
-        for (let i = 0; i < w.length; i++) {
-          if (res[i] === 0) w[i].resolve(0);
-          else w[i].reject(new Error(String(res[i])));
-        }
-      },
-      (err) => {
-        for (const x of w) x.reject(err);
-      },
-    );
+    (client as unknown as { hsetMany(n: number, ...args: string[]): Promise<unknown[]> })
+      .hsetMany(k.length, ...k, ...a)
+      .then(
+        (res) => {
+          for (let i = 0; i < w.length; i++) {
+            if (res[i] === 0) w[i].resolve(0);
+            else w[i].reject(new Error(String(res[i])));
+          }
+        },
+        (err) => {
+          for (const x of w) x.reject(err);
+        },
+      );
   };
   const issue: Issue = (k) => {
     if (keys.length === 0) process.nextTick(flush);
@@ -130,7 +146,9 @@ async function round(issue: Issue): Promise<number> {
 
 const redis = await startRedis();
 try {
-  console.log(`${opts.command}, ${opts.commands} commands per round in batches of ${opts.batch}; µs of client CPU per command per round; redis-server's µs per command (rounds 2 on)`);
+  console.log(
+    `${opts.command}, ${opts.commands} commands per round in batches of ${opts.batch}; µs of client CPU per command per round; redis-server's µs per command (rounds 2 on)`,
+  );
   for (const v of VARIANTS) {
     if (v === 'script' && opts.command !== 'hset') continue;
     const { issue, close } = await setup(v, redis.url);

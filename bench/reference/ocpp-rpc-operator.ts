@@ -55,12 +55,24 @@ let validationFailures = 0;
 server.on('client', (c: unknown) => {
   const client = c as Client;
   clients.set(client.identity, client);
-  client.once('close', () => { if (clients.get(client.identity) === client) clients.delete(client.identity); });
-  client.on('strictValidationFailure', (ev: { method?: string; outbound?: boolean; isCall?: boolean; error?: Error }) => {
-    if (++validationFailures <= 5) process.stderr.write(`ocpp-rpc-operator: strict validation failed (${ev.outbound ? 'outbound' : 'inbound'} ${ev.isCall ? 'call' : 'result'} ${ev.method}): ${ev.error?.message}\n`);
+  client.once('close', () => {
+    if (clients.get(client.identity) === client) clients.delete(client.identity);
   });
+  client.on(
+    'strictValidationFailure',
+    (ev: { method?: string; outbound?: boolean; isCall?: boolean; error?: Error }) => {
+      if (++validationFailures <= 5)
+        process.stderr.write(
+          `ocpp-rpc-operator: strict validation failed (${ev.outbound ? 'outbound' : 'inbound'} ${ev.isCall ? 'call' : 'result'} ${ev.method}): ${ev.error?.message}\n`,
+        );
+    },
+  );
   // The charger side, as bench/reference/ocpp-rpc.ts.
-  client.handle('BootNotification', () => ({ status: 'Accepted', currentTime: new Date().toISOString(), interval: 300 }));
+  client.handle('BootNotification', () => ({
+    status: 'Accepted',
+    currentTime: new Date().toISOString(),
+    interval: 300,
+  }));
   client.handle('Heartbeat', () => ({ currentTime: new Date().toISOString() }));
   client.handle('StatusNotification', () => ({}));
   client.handle('MeterValues', () => ({}));
@@ -73,7 +85,9 @@ server.on('error', (err: Error) => process.stderr.write(`ocpp-rpc-operator: serv
 
 function send(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) }).end(text);
+  res
+    .writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) })
+    .end(text);
 }
 
 const ROUTE = /^\/api\/v1\/chargers\/([^/]+)\/calls\/([A-Za-z0-9]+)$/;
@@ -84,7 +98,8 @@ async function operator(req: IncomingMessage, res: ServerResponse): Promise<void
   if (!m || req.method !== 'POST') return send(res, 404, { error: 'not_found' });
   const auth = req.headers.authorization ?? '';
   const key = auth.toLowerCase().startsWith('bearer ') ? auth.slice(7).trim() : String(req.headers['x-api-key'] ?? '');
-  if (!key || !timingSafeEqual(createHash('sha256').update(key).digest(), keyHash)) return send(res, 401, { error: 'unauthorized', message: 'A valid API key is required' });
+  if (!key || !timingSafeEqual(createHash('sha256').update(key).digest(), keyHash))
+    return send(res, 401, { error: 'unauthorized', message: 'A valid API key is required' });
   const chunks: Buffer[] = [];
   for await (const c of req) chunks.push(c as Buffer);
   let params: unknown = {};
@@ -94,7 +109,11 @@ async function operator(req: IncomingMessage, res: ServerResponse): Promise<void
     return send(res, 400, { error: 'invalid_json' });
   }
   let id: string;
-  try { id = decodeURIComponent(m[1]); } catch { return send(res, 400, { error: 'invalid_parameter' }); }
+  try {
+    id = decodeURIComponent(m[1]);
+  } catch {
+    return send(res, 400, { error: 'invalid_parameter' });
+  }
   const action = m[2];
   const client = clients.get(id);
   if (!client) return send(res, 404, { error: 'not_connected', message: `Charge point ${id} is not connected` });
@@ -111,12 +130,16 @@ async function operator(req: IncomingMessage, res: ServerResponse): Promise<void
 }
 
 const http = createServer((req, res) => {
-  operator(req, res).catch((err: Error) => { if (!res.headersSent) send(res, 500, { error: 'internal', message: err.message }); });
+  operator(req, res).catch((err: Error) => {
+    if (!res.headersSent) send(res, 500, { error: 'internal', message: err.message });
+  });
 });
 http.keepAliveTimeout = 60_000;
 http.on('upgrade', server.handleUpgrade);
 http.listen(0, '127.0.0.1', () => {
-  process.stdout.write(JSON.stringify({ ready: true, port: (http.address() as AddressInfo).port, pid: process.pid, threads: 0 }) + '\n');
+  process.stdout.write(
+    JSON.stringify({ ready: true, port: (http.address() as AddressInfo).port, pid: process.pid, threads: 0 }) + '\n',
+  );
 });
 http.on('error', (err) => {
   process.stderr.write(`ocpp-rpc-operator: ${err.message}\n`);

@@ -57,14 +57,26 @@ const server = new RPCServer({
 
 let validationFailures = 0;
 server.on('client', (client) => {
-  client.on('strictValidationFailure', (ev: { method?: string; outbound?: boolean; isCall?: boolean; error?: Error }) => {
-    if (++validationFailures <= 5) process.stderr.write(`ocpp-rpc: strict validation failed (${ev.outbound ? 'outbound' : 'inbound'} ${ev.isCall ? 'call' : 'result'} ${ev.method}): ${ev.error?.message}\n`);
-  });
-  client.handle('BootNotification', () => ({ status: 'Accepted', currentTime: new Date().toISOString(), interval: 300 }));
+  client.on(
+    'strictValidationFailure',
+    (ev: { method?: string; outbound?: boolean; isCall?: boolean; error?: Error }) => {
+      if (++validationFailures <= 5)
+        process.stderr.write(
+          `ocpp-rpc: strict validation failed (${ev.outbound ? 'outbound' : 'inbound'} ${ev.isCall ? 'call' : 'result'} ${ev.method}): ${ev.error?.message}\n`,
+        );
+    },
+  );
+  client.handle('BootNotification', () => ({
+    status: 'Accepted',
+    currentTime: new Date().toISOString(),
+    interval: 300,
+  }));
   client.handle('Heartbeat', () => ({ currentTime: new Date().toISOString() }));
   client.handle('StatusNotification', () => ({}));
   client.handle('MeterValues', () => ({}));
-  client.handle('Authorize', () => (client.protocol === 'ocpp1.6' ? { idTagInfo: { status: 'Accepted' } } : { idTokenInfo: { status: 'Accepted' } }));
+  client.handle('Authorize', () =>
+    client.protocol === 'ocpp1.6' ? { idTagInfo: { status: 'Accepted' } } : { idTokenInfo: { status: 'Accepted' } },
+  );
   client.handle(({ method }: { method: string }) => {
     throw createRPCError('NotImplemented', `${method} is not handled`);
   });
@@ -72,7 +84,10 @@ server.on('client', (client) => {
 server.on('error', (err: Error) => process.stderr.write(`ocpp-rpc: server error: ${err.message}\n`));
 
 const http = await server.listen(0, '127.0.0.1');
-process.stdout.write(JSON.stringify({ ready: true, port: (http.address() as AddressInfo).port, pid: process.pid, threads: 0, version }) + '\n');
+process.stdout.write(
+  JSON.stringify({ ready: true, port: (http.address() as AddressInfo).port, pid: process.pid, threads: 0, version }) +
+    '\n',
+);
 
 // Stops with SIGTERM/SIGINT or when the parent goes away.
 stopWithParent(() => process.exit(0));

@@ -31,7 +31,13 @@
  * by a mark-compact or still alive at exit): what makes the mark-compacts.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { monitorEventLoopDelay, performance, PerformanceObserver, type EventLoopUtilization, type PerformanceEntry } from 'node:perf_hooks';
+import {
+  monitorEventLoopDelay,
+  performance,
+  PerformanceObserver,
+  type EventLoopUtilization,
+  type PerformanceEntry,
+} from 'node:perf_hooks';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -51,11 +57,23 @@ const base: Record<string, unknown> = {
   log: { level: 'silent' },
   dataDir: dir,
   analytics: { spoolDir: join(dir, 'spool') },
-  plugins: [{ name: 'core' }, { name: './bench/fixtures/authorize-plugin.ts', options: { knownTokens: [BENCH_ID_TOKEN] } }],
+  plugins: [
+    { name: 'core' },
+    { name: './bench/fixtures/authorize-plugin.ts', options: { knownTokens: [BENCH_ID_TOKEN] } },
+  ],
 };
 
 const router = await createRouter(mergeConfig(base, user), { onGeneratedApiKey: () => undefined });
-process.stdout.write(JSON.stringify({ ready: true, port: router.port, pid: process.pid, threads: router.dispatcher.stats.threads, config: router.config, stats: true }) + '\n');
+process.stdout.write(
+  JSON.stringify({
+    ready: true,
+    port: router.port,
+    pid: process.pid,
+    threads: router.dispatcher.stats.threads,
+    config: router.config,
+    stats: true,
+  }) + '\n',
+);
 
 /** Batch counters from the router's metrics (prom-client's JSON shape). */
 async function batchStats(): Promise<Record<string, number>> {
@@ -79,23 +97,37 @@ let draining = false;
 setInterval(() => {
   if (draining) return;
   draining = true;
-  void drainSpool(join(dir, 'spool')).finally(() => { draining = false; });
+  void drainSpool(join(dir, 'spool')).finally(() => {
+    draining = false;
+  });
 }, 1000).unref();
 createInterface({ input: process.stdin }).on('line', (line) => {
-  if (line.trim() === 'stats') void batchStats().then((stats) => process.stdout.write(JSON.stringify({ stats }) + '\n'));
+  if (line.trim() === 'stats')
+    void batchStats().then((stats) => process.stdout.write(JSON.stringify({ stats }) + '\n'));
 });
 
 function startTrace(traceDir: string): () => void {
   const BUCKET_MS = 50;
   const gc: { t: number; ms: number; kind: number }[] = [];
   const obs = new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) gc.push({ t: Math.round(performance.timeOrigin + e.startTime), ms: +e.duration.toFixed(2), kind: ((e as PerformanceEntry & { detail?: { kind?: number } }).detail)?.kind ?? 0 });
+    for (const e of list.getEntries())
+      gc.push({
+        t: Math.round(performance.timeOrigin + e.startTime),
+        ms: +e.duration.toFixed(2),
+        kind: (e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind ?? 0,
+      });
   });
   obs.observe({ entryTypes: ['gc'] });
   const delay = monitorEventLoopDelay({ resolution: 2 });
   delay.enable();
   // Per sample, its own wall-clock time: interval timers drift by their lateness.
-  const loop = { bucketMs: BUCKET_MS, t: [] as number[], maxDelayUs: [] as number[], utilization: [] as number[], dispatcher: [] as (typeof router.dispatcher.stats)[] };
+  const loop = {
+    bucketMs: BUCKET_MS,
+    t: [] as number[],
+    maxDelayUs: [] as number[],
+    utilization: [] as number[],
+    dispatcher: [] as (typeof router.dispatcher.stats)[],
+  };
   let elu: EventLoopUtilization = performance.eventLoopUtilization();
   const sampler = setInterval(() => {
     loop.t.push(Date.now());
@@ -112,7 +144,10 @@ function startTrace(traceDir: string): () => void {
     obs.disconnect();
     delay.disable();
     mkdirSync(traceDir, { recursive: true });
-    const heap = getHeapSpaceStatistics().map((x) => ({ space: x.space_name, sizeMb: +(x.space_size / 1e6).toFixed(1) }));
+    const heap = getHeapSpaceStatistics().map((x) => ({
+      space: x.space_name,
+      sizeMb: +(x.space_size / 1e6).toFixed(1),
+    }));
     writeFileSync(join(traceDir, `router-${process.pid}.json`), JSON.stringify({ pid: process.pid, gc, loop, heap }));
   };
 }
@@ -125,7 +160,11 @@ const writeTrace = process.env.BENCH_ROUTER_TRACE ? startTrace(process.env.BENCH
 async function startAllocationSampling(dir: string, includeYoungGarbage: boolean): Promise<() => Promise<void>> {
   const session = new Session();
   session.connect();
-  await session.post('HeapProfiler.startSampling', { samplingInterval: 16_384, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: includeYoungGarbage } as never);
+  await session.post('HeapProfiler.startSampling', {
+    samplingInterval: 16_384,
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: includeYoungGarbage,
+  } as never);
   return async () => {
     const { profile } = await session.post('HeapProfiler.stopSampling');
     mkdirSync(dir, { recursive: true });
@@ -134,7 +173,10 @@ async function startAllocationSampling(dir: string, includeYoungGarbage: boolean
   };
 }
 const alloc = process.env.BENCH_ROUTER_ALLOC;
-const writeAllocations = process.env.BENCH_ROUTER_TRACE && (alloc === '1' || alloc === 'old') ? await startAllocationSampling(process.env.BENCH_ROUTER_TRACE, alloc === '1') : null;
+const writeAllocations =
+  process.env.BENCH_ROUTER_TRACE && (alloc === '1' || alloc === 'old')
+    ? await startAllocationSampling(process.env.BENCH_ROUTER_TRACE, alloc === '1')
+    : null;
 
 let stopping = false;
 async function stop(code: number): Promise<void> {

@@ -22,7 +22,13 @@ app.ws<Conn>('/ocpp/*', {
   ...WS_OPTIONS,
   upgrade: (res, req, context) => {
     const { protocol, v16 } = chosenProtocol(req.getHeader('sec-websocket-protocol'));
-    res.upgrade<Conn>({ v16 }, req.getHeader('sec-websocket-key'), protocol, req.getHeader('sec-websocket-extensions'), context);
+    res.upgrade<Conn>(
+      { v16 },
+      req.getHeader('sec-websocket-key'),
+      protocol,
+      req.getHeader('sec-websocket-extensions'),
+      context,
+    );
   },
   message: (ws, message) => {
     // Synchronous, inside uWS's callback: the send is corked with the others of this read.

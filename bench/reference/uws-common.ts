@@ -45,7 +45,9 @@ export function endOfString(b: Uint8Array, i: number): number {
 const actionNames = new Map<string, string>();
 
 /** Per connection: whether it speaks OCPP 1.6 (from the subprotocol it was upgraded with). */
-export interface Conn { v16: boolean }
+export interface Conn {
+  v16: boolean;
+}
 
 /** Builds `[3,"<id>",<result>]` around the id bytes of the CALL `b`; null when `b` is not a CALL. */
 export function reply(b: Uint8Array, conn: Conn): Uint8Array | null {
@@ -58,7 +60,7 @@ export function reply(b: Uint8Array, conn: Conn): Uint8Array | null {
   let key = '';
   for (let k = idEnd + 3; k < actEnd; k++) key += String.fromCharCode(b[k]);
   const name = actionNames.get(key) ?? (actionNames.set(key, key), key);
-  const result = name === 'Authorize' ? (conn.v16 ? AUTHORIZE_16 : AUTHORIZE_2X) : results.get(name) ?? EMPTY;
+  const result = name === 'Authorize' ? (conn.v16 ? AUTHORIZE_16 : AUTHORIZE_2X) : (results.get(name) ?? EMPTY);
   const idLen = idEnd - 4;
   const out = new Uint8Array(PREFIX.length + idLen + MIDDLE.length + result.length + 1);
   out.set(PREFIX, 0);
@@ -70,7 +72,12 @@ export function reply(b: Uint8Array, conn: Conn): Uint8Array | null {
 }
 
 /** The WebSocket options both servers use at /ocpp/* (behaviour is added by the caller). */
-export const WS_OPTIONS = { compression: uWS.DISABLED, maxPayloadLength: 65536, idleTimeout: 300, maxBackpressure: 1 << 20 } as const;
+export const WS_OPTIONS = {
+  compression: uWS.DISABLED,
+  maxPayloadLength: 65536,
+  idleTimeout: 300,
+  maxBackpressure: 1 << 20,
+} as const;
 
 /** The subprotocol a client asked for (first offered), and the per-connection data it implies. */
 export function chosenProtocol(offered: string): { protocol: string; v16: boolean } {
@@ -83,13 +90,17 @@ export function chosenProtocol(offered: string): { protocol: string; v16: boolea
  * {"ready":true,"port":N,"pid":P,"threads":0}, and stop on SIGTERM / SIGINT / stdin closing.
  */
 export function listenAndServe(app: TemplatedApp, name: string): void {
-  app.any('/*', (res) => { res.writeStatus('404 Not Found').end(); });
+  app.any('/*', (res) => {
+    res.writeStatus('404 Not Found').end();
+  });
   app.listen('127.0.0.1', 0, (s) => {
     if (!s) {
       process.stderr.write(`${name}: cannot listen\n`);
       process.exit(1);
     }
-    process.stdout.write(JSON.stringify({ ready: true, port: uWS.us_socket_local_port(s), pid: process.pid, threads: 0 }) + '\n');
+    process.stdout.write(
+      JSON.stringify({ ready: true, port: uWS.us_socket_local_port(s), pid: process.pid, threads: 0 }) + '\n',
+    );
     stopWithParent(() => {
       uWS.us_listen_socket_close(s);
       process.exit(0);

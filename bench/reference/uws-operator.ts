@@ -33,10 +33,20 @@ if (!/^[0-9a-f]{64}$/.test(cfg.apiKeySha256 ?? '')) {
 }
 const keyHash = Buffer.from(cfg.apiKeySha256!, 'hex');
 
-const latin1 = (b: Uint8Array, from: number, to: number) => Buffer.from(b.buffer, b.byteOffset + from, to - from).toString('latin1');
+const latin1 = (b: Uint8Array, from: number, to: number) =>
+  Buffer.from(b.buffer, b.byteOffset + from, to - from).toString('latin1');
 
-interface Charger extends Conn { id: string }
-interface Pending { res: HttpResponse; aborted: boolean; timer: NodeJS.Timeout; cpId: string; action: string; t0: number }
+interface Charger extends Conn {
+  id: string;
+}
+interface Pending {
+  res: HttpResponse;
+  aborted: boolean;
+  timer: NodeJS.Timeout;
+  cpId: string;
+  action: string;
+  t0: number;
+}
 
 const chargers = new Map<string, WebSocket<Charger>>();
 const pending = new Map<string, Pending>();
@@ -44,7 +54,9 @@ let nextId = 0;
 
 function respond(p: Pending, status: string, body: string | Buffer): void {
   if (p.aborted) return;
-  p.res.cork(() => { p.res.writeStatus(status).writeHeader('content-type', 'application/json; charset=utf-8').end(body); });
+  p.res.cork(() => {
+    p.res.writeStatus(status).writeHeader('content-type', 'application/json; charset=utf-8').end(body);
+  });
 }
 
 /** A charger's CALLRESULT / CALLERROR: the operator request waiting for it gets the bytes. */
@@ -60,9 +72,25 @@ function settle(b: Uint8Array): void {
   while (end > idEnd && b[end] !== 0x5d) end--;
   const payload = Buffer.from(b.buffer, b.byteOffset + idEnd + 2, end - idEnd - 2);
   if (b[1] === 0x33) {
-    respond(p, '200 OK', Buffer.concat([Buffer.from(`{"chargerId":${JSON.stringify(p.cpId)},"action":"${p.action}","result":`), payload, Buffer.from(`,"durationMs":${Date.now() - p.t0}}`)]));
+    respond(
+      p,
+      '200 OK',
+      Buffer.concat([
+        Buffer.from(`{"chargerId":${JSON.stringify(p.cpId)},"action":"${p.action}","result":`),
+        payload,
+        Buffer.from(`,"durationMs":${Date.now() - p.t0}}`),
+      ]),
+    );
   } else {
-    respond(p, '502 Bad Gateway', Buffer.concat([Buffer.from('{"error":"call_error","message":"The charger answered with a CALLERROR","callError":['), payload, Buffer.from(']}')]));
+    respond(
+      p,
+      '502 Bad Gateway',
+      Buffer.concat([
+        Buffer.from('{"error":"call_error","message":"The charger answered with a CALLERROR","callError":['),
+        payload,
+        Buffer.from(']}'),
+      ]),
+    );
   }
 }
 
@@ -72,10 +100,23 @@ app.ws<Charger>('/ocpp/*', {
   upgrade: (res, req, context) => {
     const { protocol, v16 } = chosenProtocol(req.getHeader('sec-websocket-protocol'));
     let id: string;
-    try { id = decodeURIComponent(req.getUrl().slice('/ocpp/'.length)); } catch { res.writeStatus('400 Bad Request').end(); return; }
-    res.upgrade<Charger>({ id, v16 }, req.getHeader('sec-websocket-key'), protocol, req.getHeader('sec-websocket-extensions'), context);
+    try {
+      id = decodeURIComponent(req.getUrl().slice('/ocpp/'.length));
+    } catch {
+      res.writeStatus('400 Bad Request').end();
+      return;
+    }
+    res.upgrade<Charger>(
+      { id, v16 },
+      req.getHeader('sec-websocket-key'),
+      protocol,
+      req.getHeader('sec-websocket-extensions'),
+      context,
+    );
   },
-  open: (ws) => { chargers.set(ws.getUserData().id, ws); },
+  open: (ws) => {
+    chargers.set(ws.getUserData().id, ws);
+  },
   message: (ws, message) => {
     const b = new Uint8Array(message);
     if (b[0] !== 0x5b || b[2] !== 0x2c) return;
@@ -83,8 +124,7 @@ app.ws<Charger>('/ocpp/*', {
       // A charger's CALL: `[3,"<id>",<pre-built result>]`, as uws-bare.ts answers it.
       const out = reply(b, ws.getUserData());
       if (out) ws.send(out, false);
-    }
-    else if (b[1] === 0x33 || b[1] === 0x34) settle(b);
+    } else if (b[1] === 0x33 || b[1] === 0x34) settle(b);
   },
   close: (ws) => {
     const id = ws.getUserData().id;
@@ -100,20 +140,42 @@ app.post('/api/v1/chargers/:id/calls/:action', (res, req) => {
   const action = req.getParameter(1) ?? '';
   const t = /(?:^|&)timeoutMs=(\d+)/.exec(req.getQuery() ?? '');
   const timeoutMs = t ? Number(t[1]) : 30_000;
-  const p: Pending = { res, aborted: false, timer: undefined as unknown as NodeJS.Timeout, cpId: '', action, t0: Date.now() };
-  res.onAborted(() => { p.aborted = true; });
+  const p: Pending = {
+    res,
+    aborted: false,
+    timer: undefined as unknown as NodeJS.Timeout,
+    cpId: '',
+    action,
+    t0: Date.now(),
+  };
+  res.onAborted(() => {
+    p.aborted = true;
+  });
   const h = createHash('sha256').update(key).digest();
   if (!key || !timingSafeEqual(h, keyHash)) {
-    res.writeStatus('401 Unauthorized').writeHeader('content-type', 'application/json').end('{"error":"unauthorized","message":"A valid API key is required"}');
+    res
+      .writeStatus('401 Unauthorized')
+      .writeHeader('content-type', 'application/json')
+      .end('{"error":"unauthorized","message":"A valid API key is required"}');
     return;
   }
-  try { p.cpId = decodeURIComponent(rawId); } catch { res.writeStatus('400 Bad Request').end('{"error":"invalid_parameter"}'); return; }
+  try {
+    p.cpId = decodeURIComponent(rawId);
+  } catch {
+    res.writeStatus('400 Bad Request').end('{"error":"invalid_parameter"}');
+    return;
+  }
   const chunks: Buffer[] = [];
   res.onData((chunk, isLast) => {
     chunks.push(Buffer.from(chunk.slice(0)));
     if (!isLast) return;
     const ws = chargers.get(p.cpId);
-    if (!ws) return respond(p, '404 Not Found', `{"error":"not_connected","message":"Charge point ${JSON.stringify(p.cpId).slice(1, -1)} is not connected"}`);
+    if (!ws)
+      return respond(
+        p,
+        '404 Not Found',
+        `{"error":"not_connected","message":"Charge point ${JSON.stringify(p.cpId).slice(1, -1)} is not connected"}`,
+      );
     const body = Buffer.concat(chunks);
     const id = String(++nextId);
     pending.set(id, p);
@@ -122,8 +184,14 @@ app.post('/api/v1/chargers/:id/calls/:action', (res, req) => {
       pending.delete(id);
       respond(p, '504 Gateway Timeout', '{"error":"timeout","message":"The charger did not answer in time"}');
     }, timeoutMs);
-    const frame = Buffer.concat([Buffer.from(`[2,"${id}","${action}",`), body.length ? body : Buffer.from('{}'), Buffer.from(']')]);
-    ws.cork(() => { ws.send(frame, false); });
+    const frame = Buffer.concat([
+      Buffer.from(`[2,"${id}","${action}",`),
+      body.length ? body : Buffer.from('{}'),
+      Buffer.from(']'),
+    ]);
+    ws.cork(() => {
+      ws.send(frame, false);
+    });
   });
 });
 listenAndServe(app, 'uws-operator');

@@ -61,7 +61,11 @@ function onMessage(ws: WebSocket, protocol: Protocol, data: RawData, isBinary: b
   // A CALL is [2, "<id>", "<Action>", {payload}]; CALLRESULT / CALLERROR from a charger are ignored.
   if (!Array.isArray(msg) || msg[0] !== 2 || typeof msg[1] !== 'string') return;
   const r = result(msg[2], protocol);
-  ws.send(JSON.stringify(r === undefined ? [4, msg[1], 'NotImplemented', `${String(msg[2])} is not handled`, {}] : [3, msg[1], r]));
+  ws.send(
+    JSON.stringify(
+      r === undefined ? [4, msg[1], 'NotImplemented', `${String(msg[2])} is not handled`, {}] : [3, msg[1], r],
+    ),
+  );
 }
 
 const wss = new WebSocketServer({
@@ -78,10 +82,14 @@ wss.on('connection', (ws) => {
   ws.on('error', () => ws.terminate());
 });
 
-const http = createServer((_req, res) => { res.writeHead(404).end(); });
+const http = createServer((_req, res) => {
+  res.writeHead(404).end();
+});
 http.on('upgrade', (req, socket, head) => {
   socket.on('error', () => socket.destroy());
-  const offered = String(req.headers['sec-websocket-protocol'] ?? '').split(',').map((s) => s.trim());
+  const offered = String(req.headers['sec-websocket-protocol'] ?? '')
+    .split(',')
+    .map((s) => s.trim());
   if (!/^\/ocpp\/[^/]+$/.test(req.url ?? '') || !offered.some((p) => (PROTOCOLS as readonly string[]).includes(p))) {
     socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
     return;
@@ -90,7 +98,9 @@ http.on('upgrade', (req, socket, head) => {
 });
 
 http.listen(0, '127.0.0.1', () => {
-  process.stdout.write(JSON.stringify({ ready: true, port: (http.address() as AddressInfo).port, pid: process.pid, threads: 0 }) + '\n');
+  process.stdout.write(
+    JSON.stringify({ ready: true, port: (http.address() as AddressInfo).port, pid: process.pid, threads: 0 }) + '\n',
+  );
 });
 http.on('error', (err) => {
   process.stderr.write(`ws-json: ${err.message}\n`);

@@ -27,9 +27,15 @@ import type { LoadResult } from '../lib/loadgen.js';
 
 const [action = 'Heartbeat', inflight = '1', chargers = '200', seconds = '5'] = process.argv.slice(2);
 const dir = mkdtempSync(join(tmpdir(), 'ocr-repro-'));
-const router = await createRouter({
-  server: { host: '127.0.0.1', port: 0 }, log: { level: 'silent' }, dataDir: dir, analytics: { spoolDir: join(dir, 'spool') },
-}, { onGeneratedApiKey: () => undefined });
+const router = await createRouter(
+  {
+    server: { host: '127.0.0.1', port: 0 },
+    log: { level: 'silent' },
+    dataDir: dir,
+    analytics: { spoolDir: join(dir, 'spool') },
+  },
+  { onGeneratedApiKey: () => undefined },
+);
 
 let maxQueued = 0;
 let maxInFlight = 0;
@@ -40,30 +46,63 @@ const sampler = setInterval(() => {
 }, 5);
 
 const result = await new Promise<LoadResult>((resolve, reject) => {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '../lib/loadgen.ts'), JSON.stringify({
-    port: router.port, action, inflight: Number(inflight), chargers: Number(chargers), durationSec: Number(seconds), warmupSec: 0.5, idPrefix: `repro-${Date.now()}`,
-  })], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      join(import.meta.dirname, '../lib/loadgen.ts'),
+      JSON.stringify({
+        port: router.port,
+        action,
+        inflight: Number(inflight),
+        chargers: Number(chargers),
+        durationSec: Number(seconds),
+        warmupSec: 0.5,
+        idPrefix: `repro-${Date.now()}`,
+      }),
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   let r: LoadResult | undefined;
-  createInterface({ input: child.stdout }).on('line', (l) => { if (l.startsWith('RESULT ')) r = JSON.parse(l.slice(7)) as LoadResult; });
+  createInterface({ input: child.stdout }).on('line', (l) => {
+    if (l.startsWith('RESULT ')) r = JSON.parse(l.slice(7)) as LoadResult;
+  });
   child.once('exit', (code) => (r ? resolve(r) : reject(new Error(`loadgen exited ${code}`))));
 });
 clearInterval(sampler);
 
 const metrics = await router.metrics.registry.getMetricsAsJSON();
-const pick = (name: string) => metrics.find((m) => m.name === name) as unknown as { values: { value: number; labels: Record<string, string>; metricName?: string }[] } | undefined;
+const pick = (name: string) =>
+  metrics.find((m) => m.name === name) as unknown as
+    { values: { value: number; labels: Record<string, string>; metricName?: string }[] } | undefined;
 const batches = pick('ocr_batch_items')?.values ?? [];
 const batchCount = batches.find((v) => v.metricName === 'ocr_batch_items_count')?.value ?? 0;
 const batchSum = batches.find((v) => v.metricName === 'ocr_batch_items_sum')?.value ?? 0;
-console.log(JSON.stringify({
-  load: { action, inflight: Number(inflight), chargers: Number(chargers), seconds: Number(seconds) },
-  roundTripsPerSec: result.window.rps,
-  latencyMs: { p50: result.window.latencyUs.p50 / 1000, p99: result.window.latencyUs.p99 / 1000 },
-  callErrors: result.errors.callError,
-  errorSample: result.errors.samples[0],
-  droppedByReason: Object.fromEntries((pick('ocr_frames_dropped_total')?.values ?? []).map((v) => [v.labels.reason, v.value])),
-  pool: { maxPendingFrames: router.config.pool.maxPendingFrames, maxQueuedSeen: maxQueued, maxBatchesInFlightSeen: maxInFlight, threads: router.dispatcher.stats.threads, concurrentTasksPerWorker: router.config.pool.concurrentTasksPerWorker },
-  batches: { count: batchCount, meanItems: batchCount ? +(batchSum / batchCount).toFixed(1) : 0 },
-}, null, 2));
+console.log(
+  JSON.stringify(
+    {
+      load: { action, inflight: Number(inflight), chargers: Number(chargers), seconds: Number(seconds) },
+      roundTripsPerSec: result.window.rps,
+      latencyMs: { p50: result.window.latencyUs.p50 / 1000, p99: result.window.latencyUs.p99 / 1000 },
+      callErrors: result.errors.callError,
+      errorSample: result.errors.samples[0],
+      droppedByReason: Object.fromEntries(
+        (pick('ocr_frames_dropped_total')?.values ?? []).map((v) => [v.labels.reason, v.value]),
+      ),
+      pool: {
+        maxPendingFrames: router.config.pool.maxPendingFrames,
+        maxQueuedSeen: maxQueued,
+        maxBatchesInFlightSeen: maxInFlight,
+        threads: router.dispatcher.stats.threads,
+        concurrentTasksPerWorker: router.config.pool.concurrentTasksPerWorker,
+      },
+      batches: { count: batchCount, meanItems: batchCount ? +(batchSum / batchCount).toFixed(1) : 0 },
+    },
+    null,
+    2,
+  ),
+);
 await router.close();
 rmSync(dir, { recursive: true, force: true });
 process.exit(0);

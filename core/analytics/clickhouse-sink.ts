@@ -43,7 +43,16 @@ import { createClient, ClickHouseLogLevel, type ClickHouseClient, type ClickHous
 import { pino } from 'pino';
 import type { AnalyticsRow, AnalyticsSink, AnalyticsTable, SinkStats } from './sink.js';
 import { Readable } from 'node:stream';
-import { assertIdentifier, clickHouseErrorCode, isAnalyticsTable, migrate, rowEncoder, TABLES, type RowEncoder, type ServerFeatures } from './schema.js';
+import {
+  assertIdentifier,
+  clickHouseErrorCode,
+  isAnalyticsTable,
+  migrate,
+  rowEncoder,
+  TABLES,
+  type RowEncoder,
+  type ServerFeatures,
+} from './schema.js';
 import { Spool, type SpoolOptions, type SpoolRow } from './spool.js';
 import { errors, type RouterError } from '../errors.js';
 
@@ -152,7 +161,8 @@ export function isPermanentInsertError(err: unknown): boolean {
 
 function positiveInt(name: string, v: number | undefined, def: number): number {
   if (v === undefined) return def;
-  if (!Number.isInteger(v) || v <= 0) throw new errors.OCR_ERR_CONFIG_INVALID(`analytics.${name} must be a positive integer, got ${String(v)}`);
+  if (!Number.isInteger(v) || v <= 0)
+    throw new errors.OCR_ERR_CONFIG_INVALID(`analytics.${name} must be a positive integer, got ${String(v)}`);
   return v;
 }
 
@@ -200,7 +210,10 @@ export class ClickHouseSink implements AnalyticsSink {
     this.#flushIntervalMs = positiveInt('flushIntervalMs', opts.flushIntervalMs, DEFAULTS.flushIntervalMs);
     this.#replayIntervalMs = positiveInt('replayIntervalMs', opts.replayIntervalMs, DEFAULTS.replayIntervalMs);
     this.#backoffMinMs = positiveInt('backoffMinMs', opts.backoffMinMs, DEFAULTS.backoffMinMs);
-    this.#backoffMaxMs = Math.max(this.#backoffMinMs, positiveInt('backoffMaxMs', opts.backoffMaxMs, DEFAULTS.backoffMaxMs));
+    this.#backoffMaxMs = Math.max(
+      this.#backoffMinMs,
+      positiveInt('backoffMaxMs', opts.backoffMaxMs, DEFAULTS.backoffMaxMs),
+    );
     this.#nodeId = opts.nodeId ?? '';
     this.#spool = new Spool({
       ...opts.spool,
@@ -258,7 +271,9 @@ export class ClickHouseSink implements AnalyticsSink {
     try {
       await this.#spool.open();
     } catch (err) {
-      throw new errors.OCR_ERR_ANALYTICS_SPOOL(`cannot open ${this.#spool.dir}: ${(err as Error).message}`, { cause: err });
+      throw new errors.OCR_ERR_ANALYTICS_SPOOL(`cannot open ${this.#spool.dir}: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
     if (this.#client !== undefined) {
       try {
@@ -347,7 +362,10 @@ export class ClickHouseSink implements AnalyticsSink {
       this.#held = [];
       this.#buffered -= rows;
       this.#counts.dropped += rows;
-      this.#log.error({ event: 'ocr.analytics.held_rows_lost', rows }, 'analytics rows held in memory lost at close: neither ClickHouse nor the spool took them');
+      this.#log.error(
+        { event: 'ocr.analytics.held_rows_lost', rows },
+        'analytics rows held in memory lost at close: neither ClickHouse nor the spool took them',
+      );
     }
     await this.#replaying;
     await this.#spool.close();
@@ -392,7 +410,10 @@ export class ClickHouseSink implements AnalyticsSink {
     }
     if (this.#holding && this.#held.length === 0) {
       this.#holding = false;
-      this.#log.info({ event: 'ocr.analytics.held_rows_stored' }, 'analytics rows held in memory are stored; admitting messages again');
+      this.#log.info(
+        { event: 'ocr.analytics.held_rows_stored' },
+        'analytics rows held in memory are stored; admitting messages again',
+      );
     }
   }
 
@@ -438,7 +459,13 @@ export class ClickHouseSink implements AnalyticsSink {
     this.#buffered += rows;
     if (!this.#holding) {
       this.#holding = true;
-      const fields = { event: err === undefined ? 'ocr.analytics.spool_full' : 'ocr.analytics.spool_failed', table, rows, err, maxBytes: this.#spool.maxBytes };
+      const fields = {
+        event: err === undefined ? 'ocr.analytics.spool_full' : 'ocr.analytics.spool_failed',
+        table,
+        rows,
+        err,
+        maxBytes: this.#spool.maxBytes,
+      };
       const msg = `analytics spool ${err === undefined ? 'full' : 'write failed'}: rows kept in memory until ClickHouse or the spool takes them; messages that write rows are refused once analytics.maxBufferRows is nearly reached`;
       if (err === undefined) this.#log.warn(fields, msg);
       else this.#log.error(fields, msg);
@@ -448,7 +475,10 @@ export class ClickHouseSink implements AnalyticsSink {
   /** Inserts JSONEachRow bytes as they are (the client's insert() would stringify objects). */
   async #insertEncoded(table: AnalyticsTable, bytes: Uint8Array): Promise<void> {
     try {
-      const res = await this.#client!.exec({ query: `INSERT INTO ${this.#database}.${table} FORMAT JSONEachRow`, values: Readable.from([bytes]) });
+      const res = await this.#client!.exec({
+        query: `INSERT INTO ${this.#database}.${table} FORMAT JSONEachRow`,
+        values: Readable.from([bytes]),
+      });
       res.stream.resume(); // the (empty) answer must be read for the socket to be reused
       await new Promise<void>((resolve, reject) => {
         res.stream.once('end', resolve).once('close', resolve).once('error', reject);
@@ -461,7 +491,11 @@ export class ClickHouseSink implements AnalyticsSink {
 
   async #insert(table: AnalyticsTable, values: ReadonlyArray<SpoolRow>): Promise<void> {
     try {
-      await this.#client!.insert({ table: `${this.#database}.${table}`, values: values as Array<Record<string, unknown>>, format: 'JSONEachRow' });
+      await this.#client!.insert({
+        table: `${this.#database}.${table}`,
+        values: values as Array<Record<string, unknown>>,
+        format: 'JSONEachRow',
+      });
     } catch (err) {
       // A server that lost its tables (new data directory) is healed by migrating again.
       if (SCHEMA_GONE_CODES.has(clickHouseErrorCode(err) ?? -1)) this.#migrated = false;
@@ -483,7 +517,12 @@ export class ClickHouseSink implements AnalyticsSink {
     this.#features = await migrate(this.#client!, this.#database);
     this.#migrated = true;
     this.#log.info(
-      { event: 'ocr.analytics.migrated', database: this.#database, version: this.#features.version, lowCardinality: this.#features.lowCardinality },
+      {
+        event: 'ocr.analytics.migrated',
+        database: this.#database,
+        version: this.#features.version,
+        lowCardinality: this.#features.lowCardinality,
+      },
       'analytics schema ready',
     );
   }
@@ -511,7 +550,11 @@ export class ClickHouseSink implements AnalyticsSink {
         shouldStop: () => this.#closed,
       });
       this.#counts.replayed += res.rows;
-      if (res.rows > 0) this.#log.info({ event: 'ocr.analytics.replayed', rows: res.rows, segments: res.segments }, 'analytics spool replayed');
+      if (res.rows > 0)
+        this.#log.info(
+          { event: 'ocr.analytics.replayed', rows: res.rows, segments: res.segments },
+          'analytics spool replayed',
+        );
       if (res.error !== undefined) this.#fail('replay', res.error);
       else this.#succeed();
     } catch (err) {
@@ -545,9 +588,15 @@ export class ClickHouseSink implements AnalyticsSink {
     // One warning per outage, not one per attempt.
     if (this.#healthy) {
       this.#healthy = false;
-      this.#log.warn({ event: 'ocr.analytics.clickhouse_unavailable', op, err, retryInMs: this.#backoffMs }, 'ClickHouse unavailable; spooling analytics rows');
+      this.#log.warn(
+        { event: 'ocr.analytics.clickhouse_unavailable', op, err, retryInMs: this.#backoffMs },
+        'ClickHouse unavailable; spooling analytics rows',
+      );
     } else {
-      this.#log.debug({ event: 'ocr.analytics.clickhouse_unavailable', op, err, retryInMs: this.#backoffMs }, 'ClickHouse still unavailable');
+      this.#log.debug(
+        { event: 'ocr.analytics.clickhouse_unavailable', op, err, retryInMs: this.#backoffMs },
+        'ClickHouse still unavailable',
+      );
     }
   }
 }

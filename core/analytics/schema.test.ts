@@ -29,9 +29,13 @@ function int(v: unknown, max: number): number {
 }
 function coerce(kind: ColumnKind, v: unknown): unknown {
   switch (kind) {
-    case 'string': case 'lcstring': return text(v);
-    case 'uint16': return int(v, 0xffff);
-    case 'uint32': return int(v, 0xffffffff);
+    case 'string':
+    case 'lcstring':
+      return text(v);
+    case 'uint16':
+      return int(v, 0xffff);
+    case 'uint32':
+      return int(v, 0xffffffff);
     case 'float64': {
       const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
       return Number.isFinite(n) ? n : 0;
@@ -52,7 +56,10 @@ function reference(table: AnalyticsTable, row: AnalyticsRow, nowMs: number, node
     if (name === 'ts') out.ts = ts < 0 ? 0 : Math.min(Math.floor(ts / 1000), MAX_DT);
     else if (name === 'ts_ms') out.ts_ms = ts < 0 ? 0 : Math.floor(ts - Math.floor(ts / 1000) * 1000);
     else if (name === 'received_at') out.received_at = recv < 0 ? 0 : Math.min(Math.floor(recv / 1000), MAX_DT);
-    else if (name === 'node_id') out.node_id = text(row.node_id === undefined || row.node_id === null || row.node_id === '' ? nodeId : row.node_id);
+    else if (name === 'node_id')
+      out.node_id = text(
+        row.node_id === undefined || row.node_id === null || row.node_id === '' ? nodeId : row.node_id,
+      );
     else out[name] = coerce(kind, row[name]);
   }
   return `${JSON.stringify(out)}\n`;
@@ -74,8 +81,34 @@ t.test('every line equals the plain encoding, however rows repeat or change', as
   // An object whose String() changes each time: equal by identity, never by text.
   const shifty = { toString: () => `shifty-${++counter}` };
   const pool: unknown[] = [
-    undefined, null, '', 'CP-1', 'CP-2', 'Wh', 'ünï "q" \\ \n', '🔌', '\u2028', 0, -0, 1, 7, 1.5, -3.25, 1e21, 70000, 5e9,
-    '12', ' 3 ', 'NaN', NaN, Infinity, true, shifty, 1_700_000_123_456, '2026-11-21T10:00:00.123Z', -5,
+    undefined,
+    null,
+    '',
+    'CP-1',
+    'CP-2',
+    'Wh',
+    'ünï "q" \\ \n',
+    '🔌',
+    '\u2028',
+    0,
+    -0,
+    1,
+    7,
+    1.5,
+    -3.25,
+    1e21,
+    70000,
+    5e9,
+    '12',
+    ' 3 ',
+    'NaN',
+    NaN,
+    Infinity,
+    true,
+    shifty,
+    1_700_000_123_456,
+    '2026-11-21T10:00:00.123Z',
+    -5,
   ];
   for (const table of TABLES) {
     const names = Object.keys(COLUMNS[table]);
@@ -88,7 +121,8 @@ t.test('every line equals the plain encoding, however rows repeat or change', as
         // Mostly the last row again with a few columns changed, like the rows of one message.
         row = rand() < 0.15 ? {} : { ...row };
         const changes = Math.floor(rand() * 4);
-        for (let c = 0; c < changes; c++) row[names[Math.floor(rand() * names.length)]] = pool[Math.floor(rand() * pool.length)] as never;
+        for (let c = 0; c < changes; c++)
+          row[names[Math.floor(rand() * names.length)]] = pool[Math.floor(rand() * pool.length)] as never;
         const nowMs = rand() < 0.9 ? 1_790_000_000_000 : 1_790_000_001_999;
         const nodeId = rand() < 0.9 ? 'node-a' : 'node-b';
         counter = 0;
@@ -104,21 +138,64 @@ t.test('every line equals the plain encoding, however rows repeat or change', as
 
 t.test('the rows of one MeterValues: shared columns, every line whole and parseable', async (t) => {
   const encode = rowEncoder('meter_values');
-  const base = { ts: 1_790_000_000_250, received_at: 1_790_000_000_300, cp_id: 'CP-9', ocpp_version: '1.6', evse_id: 1, connector_id: 1, transaction_id: '42' };
+  const base = {
+    ts: 1_790_000_000_250,
+    received_at: 1_790_000_000_300,
+    cp_id: 'CP-9',
+    ocpp_version: '1.6',
+    evse_id: 1,
+    connector_id: 1,
+    transaction_id: '42',
+  };
   const lines = ['Energy.Active.Import.Register', 'Power.Active.Import', 'Voltage', 'Voltage'].map((measurand, i) =>
-    encode({ ...base, measurand, unit: i === 0 ? 'Wh' : 'W', value: 100 + i }, 0, 'n1'));
+    encode({ ...base, measurand, unit: i === 0 ? 'Wh' : 'W', value: 100 + i }, 0, 'n1'),
+  );
   const parsed = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
-  t.same(parsed.map((p) => [p.measurand, p.unit, p.value]), [['Energy.Active.Import.Register', 'Wh', 100], ['Power.Active.Import', 'W', 101], ['Voltage', 'W', 102], ['Voltage', 'W', 103]]);
-  for (const p of parsed) t.match(p, { ts: 1_790_000_000, ts_ms: 250, received_at: 1_790_000_000, cp_id: 'CP-9', node_id: 'n1', transaction_id: '42' });
-  t.ok(lines.every((l) => l.endsWith('}\n') && l.indexOf('\n') === l.length - 1), 'one line each');
-  t.equal(encode({ ...base, measurand: 'Voltage', unit: 'W', value: 103 }, 0, 'n1'), lines[3], 'the same row twice: the same line');
+  t.same(
+    parsed.map((p) => [p.measurand, p.unit, p.value]),
+    [
+      ['Energy.Active.Import.Register', 'Wh', 100],
+      ['Power.Active.Import', 'W', 101],
+      ['Voltage', 'W', 102],
+      ['Voltage', 'W', 103],
+    ],
+  );
+  for (const p of parsed)
+    t.match(p, {
+      ts: 1_790_000_000,
+      ts_ms: 250,
+      received_at: 1_790_000_000,
+      cp_id: 'CP-9',
+      node_id: 'n1',
+      transaction_id: '42',
+    });
+  t.ok(
+    lines.every((l) => l.endsWith('}\n') && l.indexOf('\n') === l.length - 1),
+    'one line each',
+  );
+  t.equal(
+    encode({ ...base, measurand: 'Voltage', unit: 'W', value: 103 }, 0, 'n1'),
+    lines[3],
+    'the same row twice: the same line',
+  );
 });
 
 t.test('a value whose String() throws fails that row only; the next row is whole', async (t) => {
   const encode = rowEncoder('meter_values');
-  const row = { ts: 1_790_000_000_000, cp_id: 'CP-1', transaction_id: 't1', measurand: 'Voltage', unit: 'V', value: 230 };
+  const row = {
+    ts: 1_790_000_000_000,
+    cp_id: 'CP-1',
+    transaction_id: 't1',
+    measurand: 'Voltage',
+    unit: 'V',
+    value: 230,
+  };
   const first = encode(row, 0, 'n');
-  const hostile = { toString() { throw new Error('no string for you'); } };
+  const hostile = {
+    toString() {
+      throw new Error('no string for you');
+    },
+  };
   t.throws(() => encode({ ...row, cp_id: 'CP-2', transaction_id: hostile as never }, 0, 'n'), /no string for you/);
   // cp_id was encoded as CP-2 before the throw, transaction_id not: the next CP-2 row with
   // transaction t1 must not reuse the last whole text for t1, which holds CP-1.

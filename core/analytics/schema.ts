@@ -112,17 +112,27 @@ export function assertIdentifier(name: string): string {
 
 export function columnType(kind: ColumnKind, features: Pick<ServerFeatures, 'lowCardinality'>): string {
   switch (kind) {
-    case 'string': return 'String';
-    case 'lcstring': return features.lowCardinality ? 'LowCardinality(String)' : 'String';
-    case 'uint16': return 'UInt16';
-    case 'uint32': return 'UInt32';
-    case 'float64': return 'Float64';
-    case 'datetime': return 'DateTime';
+    case 'string':
+      return 'String';
+    case 'lcstring':
+      return features.lowCardinality ? 'LowCardinality(String)' : 'String';
+    case 'uint16':
+      return 'UInt16';
+    case 'uint32':
+      return 'UInt32';
+    case 'float64':
+      return 'Float64';
+    case 'datetime':
+      return 'DateTime';
   }
 }
 
 /** CREATE TABLE IF NOT EXISTS for one table. */
-export function createTableSql(database: string, table: AnalyticsTable, features: Pick<ServerFeatures, 'lowCardinality'>): string {
+export function createTableSql(
+  database: string,
+  table: AnalyticsTable,
+  features: Pick<ServerFeatures, 'lowCardinality'>,
+): string {
   const cols = Object.entries(COLUMNS[table]).map(([name, kind]) => `  ${name} ${columnType(kind, features)}`);
   return (
     `CREATE TABLE IF NOT EXISTS ${assertIdentifier(database)}.${table} (\n${cols.join(',\n')}\n)\n` +
@@ -171,10 +181,15 @@ export function clickHouseErrorCode(err: unknown): number | undefined {
 const RACE = {
   database: (code: number | undefined) => code === 82,
   table: (code: number | undefined) => code === 57,
-  column: (code: number | undefined, message: string) => code === 15 || (code === 44 && message.includes('already exists')),
+  column: (code: number | undefined, message: string) =>
+    code === 15 || (code === 44 && message.includes('already exists')),
 } as const;
 
-async function commandIgnoringRace(client: ClickHouseClient, query: string, isRace: (code: number | undefined, message: string) => boolean): Promise<void> {
+async function commandIgnoringRace(
+  client: ClickHouseClient,
+  query: string,
+  isRace: (code: number | undefined, message: string) => boolean,
+): Promise<void> {
   try {
     await client.command({ query });
   } catch (err) {
@@ -205,7 +220,11 @@ export async function migrate(client: ClickHouseClient, database: string): Promi
   for (const table of TABLES) {
     for (const [name, kind] of Object.entries(COLUMNS[table])) {
       if (existing.has(`${table}.${name}`)) continue;
-      await commandIgnoringRace(client, `ALTER TABLE ${database}.${table} ADD COLUMN ${name} ${columnType(kind, features)}`, RACE.column);
+      await commandIgnoringRace(
+        client,
+        `ALTER TABLE ${database}.${table} ADD COLUMN ${name} ${columnType(kind, features)}`,
+        RACE.column,
+      );
     }
   }
   return features;
@@ -329,7 +348,8 @@ export function rowEncoder(table: AnalyticsTable): RowEncoder {
     }
     if (i < 3) return;
     let expr: string;
-    if (name === 'node_id') expr = `lcCol(v${i} === undefined || v${i} === null || v${i} === '' ? nodeId : v${i}, lasts[${slot()}], lc)`;
+    if (name === 'node_id')
+      expr = `lcCol(v${i} === undefined || v${i} === null || v${i} === '' ? nodeId : v${i}, lasts[${slot()}], lc)`;
     else if (kind === 'string') expr = `strCol(v${i}, lasts[${slot()}])`;
     else if (kind === 'lcstring') expr = `lcCol(v${i}, lasts[${slot()}], lc)`;
     else if (kind === 'uint16') expr = `clampInt(v${i}, 0xffff)`;
@@ -368,9 +388,38 @@ export function rowEncoder(table: AnalyticsTable): RowEncoder {
   const L: Record<string | number, unknown> = { ts: NaN, recv: NaN, nodeId: undefined };
   const P: string[] = new Array<string>(cols.length).fill('');
   const NOPE = {};
-  const plain = (v: unknown): boolean => v === undefined || v === null || typeof v === 'string' || typeof v === 'number';
+  const plain = (v: unknown): boolean =>
+    v === undefined || v === null || typeof v === 'string' || typeof v === 'number';
   // eslint-disable-next-line @typescript-eslint/no-implied-eval -- see the doc comment
-  const make = new Function('toEpochMs', 'clampInt', 'strCol', 'lcCol', 'float64Col', 'dateTimeCol', 'lasts', 'lc', 'MAX', 'L', 'P', 'NOPE', 'plain',
-    `return function encode_${table}(row, nowMs, nodeId) {${body}\n  };`) as (...deps: unknown[]) => RowEncoder;
-  return make(toEpochMs, clampInt, strCol, lcCol, float64Col, dateTimeCol, lasts, lc, MAX_DATETIME_S, L, P, NOPE, plain);
+  const make = new Function(
+    'toEpochMs',
+    'clampInt',
+    'strCol',
+    'lcCol',
+    'float64Col',
+    'dateTimeCol',
+    'lasts',
+    'lc',
+    'MAX',
+    'L',
+    'P',
+    'NOPE',
+    'plain',
+    `return function encode_${table}(row, nowMs, nodeId) {${body}\n  };`,
+  ) as (...deps: unknown[]) => RowEncoder;
+  return make(
+    toEpochMs,
+    clampInt,
+    strCol,
+    lcCol,
+    float64Col,
+    dateTimeCol,
+    lasts,
+    lc,
+    MAX_DATETIME_S,
+    L,
+    P,
+    NOPE,
+    plain,
+  );
 }

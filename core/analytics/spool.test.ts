@@ -44,7 +44,11 @@ function rowsOf(n: number, from = 0, pad = ''): SpoolRow[] {
 }
 
 function files(dir: string, table: string): string[] {
-  return existsSync(join(dir, table)) ? readdirSync(join(dir, table)).filter((n) => n !== 'dead').sort() : [];
+  return existsSync(join(dir, table))
+    ? readdirSync(join(dir, table))
+        .filter((n) => n !== 'dead')
+        .sort()
+    : [];
 }
 
 /** A pid that is not running (for orphan-recovery tests). */
@@ -72,14 +76,23 @@ async function runTests(): Promise<void> {
     const spool = new Spool({ dir });
     t.equal(await spool.append('meter_values', rowsOf(3)), 3);
     const [open] = files(dir, 'meter_values');
-    t.match(open, new RegExp(`^\\d{13}-${process.pid}\\.\\d+-${threadId}-\\d+\\.open$`), 'name carries pid and threadId');
+    t.match(
+      open,
+      new RegExp(`^\\d{13}-${process.pid}\\.\\d+-${threadId}-\\d+\\.open$`),
+      'name carries pid and threadId',
+    );
     await spool.append('meter_values', rowsOf(2, 3));
     await spool.roll();
     const closed = files(dir, 'meter_values');
     t.equal(closed.length, 1);
     t.ok(closed[0].endsWith('.ndjson'));
-    const lines = readFileSync(join(dir, 'meter_values', closed[0]), 'utf8').trimEnd().split('\n');
-    t.same(lines.map((l) => JSON.parse(l).id), [0, 1, 2, 3, 4]);
+    const lines = readFileSync(join(dir, 'meter_values', closed[0]), 'utf8')
+      .trimEnd()
+      .split('\n');
+    t.same(
+      lines.map((l) => JSON.parse(l).id),
+      [0, 1, 2, 3, 4],
+    );
     t.equal(spool.stats().appended, 5);
     t.equal(spool.stats().bytes, Buffer.byteLength(lines.join('\n') + '\n'));
     await spool.close();
@@ -105,7 +118,11 @@ async function runTests(): Promise<void> {
     t.equal(names.filter((n) => n.endsWith('.open')).length, 1);
     await sleep(30);
     await aged.rollAged();
-    t.equal(files(aged.dir, 'ocpp_events').filter((n) => n.endsWith('.open')).length, 0, 'rollAged closes idle segments');
+    t.equal(
+      files(aged.dir, 'ocpp_events').filter((n) => n.endsWith('.open')).length,
+      0,
+      'rollAged closes idle segments',
+    );
     await spool.close();
     await aged.close();
   });
@@ -160,17 +177,23 @@ async function runTests(): Promise<void> {
     t.ok(accepted < 100, 'writer full');
     await writer.roll();
     const delivered: unknown[] = [];
-    await drainer.replay(async (_table, rows) => { delivered.push(...rows.map((r) => r.id)); });
+    await drainer.replay(async (_table, rows) => {
+      delivered.push(...rows.map((r) => r.id));
+    });
     t.equal(delivered.length, accepted, 'drained by the other instance');
     await sleep(250);
     t.equal(await writer.append('call_errors', rowsOf(5, 100)), 5, 'the writer sees the room after its rescan');
     // Within fullRescanMs of a rescan it trusts its count: one measurement per period at most.
-    t.equal(await writer.append('call_errors', rowsOf(100, 105, 'x'.repeat(20))) < 100, true, 'full again');
+    t.equal((await writer.append('call_errors', rowsOf(100, 105, 'x'.repeat(20)))) < 100, true, 'full again');
     await writer.roll(); // measures (full), closes the segment for the drainer
     await drainer.replay(async () => {});
     t.equal(await writer.append('call_errors', rowsOf(1, 300, 'x'.repeat(20))), 0, 'not measured again yet: refused');
     await sleep(250);
-    t.equal(await writer.append('call_errors', rowsOf(1, 301, 'x'.repeat(20))), 1, 'measured again after fullRescanMs: accepted');
+    t.equal(
+      await writer.append('call_errors', rowsOf(1, 301, 'x'.repeat(20))),
+      1,
+      'measured again after fullRescanMs: accepted',
+    );
     await writer.close();
     await drainer.close();
   });
@@ -187,7 +210,11 @@ async function runTests(): Promise<void> {
     });
     t.equal(res.rows, 33);
     t.equal(res.error, undefined);
-    t.same(got.filter(([tb]) => tb === 'meter_values').flatMap(([, ids]) => ids), rowsOf(30).map((r) => r.id), 'order kept');
+    t.same(
+      got.filter(([tb]) => tb === 'meter_values').flatMap(([, ids]) => ids),
+      rowsOf(30).map((r) => r.id),
+      'order kept',
+    );
     t.same(files(dir, 'meter_values'), []);
     t.same(files(dir, 'status_events'), []);
     t.equal(spool.stats().bytes, 0);
@@ -224,7 +251,11 @@ async function runTests(): Promise<void> {
       delivered.push(...rows.map((r) => r.id as number));
     });
     t.equal(r3.rows, 20);
-    t.same(delivered, rowsOf(30).map((r) => r.id), 'every row exactly once');
+    t.same(
+      delivered,
+      rowsOf(30).map((r) => r.id),
+      'every row exactly once',
+    );
     t.same(files(dir, 'meter_values'), []);
     await spool.close();
   });
@@ -234,7 +265,9 @@ async function runTests(): Promise<void> {
     const spool = new Spool({ dir, replayChunkRows: 5 });
     await spool.append('call_errors', rowsOf(15));
     const delivered: number[] = [];
-    const bad = Object.assign(new Error('Code: 27, e.displayText() = DB::Exception: Cannot parse input'), { permanent: true });
+    const bad = Object.assign(new Error('Code: 27, e.displayText() = DB::Exception: Cannot parse input'), {
+      permanent: true,
+    });
     const res = await spool.replay(
       async (_tb, rows) => {
         if (rows.some((r) => r.id === 7)) throw bad;
@@ -248,7 +281,10 @@ async function runTests(): Promise<void> {
     const dead = readdirSync(join(dir, 'call_errors', 'dead'));
     t.equal(dead.length, 1);
     t.same(
-      readFileSync(join(dir, 'call_errors', 'dead', dead[0]), 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l).id),
+      readFileSync(join(dir, 'call_errors', 'dead', dead[0]), 'utf8')
+        .trimEnd()
+        .split('\n')
+        .map((l) => JSON.parse(l).id),
       [5, 6, 7, 8, 9],
     );
     t.equal(spool.stats().quarantined, 5);
@@ -265,7 +301,10 @@ async function runTests(): Promise<void> {
     writeFileSync(join(dir, 'meter_values', `0000000000003-x~${pid}.12345-3.tmp`), 'junk');
     const spool = new Spool({ dir });
     await spool.open();
-    t.same(files(dir, 'meter_values'), ['0000000000001-' + pid + '.12345-0-1.ndjson', '0000000000002-' + pid + '.12345-0-2.ndjson']);
+    t.same(files(dir, 'meter_values'), [
+      '0000000000001-' + pid + '.12345-0-1.ndjson',
+      '0000000000002-' + pid + '.12345-0-2.ndjson',
+    ]);
     const ids: unknown[] = [];
     await spool.replay(async (_tb, rows) => {
       ids.push(...rows.map((r) => r.id));
@@ -279,14 +318,18 @@ async function runTests(): Promise<void> {
     const dir = tempDir('race');
     const writer = new Spool({ dir, segmentBytes: 400 });
     const total = 1200;
-    for (let i = 0; i < total; i += 100) await writer.append(i % 200 === 0 ? 'meter_values' : 'status_events', rowsOf(100, i));
+    for (let i = 0; i < total; i += 100)
+      await writer.append(i % 200 === 0 ? 'meter_values' : 'status_events', rowsOf(100, i));
     await writer.close();
     const segments = files(dir, 'meter_values').length + files(dir, 'status_events').length;
     t.ok(segments > 50, `${segments} segments to claim`);
 
     const self = fileURLToPath(import.meta.url);
     const children = Array.from({ length: 3 }, () =>
-      spawn(process.execPath, ['--import', 'tsx', self], { env: { ...process.env, [CLAIMER_ENV]: dir }, stdio: ['pipe', 'pipe', 'inherit'] }),
+      spawn(process.execPath, ['--import', 'tsx', self], {
+        env: { ...process.env, [CLAIMER_ENV]: dir },
+        stdio: ['pipe', 'pipe', 'inherit'],
+      }),
     );
     const outputs = children.map(
       (c) =>
@@ -329,7 +372,11 @@ async function runTests(): Promise<void> {
     );
     const all = [...local, ...remote].sort((a, b) => a - b);
     t.equal(all.length, total, `${local.length} rows delivered in-process, ${remote.length} by child processes`);
-    t.same(all, Array.from({ length: total }, (_, i) => i), 'each row exactly once');
+    t.same(
+      all,
+      Array.from({ length: total }, (_, i) => i),
+      'each row exactly once',
+    );
     t.ok(remote.length > 0, 'child processes took part');
     t.same([...files(dir, 'meter_values'), ...files(dir, 'status_events')], [], 'nothing left, no claims behind');
   });

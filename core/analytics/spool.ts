@@ -276,7 +276,9 @@ export class Spool {
       return Promise.reject(new errors.OCR_ERR_ANALYTICS_SPOOL(`invalid table name ${JSON.stringify(table)}`));
     }
     if (rows === 0 || data.length === 0) return Promise.resolve(0);
-    return this.open().then(() => this.#exclusive(() => this.#appendLocked(table, Buffer.from(data.buffer, data.byteOffset, data.length), rows)));
+    return this.open().then(() =>
+      this.#exclusive(() => this.#appendLocked(table, Buffer.from(data.buffer, data.byteOffset, data.length), rows)),
+    );
   }
 
   /** Closes this writer's segments (all, or one table's) so that they can be replayed. */
@@ -487,7 +489,10 @@ export class Spool {
         if (seg.bytes === 0) await unlink(seg.path).catch(() => {});
         else await rename(seg.path, join(this.dir, table, `${seg.base}.ndjson`));
       } catch (err) {
-        this.#log.error({ event: 'ocr.analytics.spool_roll_failed', file: seg.path, err }, 'analytics spool segment could not be closed; it is recovered by the next start');
+        this.#log.error(
+          { event: 'ocr.analytics.spool_roll_failed', file: seg.path, err },
+          'analytics spool segment could not be closed; it is recovered by the next start',
+        );
       }
     })();
     this.#retiring.add(done);
@@ -584,10 +589,17 @@ export class Spool {
         if (opts.isPermanent?.(err)) {
           const deadDir = join(tdir, DEAD_DIR);
           await mkdir(deadDir, { recursive: true });
-          await writeAtomically(join(deadDir, `${base}-c${i}.ndjson`), chunk, join(tdir, `${base}-c${i}~${OWNER}-${threadId}.tmp`));
+          await writeAtomically(
+            join(deadDir, `${base}-c${i}.ndjson`),
+            chunk,
+            join(tdir, `${base}-c${i}~${OWNER}-${threadId}.tmp`),
+          );
           this.#stats.quarantined += chunk.length;
           result.quarantined += chunk.length;
-          this.#log.error({ event: 'ocr.analytics.spool_quarantined', table, rows: chunk.length, err }, 'analytics rows refused permanently; moved to dead/');
+          this.#log.error(
+            { event: 'ocr.analytics.spool_quarantined', table, rows: chunk.length, err },
+            'analytics rows refused permanently; moved to dead/',
+          );
           continue;
         }
         await this.#putBack(tdir, base, claim, rows, i);
@@ -611,7 +623,11 @@ export class Spool {
     // Part of the segment was delivered: write only the rest, so it is not sent twice.
     // `<base>-r<k>` sorts right after `<base>`, so replay order is kept.
     const restBase = `${base}-r${from}`;
-    await writeAtomically(join(tdir, `${restBase}.ndjson`), rows.slice(from), join(tdir, `${restBase}~${OWNER}-${threadId}.tmp`));
+    await writeAtomically(
+      join(tdir, `${restBase}.ndjson`),
+      rows.slice(from),
+      join(tdir, `${restBase}~${OWNER}-${threadId}.tmp`),
+    );
     await unlink(claim);
   }
 

@@ -28,7 +28,9 @@ export function sameSinkStats(a: SinkStats | null, b: SinkStats): boolean {
 
 /** A report as it came over a channel: only the SinkStats fields, as numbers. */
 export function isSinkStats(v: unknown): v is SinkStats {
-  return typeof v === 'object' && v !== null && FIELDS.every((f) => typeof (v as Record<string, unknown>)[f] === 'number');
+  return (
+    typeof v === 'object' && v !== null && FIELDS.every((f) => typeof (v as Record<string, unknown>)[f] === 'number')
+  );
 }
 
 export class AnalyticsTotals {

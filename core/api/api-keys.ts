@@ -10,11 +10,18 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { generateApiKey, matchApiKey, sha256Hex } from '../security/credentials.js';
 
-export interface ApiKeyEntry { name: string; sha256: string; createdAt?: string }
+export interface ApiKeyEntry {
+  name: string;
+  sha256: string;
+  createdAt?: string;
+}
 
 export class ApiKeyStore {
   private keys: ApiKeyEntry[] = [];
-  constructor(private readonly configKeys: ApiKeyEntry[], private readonly file: string) {}
+  constructor(
+    private readonly configKeys: ApiKeyEntry[],
+    private readonly file: string,
+  ) {}
 
   static fileIn(dataDir: string): string {
     return join(dataDir, 'api-keys.json');
@@ -40,7 +47,9 @@ export class ApiKeyStore {
     let fileKeys: ApiKeyEntry[] = [];
     try {
       fileKeys = (JSON.parse(await readFile(this.file, 'utf8')) as { keys: ApiKeyEntry[] }).keys ?? [];
-    } catch { /* new file */ }
+    } catch {
+      /* new file */
+    }
     fileKeys.push({ name, sha256: sha256Hex(key), createdAt: new Date().toISOString() });
     await mkdir(dirname(this.file), { recursive: true });
     await writeFile(this.file, JSON.stringify({ keys: fileKeys }, null, 2) + '\n', { mode: 0o600 });

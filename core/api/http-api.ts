@@ -30,7 +30,15 @@ function problem(status: number, error: string, message: string, extra: Record<s
   return json(status, { error, message, ...extra });
 }
 
-const CHARGER_FIELDS = new Set(['password', 'vendor', 'model', 'serialNumber', 'firmwareVersion', 'label', 'bootPolicy']);
+const CHARGER_FIELDS = new Set([
+  'password',
+  'vendor',
+  'model',
+  'serialNumber',
+  'firmwareVersion',
+  'label',
+  'bootPolicy',
+]);
 
 export interface Readiness {
   ready: boolean;
@@ -67,7 +75,8 @@ export class HttpApi {
   private async route(req: HttpRequest): Promise<HttpResponse> {
     const { method, path } = req;
     const probes = this.cfg.api.publicProbes;
-    if (path === '/health' && method === 'GET' && (probes || this.authenticate(req))) return json(200, { status: 'ok' });
+    if (path === '/health' && method === 'GET' && (probes || this.authenticate(req)))
+      return json(200, { status: 'ok' });
     if (path === '/ready' && method === 'GET' && (probes || this.authenticate(req))) {
       const r = await this.readiness();
       return json(r.ready ? 200 : 503, r);
@@ -78,11 +87,18 @@ export class HttpApi {
     if (!keyName) {
       const known = path === '/metrics' || path === '/health' || path === '/ready' || path.startsWith('/api/');
       if (!known) return problem(404, 'not_found', `No route ${method} ${path}`);
-      return { ...problem(401, 'unauthorized', 'A valid API key is required (Authorization: Bearer <key> or X-API-Key)'), headers: { ...JSON_HEADERS, 'www-authenticate': 'Bearer' } };
+      return {
+        ...problem(401, 'unauthorized', 'A valid API key is required (Authorization: Bearer <key> or X-API-Key)'),
+        headers: { ...JSON_HEADERS, 'www-authenticate': 'Bearer' },
+      };
     }
 
     if (path === '/metrics' && method === 'GET') {
-      return { status: 200, headers: { 'content-type': this.metrics.registry.contentType }, body: await this.metrics.registry.metrics() };
+      return {
+        status: 200,
+        headers: { 'content-type': this.metrics.registry.contentType },
+        body: await this.metrics.registry.metrics(),
+      };
     }
 
     const m = /^\/api\/v1\/chargers(?:\/([^/]+)(?:\/calls\/([A-Za-z0-9]+))?)?\/?$/.exec(path);
@@ -104,16 +120,21 @@ export class HttpApi {
       return this.call(req, id, action, keyName);
     }
     switch (method) {
-      case 'GET': return this.detail(id);
-      case 'PUT': return this.upsert(req, id, keyName);
-      case 'DELETE': return this.remove(id, keyName);
-      default: return problem(405, 'method_not_allowed', `${method} not allowed on ${path}`);
+      case 'GET':
+        return this.detail(id);
+      case 'PUT':
+        return this.upsert(req, id, keyName);
+      case 'DELETE':
+        return this.remove(id, keyName);
+      default:
+        return problem(405, 'method_not_allowed', `${method} not allowed on ${path}`);
     }
   }
 
   private parseBody(req: HttpRequest): { ok: true; value: Record<string, unknown> } | { ok: false; res: HttpResponse } {
     const ct = req.headers['content-type'] ?? '';
-    if (req.body.length > 0 && !ct.includes('json')) return { ok: false, res: problem(415, 'unsupported_media_type', 'Body must be application/json') };
+    if (req.body.length > 0 && !ct.includes('json'))
+      return { ok: false, res: problem(415, 'unsupported_media_type', 'Body must be application/json') };
     if (req.body.length === 0) return { ok: true, value: {} };
     let v: unknown;
     try {
@@ -121,7 +142,8 @@ export class HttpApi {
     } catch {
       return { ok: false, res: problem(400, 'invalid_json', 'Body is not valid JSON', { field: 'body' }) };
     }
-    if (!v || typeof v !== 'object' || Array.isArray(v)) return { ok: false, res: problem(400, 'invalid_body', 'Body must be a JSON object', { field: 'body' }) };
+    if (!v || typeof v !== 'object' || Array.isArray(v))
+      return { ok: false, res: problem(400, 'invalid_body', 'Body must be a JSON object', { field: 'body' }) };
     return { ok: true, value: v as Record<string, unknown> };
   }
 
@@ -144,11 +166,16 @@ export class HttpApi {
   private async list(req: HttpRequest): Promise<HttpResponse> {
     const limitRaw = req.query.get('limit');
     const limit = limitRaw === null ? 100 : Number(limitRaw);
-    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) return problem(400, 'invalid_parameter', 'limit must be an integer from 1 to 1000', { field: 'limit' });
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
+      return problem(400, 'invalid_parameter', 'limit must be an integer from 1 to 1000', { field: 'limit' });
     const after = req.query.get('after') ?? undefined;
     const ids = await this.registry.list({ after, limit });
     const items = (await Promise.all(ids.map((i) => this.summary(i)))).filter(Boolean);
-    return json(200, { items, next: ids.length === limit ? ids[ids.length - 1] : null, total: await this.registry.count() });
+    return json(200, {
+      items,
+      next: ids.length === limit ? ids[ids.length - 1] : null,
+      total: await this.registry.count(),
+    });
   }
 
   private async detail(id: string): Promise<HttpResponse> {
@@ -157,7 +184,8 @@ export class HttpApi {
   }
 
   private async upsert(req: HttpRequest, id: string, keyName: string): Promise<HttpResponse> {
-    if (!/^[A-Za-z0-9._~:@!$&'()*+,;=-]{1,64}$/.test(id)) return problem(400, 'invalid_parameter', 'Invalid charger id', { field: 'chargerId' });
+    if (!/^[A-Za-z0-9._~:@!$&'()*+,;=-]{1,64}$/.test(id))
+      return problem(400, 'invalid_parameter', 'Invalid charger id', { field: 'chargerId' });
     const body = this.parseBody(req);
     if (!body.ok) return body.res;
     const fields: Record<string, string> = {};
@@ -166,20 +194,29 @@ export class HttpApi {
       if (typeof v !== 'string') return problem(400, 'invalid_field', `Field "${k}" must be a string`, { field: k });
       if (k === 'password') {
         // OCPP 1.6 security whitepaper / 2.0.1: BasicAuthPassword is 16 to 40 characters.
-        if (v.length < 16 || v.length > 40) return problem(400, 'invalid_field', 'password must be 16 to 40 characters (OCPP BasicAuthPassword)', { field: 'password' });
+        if (v.length < 16 || v.length > 40)
+          return problem(400, 'invalid_field', 'password must be 16 to 40 characters (OCPP BasicAuthPassword)', {
+            field: 'password',
+          });
         fields.passwordHash = await hashPassword(v);
       } else if (k === 'bootPolicy' && !['Accepted', 'Pending', 'Rejected'].includes(v)) {
-        return problem(400, 'invalid_field', 'bootPolicy must be one of Accepted, Pending, Rejected', { field: 'bootPolicy' });
+        return problem(400, 'invalid_field', 'bootPolicy must be one of Accepted, Pending, Rejected', {
+          field: 'bootPolicy',
+        });
       } else fields[k] = v;
     }
     const created = await this.registry.register(id, {});
     await this.registry.update(id, fields);
-    this.log.info({ cpId: id, apiKey: keyName, fields: Object.keys(fields).map((f) => (f === 'passwordHash' ? 'password' : f)) }, created ? 'charger registered via API' : 'charger updated via API');
+    this.log.info(
+      { cpId: id, apiKey: keyName, fields: Object.keys(fields).map((f) => (f === 'passwordHash' ? 'password' : f)) },
+      created ? 'charger registered via API' : 'charger updated via API',
+    );
     return json(created ? 201 : 200, await this.summary(id));
   }
 
   private async remove(id: string, keyName: string): Promise<HttpResponse> {
-    if (!(await this.registry.get(id))) return problem(404, 'not_found', `Charger ${id} is not registered`, { field: 'chargerId' });
+    if (!(await this.registry.get(id)))
+      return problem(404, 'not_found', `Charger ${id} is not registered`, { field: 'chargerId' });
     await this.registry.remove(id);
     this.connections.get(id)?.socket.close(4001, 'Charger removed');
     this.log.info({ cpId: id, apiKey: keyName }, 'charger removed via API');
@@ -192,7 +229,9 @@ export class HttpApi {
     const t = req.query.get('timeoutMs');
     const timeoutMs = t === null ? undefined : Number(t);
     if (timeoutMs !== undefined && (!Number.isInteger(timeoutMs) || timeoutMs < 100 || timeoutMs > 600_000)) {
-      return problem(400, 'invalid_parameter', 'timeoutMs must be an integer from 100 to 600000', { field: 'timeoutMs' });
+      return problem(400, 'invalid_parameter', 'timeoutMs must be an integer from 100 to 600000', {
+        field: 'timeoutMs',
+      });
     }
     const started = Date.now();
     try {
@@ -202,15 +241,27 @@ export class HttpApi {
     } catch (e) {
       const err = e as CommandError & { details?: Record<string, unknown> };
       switch (err.code) {
-        case 'OCR_ERR_CMD_NOT_CONNECTED': return problem(404, 'not_connected', err.message, { field: 'chargerId' });
-        case 'OCR_ERR_CMD_UNKNOWN_ACTION': return problem(400, 'unknown_action', err.message, { field: 'action' });
-        case 'OCR_ERR_CMD_INVALID_PAYLOAD': return problem(400, 'invalid_payload', err.message, { field: `body${err.details?.path === '/' ? '' : String(err.details?.path ?? '').replace(/\//g, '.')}`, keyword: err.details?.keyword });
-        case 'OCR_ERR_CMD_BUSY': return problem(409, 'busy', err.message);
-        case 'OCR_ERR_CMD_TIMEOUT': return problem(504, 'timeout', err.message);
-        case 'OCR_ERR_CMD_DISCONNECTED': return problem(502, 'disconnected', err.message);
-        case 'OCR_ERR_CMD_CALL_ERROR': return problem(502, 'call_error', 'The charger answered with a CALLERROR', { callError: err.callError });
-        case 'OCR_ERR_CMD_INVALID_RESPONSE': return problem(502, 'invalid_response', err.message, { callError: err.callError });
-        default: throw err;
+        case 'OCR_ERR_CMD_NOT_CONNECTED':
+          return problem(404, 'not_connected', err.message, { field: 'chargerId' });
+        case 'OCR_ERR_CMD_UNKNOWN_ACTION':
+          return problem(400, 'unknown_action', err.message, { field: 'action' });
+        case 'OCR_ERR_CMD_INVALID_PAYLOAD':
+          return problem(400, 'invalid_payload', err.message, {
+            field: `body${err.details?.path === '/' ? '' : String(err.details?.path ?? '').replace(/\//g, '.')}`,
+            keyword: err.details?.keyword,
+          });
+        case 'OCR_ERR_CMD_BUSY':
+          return problem(409, 'busy', err.message);
+        case 'OCR_ERR_CMD_TIMEOUT':
+          return problem(504, 'timeout', err.message);
+        case 'OCR_ERR_CMD_DISCONNECTED':
+          return problem(502, 'disconnected', err.message);
+        case 'OCR_ERR_CMD_CALL_ERROR':
+          return problem(502, 'call_error', 'The charger answered with a CALLERROR', { callError: err.callError });
+        case 'OCR_ERR_CMD_INVALID_RESPONSE':
+          return problem(502, 'invalid_response', err.message, { callError: err.callError });
+        default:
+          throw err;
       }
     }
   }

@@ -39,15 +39,24 @@ type Wire =
 export class NodeBus {
   private readonly pub: Redis;
   private readonly sub: Redis;
-  private readonly pending = new Map<string, { resolve(v: Record<string, unknown>): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
+  private readonly pending = new Map<
+    string,
+    { resolve(v: Record<string, unknown>): void; reject(e: Error): void; timer: NodeJS.Timeout }
+  >();
   private handler: ((req: BusRequest) => Promise<Record<string, unknown>>) | null = null;
 
-  constructor(url: string, private readonly prefix: string, readonly nodeId: string, private readonly log: PinoLogger) {
+  constructor(
+    url: string,
+    private readonly prefix: string,
+    readonly nodeId: string,
+    private readonly log: PinoLogger,
+  ) {
     // A request that cannot be published now fails now: the API caller gets an error, not a hang.
     const opts = { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: true } as const;
     this.pub = new Redis(url, opts);
     this.sub = new Redis(url, { lazyConnect: true });
-    for (const c of [this.pub, this.sub]) c.on('error', (err) => this.log.warn({ err }, 'node bus: redis connection error'));
+    for (const c of [this.pub, this.sub])
+      c.on('error', (err) => this.log.warn({ err }, 'node bus: redis connection error'));
   }
 
   private channel(nodeId: string): string {
@@ -64,7 +73,9 @@ export class NodeBus {
     this.sub.on('message', (_channel: string, text: string) => this.onMessage(text));
     this.pub.connect().catch((err: Error) => this.log.warn({ err }, 'node bus: publisher not connected yet'));
     this.sub.connect().catch((err: Error) => this.log.warn({ err }, 'node bus: subscriber not connected yet'));
-    this.sub.subscribe(this.channel(this.nodeId)).catch((err: Error) => this.log.warn({ err }, 'node bus: subscribe failed'));
+    this.sub
+      .subscribe(this.channel(this.nodeId))
+      .catch((err: Error) => this.log.warn({ err }, 'node bus: subscribe failed'));
   }
 
   private onMessage(text: string): void {
@@ -84,10 +95,25 @@ export class NodeBus {
       return;
     }
     const { id, from, req } = msg;
-    const answer = (w: Wire) => this.pub.publish(this.channel(from), JSON.stringify(w)).catch((err: Error) => this.log.warn({ err, to: from }, 'node bus: could not answer'));
+    const answer = (w: Wire) =>
+      this.pub
+        .publish(this.channel(from), JSON.stringify(w))
+        .catch((err: Error) => this.log.warn({ err, to: from }, 'node bus: could not answer'));
     this.handler!(req).then(
       (result) => answer({ t: 'res', id, ok: true, result }),
-      (e: Error & BusError) => answer({ t: 'res', id, ok: false, error: { code: e.code ?? 'OCR_ERR_CMD_REMOTE', message: e.message, statusCode: e.statusCode, callError: e.callError, details: e.details } }),
+      (e: Error & BusError) =>
+        answer({
+          t: 'res',
+          id,
+          ok: false,
+          error: {
+            code: e.code ?? 'OCR_ERR_CMD_REMOTE',
+            message: e.message,
+            statusCode: e.statusCode,
+            callError: e.callError,
+            details: e.details,
+          },
+        }),
     );
   }
 
@@ -98,20 +124,36 @@ export class NodeBus {
       // The remote node times the CALL out itself; this margin only covers a lost answer.
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(Object.assign(new Error(`Charge point "${req.cpId}" did not answer ${req.action} within ${req.timeoutMs}ms (via node ${nodeId})`), { code: 'OCR_ERR_CMD_TIMEOUT', statusCode: 504 }));
+        reject(
+          Object.assign(
+            new Error(
+              `Charge point "${req.cpId}" did not answer ${req.action} within ${req.timeoutMs}ms (via node ${nodeId})`,
+            ),
+            { code: 'OCR_ERR_CMD_TIMEOUT', statusCode: 504 },
+          ),
+        );
       }, req.timeoutMs + 2000);
       this.pending.set(id, { resolve, reject, timer });
     });
     let receivers: number;
     try {
-      receivers = await this.pub.publish(this.channel(nodeId), JSON.stringify({ t: 'req', id, from: this.nodeId, req } satisfies Wire));
+      receivers = await this.pub.publish(
+        this.channel(nodeId),
+        JSON.stringify({ t: 'req', id, from: this.nodeId, req } satisfies Wire),
+      );
     } catch (err) {
       this.settleLocally(id);
-      throw Object.assign(new Error(`Node bus unavailable: ${(err as Error).message}`), { code: 'OCR_ERR_STATE_UNAVAILABLE', statusCode: 503 });
+      throw Object.assign(new Error(`Node bus unavailable: ${(err as Error).message}`), {
+        code: 'OCR_ERR_STATE_UNAVAILABLE',
+        statusCode: 503,
+      });
     }
     if (receivers === 0) {
       this.settleLocally(id);
-      throw Object.assign(new Error(`Charge point "${req.cpId}" is not connected (node ${nodeId} is gone)`), { code: 'OCR_ERR_CMD_NOT_CONNECTED', statusCode: 404 });
+      throw Object.assign(new Error(`Charge point "${req.cpId}" is not connected (node ${nodeId} is gone)`), {
+        code: 'OCR_ERR_CMD_NOT_CONNECTED',
+        statusCode: 404,
+      });
     }
     return result;
   }
@@ -130,6 +172,9 @@ export class NodeBus {
       p.reject(Object.assign(new Error('Router shutting down'), { code: 'OCR_ERR_CMD_DISCONNECTED', statusCode: 502 }));
       this.pending.delete(id);
     }
-    await Promise.all([this.sub.quit().catch(() => this.sub.disconnect()), this.pub.quit().catch(() => this.pub.disconnect())]);
+    await Promise.all([
+      this.sub.quit().catch(() => this.sub.disconnect()),
+      this.pub.quit().catch(() => this.pub.disconnect()),
+    ]);
   }
 }

@@ -43,7 +43,10 @@ export function superviseProcesses(opts: SuperviseOptions): Promise<number> {
     const child = fork(opts.script, opts.args, {
       execArgv: opts.execArgv,
       env: {
-        ...process.env, OCR_PROCESSES: '1', OCR_PROCESS_INDEX: String(i), OCR_NODE_ID: `${opts.nodeIdBase}-p${i}`,
+        ...process.env,
+        OCR_PROCESSES: '1',
+        OCR_PROCESS_INDEX: String(i),
+        OCR_NODE_ID: `${opts.nodeIdBase}-p${i}`,
         ...(opts.threadsPerProcess ? { OCR_POOL_THREADS: String(opts.threadsPerProcess) } : {}),
       },
       stdio: 'inherit',
@@ -56,7 +59,9 @@ export function superviseProcesses(opts: SuperviseOptions): Promise<number> {
       const delay = Date.now() - startedAt > 60_000 ? 1000 : Math.min(30_000, (backoff.get(i) ?? 500) * 2);
       backoff.set(i, delay);
       opts.log.error({ process: i, code, signal, restartInMs: delay }, 'router process exited; restarting');
-      setTimeout(() => { if (!stopping) start(i); }, delay).unref();
+      setTimeout(() => {
+        if (!stopping) start(i);
+      }, delay).unref();
     });
   };
 
@@ -69,7 +74,9 @@ export function superviseProcesses(opts: SuperviseOptions): Promise<number> {
       stopping = true;
       opts.log.info({ signal }, 'stopping router processes');
       for (const c of children.values()) c.kill('SIGTERM');
-      const kill = setTimeout(() => { for (const c of children.values()) c.kill('SIGKILL'); }, opts.stopTimeoutMs ?? 15_000);
+      const kill = setTimeout(() => {
+        for (const c of children.values()) c.kill('SIGKILL');
+      }, opts.stopTimeoutMs ?? 15_000);
       const check = setInterval(() => {
         if (children.size > 0) return;
         clearInterval(check);

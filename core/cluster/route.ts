@@ -21,7 +21,12 @@ export class CommandRoute {
     private readonly defaultTimeoutMs: number,
   ) {}
 
-  async call(cpId: string, action: string, payload: Record<string, unknown>, opts: CommandOptions = {}): Promise<Record<string, unknown>> {
+  async call(
+    cpId: string,
+    action: string,
+    payload: Record<string, unknown>,
+    opts: CommandOptions = {},
+  ): Promise<Record<string, unknown>> {
     if (this.connections.get(cpId) || !this.bus) return this.commands.call(cpId, action, payload, opts);
     const rec = await this.registry.get(cpId);
     if (!rec?.nodeId || rec.nodeId === this.nodeId) throw new errors.OCR_ERR_CMD_NOT_CONNECTED(cpId);

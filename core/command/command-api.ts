@@ -44,7 +44,12 @@ export class CommandApi {
   ) {}
 
   /** Sends `action` to `cpId` and resolves with the charger's validated CALLRESULT payload. */
-  call(cpId: string, action: string, payload: Record<string, unknown>, opts: CommandOptions = {}): Promise<Record<string, unknown>> {
+  call(
+    cpId: string,
+    action: string,
+    payload: Record<string, unknown>,
+    opts: CommandOptions = {},
+  ): Promise<Record<string, unknown>> {
     const conn = this.connections.get(cpId);
     if (!conn || conn.closed) return Promise.reject(new errors.OCR_ERR_CMD_NOT_CONNECTED(cpId));
     const v = validatorFor(conn.version);
@@ -59,7 +64,8 @@ export class CommandApi {
         return Promise.reject(err);
       }
     }
-    if (conn.outInFlight && (conn.outQueue?.length ?? 0) >= this.maxQueued) return Promise.reject(new errors.OCR_ERR_CMD_BUSY(cpId));
+    if (conn.outInFlight && (conn.outQueue?.length ?? 0) >= this.maxQueued)
+      return Promise.reject(new errors.OCR_ERR_CMD_BUSY(cpId));
     return new Promise((resolve, reject) => {
       const pending: PendingCall = {
         id: randomUUID(),
@@ -127,7 +133,11 @@ export class CommandApi {
         p.resolve(f.payload);
         return true;
       }
-      error = { code: 'InvalidResponse', description: `Charger answered ${p.action} with an invalid payload: ${check.error.description}`, details: { schemaError: check.error.code, ...check.error.details } };
+      error = {
+        code: 'InvalidResponse',
+        description: `Charger answered ${p.action} with an invalid payload: ${check.error.description}`,
+        details: { schemaError: check.error.code, ...check.error.details },
+      };
     } else if (f.type === CALLERROR) {
       error = { code: f.code, description: f.description, details: f.details };
     } else {

@@ -13,7 +13,13 @@ t.test('batch round trip: metas, byte frames and text frames', async (t) => {
   const buf = w.finish();
   t.ok(buf instanceof ArrayBuffer);
   const b = readBatch(buf);
-  t.same(b.metas, [[0, 1, 'CP', '1.6', 0, 5, null], [1, 2, 'CP2', '2.0.1', 1, 6, { code: 1000 }], ['r'], ['r'], ['none']]);
+  t.same(b.metas, [
+    [0, 1, 'CP', '1.6', 0, 5, null],
+    [1, 2, 'CP2', '2.0.1', 1, 6, { code: 1000 }],
+    ['r'],
+    ['r'],
+    ['none'],
+  ]);
   t.equal(b.text(0), frames[0]);
   t.equal(b.frame(1).length, 0);
   t.equal(b.text(2), frames[2]);

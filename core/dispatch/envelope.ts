@@ -26,8 +26,14 @@ export const enum ItemFlag {
   Journal = 2,
 }
 
-export interface DisconnectExtra { code: number; reason: string }
-export interface ReplyExtra { action: string; request: Record<string, unknown> }
+export interface DisconnectExtra {
+  code: number;
+  reason: string;
+}
+export interface ReplyExtra {
+  action: string;
+  request: Record<string, unknown>;
+}
 
 export const enum Outcome {
   Ok = 0,
@@ -36,12 +42,22 @@ export const enum Outcome {
 }
 
 /** Result of a Frame item: [outcome, action, errorCode, deviations, identity, unmatched, micros] */
-export type FrameResultMeta = [Outcome, string, string | null, string[] | null, { vendor: string; model: string } | null, { id: string; type: number } | null, number];
+export type FrameResultMeta = [
+  Outcome,
+  string,
+  string | null,
+  string[] | null,
+  { vendor: string; model: string } | null,
+  { id: string; type: number } | null,
+  number,
+];
 /** Result of Connect / Disconnect / Reply items (Reply: observer hooks only; the caller was settled on the socket thread). */
 export type EventResultMeta = [Outcome];
 
 /** Non-batch tasks. */
-export interface PingTask { op: 'ping' }
+export interface PingTask {
+  op: 'ping';
+}
 export interface PingResult {
   threadId: number;
   plugins: { name: string; version: string; inline: boolean }[];

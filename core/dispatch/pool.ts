@@ -211,7 +211,12 @@ export class Dispatcher {
 
   private readonly laneSweep: NodeJS.Timeout;
 
-  constructor(private readonly opts: DispatcherOptions, private readonly hooks: DispatchHooks, private readonly metrics: Metrics, private readonly log: PinoLogger) {
+  constructor(
+    private readonly opts: DispatcherOptions,
+    private readonly hooks: DispatchHooks,
+    private readonly metrics: Metrics,
+    private readonly log: PinoLogger,
+  ) {
     this.maxInFlight = opts.threads * opts.concurrentTasksPerWorker;
     this.laneSweep = setInterval(() => this.sweepLanes(), LANE_SWEEP_MS);
     this.laneSweep.unref();
@@ -268,7 +273,10 @@ export class Dispatcher {
   /** Starts the pool again after an idle stop (file header); batches queue until it is up. */
   private wakeWorkers(reason: 'load' | 'batch'): void {
     if (this.workers !== Workers.Stopped) return;
-    this.log.info({ threads: this.opts.threads, reason, load: Math.round(this.load * 100) / 100 }, 'starting worker threads');
+    this.log.info(
+      { threads: this.opts.threads, reason, load: Math.round(this.load * 100) / 100 },
+      'starting worker threads',
+    );
     this.metrics.workerStarts.inc();
     const pool = (this.pool = this.createPool());
     this.workers = Workers.Warming;
@@ -368,7 +376,14 @@ export class Dispatcher {
   }
 
   get stats() {
-    return { inFlight: this.inFlight, inlineInFlight: this.inlineInFlight, pendingFrames: this.writer.count, queued: this.pool?.queueSize ?? 0, backlog: this.backlogFrames, threads: this.pool?.threads.length ?? 0 };
+    return {
+      inFlight: this.inFlight,
+      inlineInFlight: this.inlineInFlight,
+      pendingFrames: this.writer.count,
+      queued: this.pool?.queueSize ?? 0,
+      backlog: this.backlogFrames,
+      threads: this.pool?.threads.length ?? 0,
+    };
   }
 
   private meta(conn: Connection, kind: ItemKind, receivedAt: number, extra: unknown): ItemMeta {
@@ -418,7 +433,13 @@ export class Dispatcher {
    * A charger's frame (CALL, SEND, or anything unpeekable). Kept in the charger's order.
    * `action`: the peeked action of a CALL or SEND, else null.
    */
-  frame(conn: Connection, bytes: Uint8Array, receivedAt: number, peekId: string | null, action: string | null = null): void {
+  frame(
+    conn: Connection,
+    bytes: Uint8Array,
+    receivedAt: number,
+    peekId: string | null,
+    action: string | null = null,
+  ): void {
     if (this.saturated) {
       this.metrics.dropped.inc({ reason: 'pool_saturated' });
       return this.answerInternal(conn, peekId, 'OCR_ERR_POOL_SATURATED');
@@ -431,12 +452,28 @@ export class Dispatcher {
       this.metrics.dropped.inc({ reason: 'backlog_full' });
       return this.answerInternal(conn, peekId, 'OCR_ERR_LANE_BACKLOG_FULL');
     }
-    this.enqueue(existing ?? this.lane(conn.cpId), { conn, kind: ItemKind.Frame, bytes, receivedAt, peekId, action, extra: null });
+    this.enqueue(existing ?? this.lane(conn.cpId), {
+      conn,
+      kind: ItemKind.Frame,
+      bytes,
+      receivedAt,
+      peekId,
+      action,
+      extra: null,
+    });
   }
 
   /** Connect / disconnect events run in the charger's lane: after/before its frames. */
   event(conn: Connection, kind: ItemKind.Connect | ItemKind.Disconnect, extra: unknown): void {
-    this.enqueue(this.lane(conn.cpId), { conn, kind, bytes: undefined, receivedAt: Date.now(), peekId: null, action: null, extra });
+    this.enqueue(this.lane(conn.cpId), {
+      conn,
+      kind,
+      bytes: undefined,
+      receivedAt: Date.now(),
+      peekId: null,
+      action: null,
+      extra,
+    });
   }
 
   /**
@@ -446,7 +483,10 @@ export class Dispatcher {
    * waits for this item.
    */
   reply(conn: Connection, bytes: Uint8Array, pending: PendingCall): void {
-    this.writer.add(this.meta(conn, ItemKind.Reply, Date.now(), { action: pending.action, request: pending.payload }), bytes);
+    this.writer.add(
+      this.meta(conn, ItemKind.Reply, Date.now(), { action: pending.action, request: pending.payload }),
+      bytes,
+    );
     this.ctxs.push({ conn, kind: ItemKind.Reply, peekId: null });
     if (this.batchInline && !this.inlineable(ItemKind.Reply, conn.version, null)) this.batchInline = false;
     this.scheduleFlush();
@@ -489,10 +529,21 @@ export class Dispatcher {
    * workers are up). Starts stopped workers when the load says they are needed.
    */
   private runsInline(): boolean {
-    if (this.inlineRunner === null || !this.batchInline || this.writer.count > this.opts.inline.maxBatch || this.inlineInFlight >= this.maxInFlight) return false;
+    if (
+      this.inlineRunner === null ||
+      !this.batchInline ||
+      this.writer.count > this.opts.inline.maxBatch ||
+      this.inlineInFlight >= this.maxInFlight
+    )
+      return false;
     // maxLoad 1: whatever the load (a busy loop's utilization reads exactly 1). A batch below
     // minOffload runs here whatever the load: see the file header.
-    if (this.load < this.opts.inline.maxLoad || this.opts.inline.maxLoad >= 1 || this.writer.count < this.opts.inline.minOffload) return true;
+    if (
+      this.load < this.opts.inline.maxLoad ||
+      this.opts.inline.maxLoad >= 1 ||
+      this.writer.count < this.opts.inline.minOffload
+    )
+      return true;
     if (this.workers === Workers.Running) return false;
     this.wakeWorkers('load');
     return true;
@@ -555,7 +606,14 @@ export class Dispatcher {
     this.metrics.queueDepth.set(0);
   }
 
-  private done(ctxs: ItemCtx[], keys: string[], metas: (unknown[] | null)[], replyOf: (i: number) => Reply | undefined, t0: number, inline: boolean): void {
+  private done(
+    ctxs: ItemCtx[],
+    keys: string[],
+    metas: (unknown[] | null)[],
+    replyOf: (i: number) => Reply | undefined,
+    t0: number,
+    inline: boolean,
+  ): void {
     try {
       this.apply(ctxs, metas, replyOf, t0);
     } catch (err) {
@@ -568,7 +626,12 @@ export class Dispatcher {
   }
 
   /** Result i of a batch: `metas[i]` (envelope.ts) and, for a frame, `reply(i)` (empty or undefined: none). */
-  private apply(ctxs: ItemCtx[], metas: (unknown[] | null)[], replyOf: (i: number) => Reply | undefined, t0: number): void {
+  private apply(
+    ctxs: ItemCtx[],
+    metas: (unknown[] | null)[],
+    replyOf: (i: number) => Reply | undefined,
+    t0: number,
+  ): void {
     this.metrics.batchSeconds.observe((performance.now() - t0) / 1000);
     // Replies are grouped per socket and written under one cork each: one syscall per
     // charger per batch instead of one per reply (bench: uncorked sends were 42% of the
@@ -578,7 +641,10 @@ export class Dispatcher {
       const ctx = ctxs[i];
       const meta = metas[i];
       if (ctx.kind === ItemKind.Frame) {
-        if (!meta) { this.answerInternal(ctx.conn, ctx.peekId, 'OCR_ERR_WORKER_ITEM'); continue; }
+        if (!meta) {
+          this.answerInternal(ctx.conn, ctx.peekId, 'OCR_ERR_WORKER_ITEM');
+          continue;
+        }
         const reply = this.applyFrame(ctx.conn, meta as FrameResultMeta, replyOf(i));
         if (reply) {
           const list = replies.get(ctx.conn);
@@ -623,7 +689,11 @@ export class Dispatcher {
       // Unknown action names from chargers are folded into one label (bounded cardinality).
       const label = action.startsWith('(') || isKnownAction(v, action) ? action : '(unknown)';
       m = {
-        messages: this.metrics.messages.labels(v, label, outcome === Outcome.Ok ? 'ok' : outcome === Outcome.Error ? 'error' : 'ignored'),
+        messages: this.metrics.messages.labels(
+          v,
+          label,
+          outcome === Outcome.Ok ? 'ok' : outcome === Outcome.Error ? 'error' : 'ignored',
+        ),
         seconds: this.metrics.handlerSeconds.labels(label),
         pending: 0,
       };
@@ -696,9 +766,13 @@ export class Dispatcher {
    */
   private failed(ctxs: ItemCtx[], keys: string[], err: Error, inline: boolean): void {
     if (!inline) this.metrics.workerCrashes.inc();
-    this.log.error({ err, items: ctxs.length, thread: inline ? 'socket' : 'worker' }, 'batch failed; answering every item with InternalError');
+    this.log.error(
+      { err, items: ctxs.length, thread: inline ? 'socket' : 'worker' },
+      'batch failed; answering every item with InternalError',
+    );
     for (const ctx of ctxs) {
-      if (ctx.kind === ItemKind.Frame) this.answerInternal(ctx.conn, ctx.peekId, inline ? 'OCR_ERR_INLINE_BATCH' : 'OCR_ERR_WORKER_CRASHED');
+      if (ctx.kind === ItemKind.Frame)
+        this.answerInternal(ctx.conn, ctx.peekId, inline ? 'OCR_ERR_INLINE_BATCH' : 'OCR_ERR_WORKER_CRASHED');
     }
     this.release(keys);
     this.settle(inline);
@@ -710,7 +784,10 @@ export class Dispatcher {
     const ref = randomBytes(6).toString('hex');
     this.log.warn({ cpId: conn.cpId, messageId: peekId, ref, reason }, 'answering InternalError');
     this.metrics.callErrors.inc({ version: conn.version, code: 'InternalError' });
-    this.send(conn, serializeCallError(peekId, new CallError('InternalError', `Internal error (ref ${ref})`, { ref }), conn.version));
+    this.send(
+      conn,
+      serializeCallError(peekId, new CallError('InternalError', `Internal error (ref ${ref})`, { ref }), conn.version),
+    );
   }
 
   /** Waits (bounded) until no batch is in flight or waiting: their replies are then sent. */
@@ -729,7 +806,10 @@ export class Dispatcher {
    */
   async close(timeoutMs = 10_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
-    while ((this.inFlight > 0 || this.inlineInFlight > 0 || this.writer.count > 0 || this.busyLanes() > 0) && Date.now() < deadline) {
+    while (
+      (this.inFlight > 0 || this.inlineInFlight > 0 || this.writer.count > 0 || this.busyLanes() > 0) &&
+      Date.now() < deadline
+    ) {
       this.flush(true);
       await new Promise((r) => setTimeout(r, 5));
     }

@@ -36,12 +36,15 @@ function startRpcWorker(name: string): Driven {
   const worker = new Worker(boot, { eval: true, workerData: { name } });
   const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
   let next = 0;
-  worker.on('message', (r: { id: number; ok: boolean; v?: unknown; e?: { name: string; message: string; code?: string } }) => {
-    const p = pending.get(r.id);
-    pending.delete(r.id);
-    if (r.ok) p?.resolve(r.v);
-    else p?.reject(Object.assign(new Error(r.e!.message), r.e));
-  });
+  worker.on(
+    'message',
+    (r: { id: number; ok: boolean; v?: unknown; e?: { name: string; message: string; code?: string } }) => {
+      const p = pending.get(r.id);
+      pending.delete(r.id);
+      if (r.ok) p?.resolve(r.v);
+      else p?.reject(Object.assign(new Error(r.e!.message), r.e));
+    },
+  );
   worker.on('error', (err) => {
     for (const p of pending.values()) p.reject(err);
     pending.clear();
@@ -96,7 +99,11 @@ async function pair(t: Test, clientOpts: ConstructorParameters<typeof ThreadRpcC
 
 t.test('same thread: BroadcastChannel delivers, calls round-trip', async (t) => {
   const { client } = await pair(t);
-  t.same(await client.call('echo', 'hello', [1, 'two', { three: [3] }, null]), { method: 'hello', args: [1, 'two', { three: [3] }, null], from: 0 }, 'from is the main thread id (0)');
+  t.same(
+    await client.call('echo', 'hello', [1, 'two', { three: [3] }, null]),
+    { method: 'hello', args: [1, 'two', { three: [3] }, null], from: 0 },
+    'from is the main thread id (0)',
+  );
   const many = await Promise.all(Array.from({ length: 100 }, (_, i) => client.call('echo', 'n', [i])));
   t.same(
     many.map((r) => (r as { args: number[] }).args[0]),
@@ -114,8 +121,16 @@ t.test('errors travel as { name, message, code }, never a stack', async (t) => {
   t.notMatch(err.stack ?? '', /SERVER-SIDE-STACK/, 'the server’s stack does not travel');
   await t.rejects(client.call('test', 'throwString', []), { message: 'just a string' }, 'non-Error throws');
   await t.rejects(client.call('nope', 'x', []), { code: OCR_ERR_STATE_RPC_UNKNOWN.code }, 'unknown namespace');
-  await t.rejects(client.call('test', 'uncloneable', []), { name: 'DataCloneError' }, 'an uncloneable result is an error, not a hang');
-  await t.rejects(client.call('echo', 'x', [() => {}]), { name: 'DataCloneError' }, 'an uncloneable argument fails at once');
+  await t.rejects(
+    client.call('test', 'uncloneable', []),
+    { name: 'DataCloneError' },
+    'an uncloneable result is an error, not a hang',
+  );
+  await t.rejects(
+    client.call('echo', 'x', [() => {}]),
+    { name: 'DataCloneError' },
+    'an uncloneable argument fails at once',
+  );
 });
 
 t.test('timeouts reject with OCR_ERR_STATE_RPC_TIMEOUT; late answers are dropped', async (t) => {
@@ -126,7 +141,11 @@ t.test('timeouts reject with OCR_ERR_STATE_RPC_TIMEOUT; late answers are dropped
   t.ok(elapsed >= 45 && elapsed < 500, `timed out after ${elapsed}ms`);
   await t.rejects(client.call('test', 'slow', [80], 20), { code: errors.OCR_ERR_STATE_RPC_TIMEOUT.code });
   await sleep(100);
-  t.equal(await client.call('test', 'slow', [1]), 'slow done', 'the late answer of the timed-out call did not disturb this one');
+  t.equal(
+    await client.call('test', 'slow', [1]),
+    'slow done',
+    'the late answer of the timed-out call did not disturb this one',
+  );
 });
 
 t.test('ready: waits for a server that starts later, or times out', async (t) => {
@@ -179,8 +198,18 @@ t.test('two clients sharing one thread id each get their own answers', async (t)
     Promise.all(Array.from({ length: 20 }, (_, i) => a.call('echo', 'a', [i]))),
     Promise.all(Array.from({ length: 20 }, (_, i) => b.call('echo', 'b', [i]))),
   ]);
-  t.ok(ra.every((r, i) => (r as { method: string; args: number[]; from: number }).method === 'a' && (r as { args: number[] }).args[0] === i));
-  t.ok(rb.every((r, i) => (r as { method: string; args: number[] }).method === 'b' && (r as { args: number[] }).args[0] === i));
+  t.ok(
+    ra.every(
+      (r, i) =>
+        (r as { method: string; args: number[]; from: number }).method === 'a' &&
+        (r as { args: number[] }).args[0] === i,
+    ),
+  );
+  t.ok(
+    rb.every(
+      (r, i) => (r as { method: string; args: number[] }).method === 'b' && (r as { args: number[] }).args[0] === i,
+    ),
+  );
   t.equal((ra[0] as { from: number }).from, 7, 'from is the client’s threadId');
   a.close();
   await sleep(20);
@@ -224,7 +253,9 @@ t.test('worker threads: two workers at once, errors and timeouts across threads'
     'worker 2 got only its own answers',
   );
   await t.rejects(w1.send({ op: 'call', ns: 'test', m: 'fail', args: [] }), { code: 'E_REMOTE', message: 'bad' });
-  await t.rejects(w2.send({ op: 'call', ns: 'test', m: 'hang', args: [], timeoutMs: 50 }), { code: errors.OCR_ERR_STATE_RPC_TIMEOUT.code });
+  await t.rejects(w2.send({ op: 'call', ns: 'test', m: 'hang', args: [], timeoutMs: 50 }), {
+    code: errors.OCR_ERR_STATE_RPC_TIMEOUT.code,
+  });
 });
 
 t.test('RemoteStateStore from two workers: atomicity holds across threads', async (t) => {
@@ -239,12 +270,22 @@ t.test('RemoteStateStore from two workers: atomicity holds across threads', asyn
     await memory.close();
   });
   const claims = await Promise.all(
-    workers.flatMap((w, wi) => Array.from({ length: 25 }, (_, i) => w.send({ op: 'state', m: 'casHash', args: ['lock', 'owner', null, { owner: `w${wi}-${i}` }] }))),
+    workers.flatMap((w, wi) =>
+      Array.from({ length: 25 }, (_, i) =>
+        w.send({ op: 'state', m: 'casHash', args: ['lock', 'owner', null, { owner: `w${wi}-${i}` }] }),
+      ),
+    ),
   );
   t.equal(claims.filter((c) => c === true).length, 1, 'one winner among 50 claims from two threads');
-  await Promise.all(workers.flatMap((w) => Array.from({ length: 100 }, () => w.send({ op: 'state', m: 'incr', args: ['ctr'] }))));
+  await Promise.all(
+    workers.flatMap((w) => Array.from({ length: 100 }, () => w.send({ op: 'state', m: 'incr', args: ['ctr'] }))),
+  );
   t.equal(await memory.get('ctr'), '200', 'no lost increments');
-  await t.rejects(workers[0].send({ op: 'state', m: 'incr', args: ['lock'] }), { name: 'ReplyError', message: /^WRONGTYPE/ }, 'store errors reach the worker');
+  await t.rejects(
+    workers[0].send({ op: 'state', m: 'incr', args: ['lock'] }),
+    { name: 'ReplyError', message: /^WRONGTYPE/ },
+    'store errors reach the worker',
+  );
 });
 
 t.test('idle server and client do not keep a process alive', async (t) => {
@@ -257,7 +298,10 @@ t.test('idle server and client do not keep a process alive', async (t) => {
     await client.ready;
     console.log(await client.call('echo', 'done', []));
   `;
-  const res = spawnSync(process.execPath, ['--import=tsx', '--input-type=module', '-e', code], { timeout: 10_000, encoding: 'utf8' });
+  const res = spawnSync(process.execPath, ['--import=tsx', '--input-type=module', '-e', code], {
+    timeout: 10_000,
+    encoding: 'utf8',
+  });
   t.equal(res.signal, null, 'exited by itself (not killed by the 10s timeout)');
   t.equal(res.status, 0, res.stderr);
   t.equal(res.stdout.trim(), 'done', 'the in-flight call kept it alive until answered');

@@ -70,18 +70,27 @@ interface WireError {
 type Hello = { t: 'hello'; ch: string; cid: string };
 type Ack = { t: 'ack'; cid: string };
 type Req = { t: 'req'; cid: string; id: number; ns: string; m: string; a: unknown[]; from: number };
-type Res = { t: 'res'; cid: string; id: number; ok: true; v: unknown } | { t: 'res'; cid: string; id: number; ok: false; e: WireError };
+type Res =
+  | { t: 'res'; cid: string; id: number; ok: true; v: unknown }
+  | { t: 'res'; cid: string; id: number; ok: false; e: WireError };
 type Bye = { t: 'bye'; cid: string };
 type Msg = Hello | Ack | Req | Res | Bye;
 
 function isMsg(x: unknown): x is Msg {
-  return typeof x === 'object' && x !== null && typeof (x as { t?: unknown }).t === 'string' && typeof (x as { cid?: unknown }).cid === 'string';
+  return (
+    typeof x === 'object' &&
+    x !== null &&
+    typeof (x as { t?: unknown }).t === 'string' &&
+    typeof (x as { cid?: unknown }).cid === 'string'
+  );
 }
 
 function toWire(err: unknown): WireError {
   if (err instanceof Error) {
     const code = (err as { code?: unknown }).code;
-    return typeof code === 'string' ? { name: err.name, message: err.message, code } : { name: err.name, message: err.message };
+    return typeof code === 'string'
+      ? { name: err.name, message: err.message, code }
+      : { name: err.name, message: err.message };
   }
   return { name: 'Error', message: String(err) };
 }
@@ -177,7 +186,13 @@ export class ThreadRpcServer {
     let res: Res;
     const fn = this.#handlers.get(req.ns);
     if (fn === undefined) {
-      res = { t: 'res', cid: req.cid, id: req.id, ok: false, e: toWire(new OCR_ERR_STATE_RPC_UNKNOWN(`namespace "${req.ns}"`)) };
+      res = {
+        t: 'res',
+        cid: req.cid,
+        id: req.id,
+        ok: false,
+        e: toWire(new OCR_ERR_STATE_RPC_UNKNOWN(`namespace "${req.ns}"`)),
+      };
     } else {
       try {
         const v = await fn(req.m, Array.isArray(req.a) ? req.a : [], req.from);
@@ -292,7 +307,10 @@ export class ThreadRpcClient {
 
     this.#hold();
     const readyTimeoutMs = opts.readyTimeoutMs ?? 5000;
-    this.#readyTimer = setTimeout(() => this.#settleReady?.(new errors.OCR_ERR_STATE_RPC_TIMEOUT('ready', readyTimeoutMs)), readyTimeoutMs);
+    this.#readyTimer = setTimeout(
+      () => this.#settleReady?.(new errors.OCR_ERR_STATE_RPC_TIMEOUT('ready', readyTimeoutMs)),
+      readyTimeoutMs,
+    );
     this.#readyTimer.unref();
 
     this.#hello = new BroadcastChannel(`${name}:hello`);

@@ -27,9 +27,18 @@ export type CallErrorCode =
   | 'TypeConstraintViolation';
 
 const SEMANTIC = new Set<string>([
-  'FormatViolation', 'GenericError', 'InternalError', 'MessageTypeNotSupported', 'NotImplemented',
-  'NotSupported', 'OccurrenceConstraintViolation', 'PropertyConstraintViolation', 'ProtocolError',
-  'RpcFrameworkError', 'SecurityError', 'TypeConstraintViolation',
+  'FormatViolation',
+  'GenericError',
+  'InternalError',
+  'MessageTypeNotSupported',
+  'NotImplemented',
+  'NotSupported',
+  'OccurrenceConstraintViolation',
+  'PropertyConstraintViolation',
+  'ProtocolError',
+  'RpcFrameworkError',
+  'SecurityError',
+  'TypeConstraintViolation',
 ]);
 
 const WIRE_16: Partial<Record<CallErrorCode, string>> = {

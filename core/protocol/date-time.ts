@@ -21,14 +21,33 @@ const twoDigits = (s: string, i: number): boolean => isDigit(s.charCodeAt(i)) &&
 
 /** JavaScript's `\s`: what ajv-formats accepts between date and time besides T and t. */
 function isJsWhitespace(c: number): boolean {
-  return (c >= 0x09 && c <= 0x0d) || c === 0x20 || c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) ||
-    c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff;
+  return (
+    (c >= 0x09 && c <= 0x0d) ||
+    c === 0x20 ||
+    c === 0xa0 ||
+    c === 0x1680 ||
+    (c >= 0x2000 && c <= 0x200a) ||
+    c === 0x2028 ||
+    c === 0x2029 ||
+    c === 0x202f ||
+    c === 0x205f ||
+    c === 0x3000 ||
+    c === 0xfeff
+  );
 }
 
 export function isDateTime(s: string): boolean {
   // full-date "YYYY-MM-DD", then T, t or a whitespace character.
   if (s.length < 20) return false; // shortest: 2024-01-01T00:00:00Z
-  if (!twoDigits(s, 0) || !twoDigits(s, 2) || s.charCodeAt(4) !== 0x2d || !twoDigits(s, 5) || s.charCodeAt(7) !== 0x2d || !twoDigits(s, 8)) return false;
+  if (
+    !twoDigits(s, 0) ||
+    !twoDigits(s, 2) ||
+    s.charCodeAt(4) !== 0x2d ||
+    !twoDigits(s, 5) ||
+    s.charCodeAt(7) !== 0x2d ||
+    !twoDigits(s, 8)
+  )
+    return false;
   const year = two(s, 0) * 100 + two(s, 2);
   const month = two(s, 5);
   const day = two(s, 8);
@@ -39,7 +58,14 @@ export function isDateTime(s: string): boolean {
   if (sep !== 0x54 && sep !== 0x74 && !isJsWhitespace(sep)) return false;
 
   // partial-time "HH:MM:SS[.fraction]"
-  if (!twoDigits(s, 11) || s.charCodeAt(13) !== 0x3a || !twoDigits(s, 14) || s.charCodeAt(16) !== 0x3a || !twoDigits(s, 17)) return false;
+  if (
+    !twoDigits(s, 11) ||
+    s.charCodeAt(13) !== 0x3a ||
+    !twoDigits(s, 14) ||
+    s.charCodeAt(16) !== 0x3a ||
+    !twoDigits(s, 17)
+  )
+    return false;
   const hr = two(s, 11);
   const min = two(s, 14);
   const secWhole = two(s, 17);

@@ -19,7 +19,13 @@ export const SEND = 6;
 export type Frame =
   | { type: typeof CALL | typeof SEND; id: string; action: string; payload: Record<string, unknown> }
   | { type: typeof CALLRESULT; id: string; payload: Record<string, unknown> }
-  | { type: typeof CALLERROR | typeof CALLRESULTERROR; id: string; code: string; description: string; details: Record<string, unknown> };
+  | {
+      type: typeof CALLERROR | typeof CALLRESULTERROR;
+      id: string;
+      code: string;
+      description: string;
+      details: Record<string, unknown>;
+    };
 
 /** A frame that breaks the framing rules. `id` is null when it could not be read. */
 export interface BadFrame {
@@ -49,8 +55,15 @@ function readId(v: unknown): string | null {
   return null;
 }
 
-function bad(code: CallErrorCode, description: string, id: string | null, messageType: number | null, version?: OcppVersion): BadFrame {
-  const answer = messageType === null || messageType === CALL || (version !== undefined && !typeExists(messageType, version));
+function bad(
+  code: CallErrorCode,
+  description: string,
+  id: string | null,
+  messageType: number | null,
+  version?: OcppVersion,
+): BadFrame {
+  const answer =
+    messageType === null || messageType === CALL || (version !== undefined && !typeExists(messageType, version));
   return { type: 0, messageType, id, error: new CallError(code, description), answer };
 }
 
@@ -83,20 +96,23 @@ export function parseFrame(text: string, version: OcppVersion): ParseResult {
     case SEND: {
       if (arr.length !== 4) return bad('RpcFrameworkError', `CALL must have 4 elements, got ${arr.length}`, id, type);
       const action = arr[2];
-      if (typeof action !== 'string' || action.length === 0) return bad('RpcFrameworkError', 'Action is not a string', id, type);
+      if (typeof action !== 'string' || action.length === 0)
+        return bad('RpcFrameworkError', 'Action is not a string', id, type);
       const payload = arr[3];
       if (!isPlainObject(payload)) return bad('FormatViolation', 'Payload is not a JSON object', id, type);
       return { type, id, action, payload };
     }
     case CALLRESULT: {
-      if (arr.length !== 3) return bad('RpcFrameworkError', `CALLRESULT must have 3 elements, got ${arr.length}`, id, type);
+      if (arr.length !== 3)
+        return bad('RpcFrameworkError', `CALLRESULT must have 3 elements, got ${arr.length}`, id, type);
       const payload = arr[2];
       if (!isPlainObject(payload)) return bad('FormatViolation', 'Payload is not a JSON object', id, type);
       return { type, id, payload };
     }
     default: {
       // CALLERROR / CALLRESULTERROR: [type, id, errorCode, errorDescription, errorDetails]
-      if (arr.length !== 5) return bad('RpcFrameworkError', `CALLERROR must have 5 elements, got ${arr.length}`, id, type);
+      if (arr.length !== 5)
+        return bad('RpcFrameworkError', `CALLERROR must have 5 elements, got ${arr.length}`, id, type);
       const [, , code, description, details] = arr;
       return {
         type: type as typeof CALLERROR,
@@ -132,7 +148,8 @@ export function serializeCallResult(id: string, payload: unknown): string {
 const MAX_DESCRIPTION = 255;
 
 export function serializeCallError(id: string, err: CallError, version: OcppVersion): string {
-  const description = err.description.length > MAX_DESCRIPTION ? err.description.slice(0, MAX_DESCRIPTION) : err.description;
+  const description =
+    err.description.length > MAX_DESCRIPTION ? err.description.slice(0, MAX_DESCRIPTION) : err.description;
   return `[4,${JSON.stringify(id)},${JSON.stringify(wireCode(err.code, version))},${JSON.stringify(description)},${JSON.stringify(err.details)}]`;
 }
 

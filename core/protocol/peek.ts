@@ -40,7 +40,9 @@ function skipWs(b: Uint8Array, i: number): number {
 }
 
 // Node's and Bun's Buffer both have it, and it takes any Uint8Array as `this`.
-const latin1Slice = (Buffer.prototype as unknown as { latin1Slice: (this: Uint8Array, start: number, end: number) => string }).latin1Slice;
+const latin1Slice = (
+  Buffer.prototype as unknown as { latin1Slice: (this: Uint8Array, start: number, end: number) => string }
+).latin1Slice;
 
 /** Action names of every OCPP version by length (built on first use). */
 let actionsByLength: string[][] | null = null;

@@ -13,12 +13,32 @@ t.test('peek reads type, id and action from bytes', async (t) => {
   t.same(peekFrame(enc('[2,"abc","Heartbeat",{}]')), { type: 2, id: 'abc', action: 'Heartbeat', payloadAt: 20 });
   t.same(peekFrame(enc(' [ 3 , "x-1" , {"a":1}]')), { type: 3, id: 'x-1' });
   t.same(peekFrame(enc('[4,"e","NotSupported","",{}]')), { type: 4, id: 'e' });
-  t.same(peekFrame(enc('[6,"s","NotifyPeriodicEventStream",{}]')), { type: 6, id: 's', action: 'NotifyPeriodicEventStream', payloadAt: 34 });
-  for (const bad of ['', 'x', '[', '["2","a"]', '[2,5,"A",{}]', '[2,"a\\"b","A",{}]', '[2,"é","A",{}]', '[2,"a",5,{}]', '[2,"a"', '{}']) {
+  t.same(peekFrame(enc('[6,"s","NotifyPeriodicEventStream",{}]')), {
+    type: 6,
+    id: 's',
+    action: 'NotifyPeriodicEventStream',
+    payloadAt: 34,
+  });
+  for (const bad of [
+    '',
+    'x',
+    '[',
+    '["2","a"]',
+    '[2,5,"A",{}]',
+    '[2,"a\\"b","A",{}]',
+    '[2,"é","A",{}]',
+    '[2,"a",5,{}]',
+    '[2,"a"',
+    '{}',
+  ]) {
     t.equal(peekFrame(enc(bad)), undefined, `unpeekable: ${bad}`);
   }
   t.equal(peekFrame(enc(`[2,"${'a'.repeat(200)}","A",{}]`)), undefined, 'over-long id left to the parser');
-  const hb = (s: string) => { const b = enc(s); const p = peekFrame(b)!; return isEmptyPayload(b, p.payloadAt!); };
+  const hb = (s: string) => {
+    const b = enc(s);
+    const p = peekFrame(b)!;
+    return isEmptyPayload(b, p.payloadAt!);
+  };
   t.ok(hb('[2,"a","Heartbeat",{}]'));
   t.ok(hb('[2,"a","Heartbeat" , { } ]\n'));
   t.notOk(hb('[2,"a","Heartbeat",{"customData":{"vendorId":"x"}}]'));
@@ -31,7 +51,8 @@ t.test('peek: actions of every version, unknown ones, and frames inside a larger
   t.equal(peekFrame(enc('[2,"1","NotifyEVChargingNeeds",{}]'))!.action, 'NotifyEVChargingNeeds', '2.0.1');
   t.equal(peekFrame(enc('[2,"1","BatterySwap",{}]'))!.action, 'BatterySwap', '2.1');
   // Not a known action, a prefix of one, one of the same length: read as sent (the pipeline answers NotImplemented).
-  for (const a of ['FooBar', 'Heartbea', 'HeartbeaT', 'heartbeat', 'Z']) t.equal(peekFrame(enc(`[2,"1","${a}",{}]`))!.action, a, `unknown action ${a}`);
+  for (const a of ['FooBar', 'Heartbea', 'HeartbeaT', 'heartbeat', 'Z'])
+    t.equal(peekFrame(enc(`[2,"1","${a}",{}]`))!.action, a, `unknown action ${a}`);
   t.equal(peekFrame(enc('[2,"1","Heart\\u0062eat",{}]')), undefined, 'escaped action left to the parser');
   t.equal(peekFrame(enc('[2,"1","Heartbeaté",{}]')), undefined, 'non-ASCII action left to the parser');
   t.equal(peekFrame(enc('[2,"a\\tb","Heartbeat",{}]')), undefined, 'escape in the id left to the parser');
@@ -40,13 +61,23 @@ t.test('peek: actions of every version, unknown ones, and frames inside a larger
   const big = enc('xxxx[3,"id-7",{}][2,"id-8","Authorize",{"idTag":"T"}]yyyy');
   t.same(peekFrame(big.subarray(4, 17)), { type: 3, id: 'id-7' });
   t.same(peekFrame(big.subarray(17, big.length - 4)), { type: 2, id: 'id-8', action: 'Authorize', payloadAt: 21 });
-  t.same(peekFrame(Buffer.from('[2,"b","Heartbeat",{}]')), { type: 2, id: 'b', action: 'Heartbeat', payloadAt: 18 }, 'a Buffer (Bun transport)');
+  t.same(
+    peekFrame(Buffer.from('[2,"b","Heartbeat",{}]')),
+    { type: 2, id: 'b', action: 'Heartbeat', payloadAt: 18 },
+    'a Buffer (Bun transport)',
+  );
 });
 
 t.test('parseFrame and serializers', async (t) => {
   t.match(parseFrame('[2,"a","Heartbeat",{}]', '1.6'), { type: 2, id: 'a', action: 'Heartbeat', payload: {} });
   t.match(parseFrame('[3,"a",{"x":1}]', '2.0.1'), { type: 3, id: 'a', payload: { x: 1 } });
-  t.match(parseFrame('[4,"a","NotSupported","d",{"k":1}]', '2.0.1'), { type: 4, id: 'a', code: 'NotSupported', description: 'd', details: { k: 1 } });
+  t.match(parseFrame('[4,"a","NotSupported","d",{"k":1}]', '2.0.1'), {
+    type: 4,
+    id: 'a',
+    code: 'NotSupported',
+    description: 'd',
+    details: { k: 1 },
+  });
   t.match(parseFrame('[4,"a",5,null,null]', '1.6'), { type: 4, code: 'GenericError', description: '', details: {} });
   t.match(parseFrame('[6,"a","NotifyPeriodicEventStream",{}]', '2.1'), { type: 6 });
   t.match(parseFrame('[5,"a","InternalError","",{}]', '2.1'), { type: 5 });
@@ -89,7 +120,8 @@ t.test('schema keyword → CallError code', async (t) => {
   t.equal(errorCodeOf('required'), 'OccurrenceConstraintViolation');
   t.equal(errorCodeOf('minItems'), 'OccurrenceConstraintViolation');
   t.equal(errorCodeOf('maxItems'), 'OccurrenceConstraintViolation');
-  for (const k of ['enum', 'maxLength', 'minimum', 'maximum', 'pattern']) t.equal(errorCodeOf(k), 'PropertyConstraintViolation', k);
+  for (const k of ['enum', 'maxLength', 'minimum', 'maximum', 'pattern'])
+    t.equal(errorCodeOf(k), 'PropertyConstraintViolation', k);
   t.equal(errorCodeOf('additionalProperties'), 'FormatViolation');
 });
 
@@ -117,21 +149,38 @@ t.test('action catalog: the names read without keeping the schemas are those of 
       out[v] = { catalog: [c.actions, [...c.request].sort(), [...c.response].sort()], schemas: [s.actions, [...s.request.keys()].sort(), [...s.response.keys()].sort()] };
     }
     process.stdout.write(JSON.stringify(out));`;
-  const out = JSON.parse(execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { encoding: 'utf8' })) as Record<string, { catalog: unknown; schemas: unknown }>;
-  for (const v of ['1.6', '2.0.1', '2.1']) t.same(out[v].catalog, out[v].schemas, `${v}: same actions, requests and responses`);
+  const out = JSON.parse(
+    execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { encoding: 'utf8' }),
+  ) as Record<string, { catalog: unknown; schemas: unknown }>;
+  for (const v of ['1.6', '2.0.1', '2.1'])
+    t.same(out[v].catalog, out[v].schemas, `${v}: same actions, requests and responses`);
   t.equal((out['2.1'].catalog as string[][])[0].length, loadSchemas('2.1').actions.length);
 });
 
 t.test('validator: multipleOf tolerates float error; lenient fixes timestamps', async (t) => {
   const v = validatorFor('1.6');
-  const profile = (limit: number) => ({ connectorId: 1, csChargingProfiles: { chargingProfileId: 1, stackLevel: 0, chargingProfilePurpose: 'TxDefaultProfile', chargingProfileKind: 'Absolute', chargingSchedule: { chargingRateUnit: 'A', chargingSchedulePeriod: [{ startPeriod: 0, limit }] } } });
+  const profile = (limit: number) => ({
+    connectorId: 1,
+    csChargingProfiles: {
+      chargingProfileId: 1,
+      stackLevel: 0,
+      chargingProfilePurpose: 'TxDefaultProfile',
+      chargingProfileKind: 'Absolute',
+      chargingSchedule: { chargingRateUnit: 'A', chargingSchedulePeriod: [{ startPeriod: 0, limit }] },
+    },
+  });
   t.ok(v.validate('SetChargingProfile', 'request', profile(7.3)).ok, '7.3 is a multiple of 0.1');
   t.notOk(v.validate('SetChargingProfile', 'request', profile(7.35)).ok, '7.35 is not');
   const p = { connectorId: 1, errorCode: 'NoError', status: 'Available', timestamp: '2026-01-01T10:00:00.5' };
   t.notOk(v.validate('StatusNotification', 'request', p).ok);
   t.same(v.validate('StatusNotification', 'request', p, true), { ok: true, deviations: ['timestampWithoutOffset'] });
   t.equal(p.timestamp, '2026-01-01T10:00:00.5Z');
-  const typeErr = v.validate('StatusNotification', 'request', { connectorId: 'x', errorCode: 'NoError', status: 'Available' }, true);
+  const typeErr = v.validate(
+    'StatusNotification',
+    'request',
+    { connectorId: 'x', errorCode: 'NoError', status: 'Available' },
+    true,
+  );
   t.match(typeErr, { ok: false, error: { code: 'TypeConstraintViolation' } }, 'lenient never tolerates a wrong type');
 });
 
@@ -144,6 +193,7 @@ t.test('dialects', async (t) => {
   t.notOk(isCsmsInitiated('2.0.1', 'TransactionEvent'));
   for (const v of ['1.6', '2.0.1', '2.1'] as const) {
     const known = new Set(loadSchemas(v).actions);
-    for (const a of ['Authorize', 'BootNotification', 'Heartbeat', 'StatusNotification', 'MeterValues']) t.ok(known.has(a) && isChargerInitiated(v, a), `${v} ${a}`);
+    for (const a of ['Authorize', 'BootNotification', 'Heartbeat', 'StatusNotification', 'MeterValues'])
+      t.ok(known.has(a) && isChargerInitiated(v, a), `${v} ${a}`);
   }
 });

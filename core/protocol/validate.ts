@@ -19,16 +19,14 @@ import type { OcppVersion } from './dialect.js';
 import { actionCatalog, loadSchemas } from './schemas.js';
 
 // ajv-formats is CommonJS; under NodeNext its default import is the module object.
-const addFormats = (addFormatsModule).default;
+const addFormats = addFormatsModule.default;
 
 export type Direction = 'request' | 'response';
 
 /** Names of tolerated deviations, used as a metric label. */
 export type Deviation = 'overlongString' | 'unknownEnumValue' | 'timestampWithoutOffset';
 
-export type ValidationResult =
-  | { ok: true; deviations?: Deviation[] }
-  | { ok: false; error: CallError };
+export type ValidationResult = { ok: true; deviations?: Deviation[] } | { ok: false; error: CallError };
 
 const KEYWORD_CODE: Record<string, CallErrorCode> = {
   type: 'TypeConstraintViolation',
@@ -85,7 +83,12 @@ function makeAjv(allErrors: boolean) {
  * without its $id, and only when first used: a thread keeps the validators of the actions
  * its chargers send, not of all 2 × 39-130 schemas of each version.
  */
-function compile(ajv: InstanceType<typeof Ajv>, version: OcppVersion, action: string, direction: Direction): ValidateFunction | undefined {
+function compile(
+  ajv: InstanceType<typeof Ajv>,
+  version: OcppVersion,
+  action: string,
+  direction: Direction,
+): ValidateFunction | undefined {
   const s = loadSchemas(version);
   const entry = (direction === 'request' ? s.request : s.response).get(action);
   if (!entry) return undefined;
@@ -99,8 +102,10 @@ function schemaKey(action: string, direction: Direction): string {
 
 function describe(e: ErrorObject): string {
   const path = e.instancePath || '/';
-  if (e.keyword === 'additionalProperties') return `${path} has unknown property "${(e.params as { additionalProperty: string }).additionalProperty}"`;
-  if (e.keyword === 'required') return `${path} is missing required property "${(e.params as { missingProperty: string }).missingProperty}"`;
+  if (e.keyword === 'additionalProperties')
+    return `${path} has unknown property "${(e.params as { additionalProperty: string }).additionalProperty}"`;
+  if (e.keyword === 'required')
+    return `${path} is missing required property "${(e.params as { missingProperty: string }).missingProperty}"`;
   return `${path} ${e.message ?? 'is invalid'}`;
 }
 
@@ -110,7 +115,10 @@ function toCallError(e: ErrorObject): CallError {
 
 /** Writes `value` at a JSON pointer inside `root` (only used to fix a tolerated deviation). */
 function setAt(root: unknown, pointer: string, value: unknown): void {
-  const parts = pointer.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
+  const parts = pointer
+    .split('/')
+    .slice(1)
+    .map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
   let node = root as Record<string, unknown>;
   for (let i = 0; i < parts.length - 1; i++) node = node[parts[i]] as Record<string, unknown>;
   node[parts[parts.length - 1]] = value;
@@ -165,7 +173,12 @@ export class SchemaValidator {
     for (const e of all.errors ?? []) {
       if (e.keyword === 'maxLength') deviations.push('overlongString');
       else if (e.keyword === 'enum') deviations.push('unknownEnumValue');
-      else if (e.keyword === 'format' && (e.params as { format: string }).format === 'date-time' && typeof e.data === 'string' && NO_OFFSET.test(e.data)) {
+      else if (
+        e.keyword === 'format' &&
+        (e.params as { format: string }).format === 'date-time' &&
+        typeof e.data === 'string' &&
+        NO_OFFSET.test(e.data)
+      ) {
         deviations.push('timestampWithoutOffset');
         fixes.push([e.instancePath, `${e.data}Z`]);
       } else return { ok: false, error: toCallError(e) };
@@ -193,5 +206,8 @@ export function validateOutgoing(version: OcppVersion, action: string, payload: 
   const v = validatorFor(version);
   if (!v.has(action, 'request')) throw new CallError('InternalError', `Unknown action ${action}`);
   const check = v.validate(action, 'request', payload);
-  if (!check.ok) throw Object.assign(new Error(`Invalid ${action} request: ${check.error.description}`), { code: 'OCR_ERR_CMD_INVALID_PAYLOAD' });
+  if (!check.ok)
+    throw Object.assign(new Error(`Invalid ${action} request: ${check.error.description}`), {
+      code: 'OCR_ERR_CMD_INVALID_PAYLOAD',
+    });
 }

@@ -15,7 +15,12 @@
 import { createHash, createHmac, randomBytes, scrypt as scryptCb, timingSafeEqual } from 'node:crypto';
 import { promisify } from 'node:util';
 
-const scrypt = promisify(scryptCb) as (pw: string, salt: Buffer, len: number, opts: { N: number; r: number; p: number; maxmem: number }) => Promise<Buffer>;
+const scrypt = promisify(scryptCb) as (
+  pw: string,
+  salt: Buffer,
+  len: number,
+  opts: { N: number; r: number; p: number; maxmem: number },
+) => Promise<Buffer>;
 
 const N = 16384;
 const R = 8;
@@ -34,7 +39,12 @@ export async function verifyPassword(password: string, stored: string): Promise<
   if (parts.length !== 6 || parts[0] !== 'scrypt') return false;
   const [, n, r, p, saltB64, hashB64] = parts;
   const expected = Buffer.from(hashB64, 'base64');
-  const got = await scrypt(password, Buffer.from(saltB64, 'base64'), expected.length, { N: Number(n), r: Number(r), p: Number(p), maxmem: 64 * 1024 * 1024 });
+  const got = await scrypt(password, Buffer.from(saltB64, 'base64'), expected.length, {
+    N: Number(n),
+    r: Number(r),
+    p: Number(p),
+    maxmem: 64 * 1024 * 1024,
+  });
   return got.length === expected.length && timingSafeEqual(got, expected);
 }
 
@@ -44,7 +54,13 @@ export class VerifiedCache {
   constructor(private readonly max = 200_000) {}
 
   private tag(id: string, password: string, stored: string): string {
-    return createHmac('sha256', this.key).update(id).update('\0').update(password).update('\0').update(stored).digest('base64');
+    return createHmac('sha256', this.key)
+      .update(id)
+      .update('\0')
+      .update(password)
+      .update('\0')
+      .update(stored)
+      .digest('base64');
   }
 
   has(id: string, password: string, stored: string): boolean {

@@ -13,15 +13,27 @@ import type { JournalEntry } from './journal.js';
 
 /** The Redis store of a thread, configured the same way on the socket thread and in workers. */
 export function createRedisStore(config: RouterConfig, log?: { warn(o: object, m?: string): void }): RedisStateStore {
-  return new RedisStateStore({ url: config.redis.url!, keyPrefix: config.redis.keyPrefix, commandTimeoutMs: config.redis.commandTimeoutMs, onError: (err: Error) => log?.warn({ err }, 'redis connection error') });
+  return new RedisStateStore({
+    url: config.redis.url!,
+    keyPrefix: config.redis.keyPrefix,
+    commandTimeoutMs: config.redis.commandTimeoutMs,
+    onError: (err: Error) => log?.warn({ err }, 'redis connection error'),
+  });
 }
 
-export function createStores(config: RouterConfig, rpc: ThreadRpcClient, log?: { warn(o: object, m?: string): void }, journaled?: Set<string> | null): StateStore {
+export function createStores(
+  config: RouterConfig,
+  rpc: ThreadRpcClient,
+  log?: { warn(o: object, m?: string): void },
+  journaled?: Set<string> | null,
+): StateStore {
   if (config.redis.url) {
     const redis = createRedisStore(config, log);
     if (!journaled) return redis;
     // Writes that cannot reach Redis go to the socket thread's journal (core/state/journal.ts).
-    const append = async (entries: JournalEntry[]) => { await rpc.call('journal', 'append', [entries]); };
+    const append = async (entries: JournalEntry[]) => {
+      await rpc.call('journal', 'append', [entries]);
+    };
     return new JournalingStore(redis, append, { has: (g) => journaled.has(g), mark: (g) => journaled.add(g) });
   }
   return new RemoteStateStore(rpc);

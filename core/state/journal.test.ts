@@ -18,7 +18,8 @@ function flaky(inner: MemoryStateStore): StateStore & { down: boolean } {
       if (prop === 'down') return target.down;
       const v = (inner as unknown as Record<string | symbol, unknown>)[prop];
       if (typeof v !== 'function') return v;
-      return (...a: unknown[]) => (target.down ? Promise.reject(unavailable()) : (v as (...x: unknown[]) => unknown).apply(inner, a));
+      return (...a: unknown[]) =>
+        target.down ? Promise.reject(unavailable()) : (v as (...x: unknown[]) => unknown).apply(inner, a);
     },
     set(target, prop, value) {
       (target as unknown as Record<string | symbol, unknown>)[prop] = value;
@@ -29,7 +30,10 @@ function flaky(inner: MemoryStateStore): StateStore & { down: boolean } {
 
 const until = async (fn: () => boolean | Promise<boolean>, ms = 3000) => {
   const end = Date.now() + ms;
-  while (Date.now() < end) { if (await fn()) return true; await new Promise((r) => setTimeout(r, 10)); }
+  while (Date.now() < end) {
+    if (await fn()) return true;
+    await new Promise((r) => setTimeout(r, 10));
+  }
   return false;
 };
 
@@ -46,7 +50,10 @@ t.test('journaled writes are answered, replayed in order, and ordering holds acr
   const journal = new StateJournal(file, redis, quiet, { retryMs: 20 });
   await journal.open();
   const worker = new Set<string>();
-  const store = new JournalingStore(redis, (e) => journal.append(e), { has: (g) => worker.has(g), mark: (g) => worker.add(g) });
+  const store = new JournalingStore(redis, (e) => journal.append(e), {
+    has: (g) => worker.has(g),
+    mark: (g) => worker.add(g),
+  });
 
   await store.hset('ocr:{A}:core:status', { 1: 'Available' });
   redis.down = true;
@@ -71,11 +78,14 @@ t.test('journaled writes are answered, replayed in order, and ordering holds acr
 t.test('reload: skips what the watermark says was applied; torn lines skipped', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'ocr-j-'));
   const file = join(dir, 'j.ndjson');
-  writeFileSync(file, [
-    JSON.stringify({ g: 'A', m: 'hset', a: ['ocr:{A}:s', { 1: 'old' }] }),
-    JSON.stringify({ applied: 1 }),
-    JSON.stringify({ g: 'A', m: 'hset', a: ['ocr:{A}:s', { 2: 'new' }] }),
-  ].join('\n') + '\n');
+  writeFileSync(
+    file,
+    [
+      JSON.stringify({ g: 'A', m: 'hset', a: ['ocr:{A}:s', { 1: 'old' }] }),
+      JSON.stringify({ applied: 1 }),
+      JSON.stringify({ g: 'A', m: 'hset', a: ['ocr:{A}:s', { 2: 'new' }] }),
+    ].join('\n') + '\n',
+  );
   appendFileSync(file, '{"g":"A","m":"hs');
   const mem = new MemoryStateStore();
   await mem.hset('ocr:{A}:s', { 1: 'newer-live-value' });
@@ -83,16 +93,25 @@ t.test('reload: skips what the watermark says was applied; torn lines skipped', 
   await journal.open();
   t.equal(journal.size, 1, 'only the unapplied entry is loaded');
   t.ok(await until(() => journal.size === 0));
-  t.same(await mem.hgetall('ocr:{A}:s'), { 1: 'newer-live-value', 2: 'new' }, 'an applied entry is never re-applied over a newer value');
+  t.same(
+    await mem.hgetall('ocr:{A}:s'),
+    { 1: 'newer-live-value', 2: 'new' },
+    'an applied entry is never re-applied over a newer value',
+  );
   await journal.close();
 });
 
 t.test('a write the store refuses is dropped, not blocking the rest', async (t) => {
   const mem = new MemoryStateStore();
   await mem.set('ocr:{A}:str', 'x');
-  const journal = new StateJournal(join(mkdtempSync(join(tmpdir(), 'ocr-j-')), 'j.ndjson'), mem, quiet, { retryMs: 10 });
+  const journal = new StateJournal(join(mkdtempSync(join(tmpdir(), 'ocr-j-')), 'j.ndjson'), mem, quiet, {
+    retryMs: 10,
+  });
   await journal.open();
-  await journal.append([{ g: 'A', m: 'hset', a: ['ocr:{A}:str', { f: 'v' }] }, { g: 'A', m: 'hset', a: ['ocr:{A}:ok', { f: 'v' }] }]);
+  await journal.append([
+    { g: 'A', m: 'hset', a: ['ocr:{A}:str', { f: 'v' }] },
+    { g: 'A', m: 'hset', a: ['ocr:{A}:ok', { f: 'v' }] },
+  ]);
   t.ok(await until(() => journal.size === 0));
   t.equal(journal.stats.dropped, 1);
   t.same(await mem.hgetall('ocr:{A}:ok'), { f: 'v' });
@@ -124,7 +143,11 @@ t.test('open() compacts: a torn line cannot glue onto the next append', async (t
   redis.down = true;
   const journal = new StateJournal(file, redis, quiet, { retryMs: 1000 });
   await journal.open();
-  t.equal(readFileSync(file, 'utf8'), `${JSON.stringify({ g: 'A', m: 'hset', a: ['ocr:{A}:s', { 1: 'a' }] })}\n`, 'torn line gone');
+  t.equal(
+    readFileSync(file, 'utf8'),
+    `${JSON.stringify({ g: 'A', m: 'hset', a: ['ocr:{A}:s', { 1: 'a' }] })}\n`,
+    'torn line gone',
+  );
   await journal.append([{ g: 'A', m: 'hset', a: ['ocr:{A}:s', { 2: 'b' }] }]);
   t.equal(readFileSync(file, 'utf8').trim().split('\n').length, 2, 'both entries intact');
   await journal.close();

@@ -30,7 +30,14 @@ import { dirname } from 'node:path';
 import type { StateStore } from './store.js';
 
 export type JournalMethod = 'set' | 'del' | 'hset' | 'hdel' | 'indexAdd' | 'indexRemove';
-export const JOURNAL_METHODS: ReadonlySet<string> = new Set<JournalMethod>(['set', 'del', 'hset', 'hdel', 'indexAdd', 'indexRemove']);
+export const JOURNAL_METHODS: ReadonlySet<string> = new Set<JournalMethod>([
+  'set',
+  'del',
+  'hset',
+  'hdel',
+  'indexAdd',
+  'indexRemove',
+]);
 
 export interface JournalEntry {
   /** Group: the charger id of the key's hash tag, or "*". */
@@ -66,7 +73,12 @@ export class StateJournal {
   private readonly retryMs: number;
   private readonly maxEntries: number;
 
-  constructor(private readonly file: string, private readonly store: StateStore, private readonly log: JournalLogger, opts: JournalOptions = {}) {
+  constructor(
+    private readonly file: string,
+    private readonly store: StateStore,
+    private readonly log: JournalLogger,
+    opts: JournalOptions = {},
+  ) {
     this.retryMs = opts.retryMs ?? 500;
     this.maxEntries = opts.maxEntries ?? 1_000_000;
   }
@@ -135,7 +147,10 @@ export class StateJournal {
    */
   async append(entries: JournalEntry[]): Promise<void> {
     if (this.closed) throw new Error('state journal closed');
-    if (this.size + entries.length > this.maxEntries) throw Object.assign(new Error(`state journal full (${this.maxEntries} entries)`), { code: 'OCR_ERR_STATE_UNAVAILABLE' });
+    if (this.size + entries.length > this.maxEntries)
+      throw Object.assign(new Error(`state journal full (${this.maxEntries} entries)`), {
+        code: 'OCR_ERR_STATE_UNAVAILABLE',
+      });
     for (const e of entries) if (!JOURNAL_METHODS.has(e.m)) throw new Error(`not a journaled method: ${e.m}`);
     const text = entries.map((e) => JSON.stringify(e)).join('\n') + '\n';
     await this.file_(async () => {

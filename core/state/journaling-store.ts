@@ -39,7 +39,7 @@ export class JournalingStore implements StateStore {
   private write<T>(m: JournalMethod, a: unknown[], neutral: T): Promise<T> {
     const g = groupOf(a[0] as string);
     if (this.pending.has(g)) return this.journaled(g, m, a, neutral);
-    return ((this.inner[m] as (...args: unknown[]) => Promise<T>).apply(this.inner, a)).catch((err: unknown) => {
+    return (this.inner[m] as (...args: unknown[]) => Promise<T>).apply(this.inner, a).catch((err: unknown) => {
       if (!unavailable(err)) throw err;
       this.pending.mark(g);
       return this.journaled(g, m, a, neutral);
@@ -50,7 +50,9 @@ export class JournalingStore implements StateStore {
     return this.append([{ g, m, a }]).then(() => neutral);
   }
 
-  get(key: string) { return this.inner.get(key); }
+  get(key: string) {
+    return this.inner.get(key);
+  }
   set(key: string, value: string, opts?: SetOptions): Promise<boolean> {
     if (opts?.ifAbsent) return this.inner.set(key, value, opts);
     return this.write('set', [key, value, opts], true);
@@ -60,10 +62,18 @@ export class JournalingStore implements StateStore {
     for (const k of keys) n += await this.write('del', [k], 0);
     return n;
   }
-  incr(key: string, by?: number) { return this.inner.incr(key, by); }
-  pttl(key: string) { return this.inner.pttl(key); }
-  hget(key: string, field: string) { return this.inner.hget(key, field); }
-  hgetall(key: string) { return this.inner.hgetall(key); }
+  incr(key: string, by?: number) {
+    return this.inner.incr(key, by);
+  }
+  pttl(key: string) {
+    return this.inner.pttl(key);
+  }
+  hget(key: string, field: string) {
+    return this.inner.hget(key, field);
+  }
+  hgetall(key: string) {
+    return this.inner.hgetall(key);
+  }
   hset(key: string, fields: Record<string, string>): Promise<void> {
     return this.write('hset', [key, fields], undefined);
   }
@@ -79,8 +89,16 @@ export class JournalingStore implements StateStore {
   indexRemove(key: string, ...members: string[]): Promise<number> {
     return this.write('indexRemove', [key, ...members], 0);
   }
-  indexRange(key: string, opts?: IndexRangeOptions) { return this.inner.indexRange(key, opts); }
-  indexCount(key: string) { return this.inner.indexCount(key); }
-  ping() { return this.inner.ping(); }
-  close() { return this.inner.close(); }
+  indexRange(key: string, opts?: IndexRangeOptions) {
+    return this.inner.indexRange(key, opts);
+  }
+  indexCount(key: string) {
+    return this.inner.indexCount(key);
+  }
+  ping() {
+    return this.inner.ping();
+  }
+  close() {
+    return this.inner.close();
+  }
 }

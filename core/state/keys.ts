@@ -30,7 +30,10 @@ function checkPart(what: string, part: string): string {
   }
   // indexOf twice is cheaper than a regex on this (hot) path and reads just as clearly.
   if (part.indexOf('{') !== -1 || part.indexOf('}') !== -1) {
-    throw new OCR_ERR_STATE_KEY_INVALID(what, `"${part}" contains "{" or "}", which would break the Redis Cluster hash tag`);
+    throw new OCR_ERR_STATE_KEY_INVALID(
+      what,
+      `"${part}" contains "{" or "}", which would break the Redis Cluster hash tag`,
+    );
   }
   return part;
 }

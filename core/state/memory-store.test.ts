@@ -46,8 +46,25 @@ t.test('sweep disabled: expiry stays exact, memory is reclaimed on access', asyn
 t.test('compareLex is UTF-8 byte order', async (t) => {
   const cmp = (a: string, b: string) => Math.sign(compareLex(a, b));
   const bytes = (a: string, b: string) => Math.sign(Buffer.compare(Buffer.from(a), Buffer.from(b)));
-  const samples = ['', 'a', 'A', 'ab', 'a:b', 'CP-1', 'CP-10', 'CP-2', 'é', '\uE000', '\uFFFD', '\u{1F600}', '\u{10FFFF}', 'a\u{1F600}', 'a\uFFFF'];
-  for (const a of samples) for (const b of samples) t.equal(cmp(a, b), bytes(a, b), `${JSON.stringify(a)} vs ${JSON.stringify(b)}`);
+  const samples = [
+    '',
+    'a',
+    'A',
+    'ab',
+    'a:b',
+    'CP-1',
+    'CP-10',
+    'CP-2',
+    'é',
+    '\uE000',
+    '\uFFFD',
+    '\u{1F600}',
+    '\u{10FFFF}',
+    'a\u{1F600}',
+    'a\uFFFF',
+  ];
+  for (const a of samples)
+    for (const b of samples) t.equal(cmp(a, b), bytes(a, b), `${JSON.stringify(a)} vs ${JSON.stringify(b)}`);
 });
 
 t.test('keys', async (t) => {

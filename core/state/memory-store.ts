@@ -323,7 +323,13 @@ export class MemoryStateStore implements StateStore {
     return n;
   }
 
-  async casHash(key: string, field: string, expected: string | null, update: Record<string, string>, remove?: string[]): Promise<boolean> {
+  async casHash(
+    key: string,
+    field: string,
+    expected: string | null,
+    update: Record<string, string>,
+    remove?: string[],
+  ): Promise<boolean> {
     this.#check();
     const h = this.#hash(key, false);
     const current = h?.get(field);

@@ -203,7 +203,10 @@ export class RedisStateStore implements StateStore {
       }
       const onError = opts.onError ?? (() => {});
       const commandTimeout = opts.commandTimeoutMs ?? 2000;
-      if (!(commandTimeout > 0)) throw new errors.OCR_ERR_CONFIG_INVALID('state commandTimeoutMs must be > 0: it is what bounds every wait for Redis');
+      if (!(commandTimeout > 0))
+        throw new errors.OCR_ERR_CONFIG_INVALID(
+          'state commandTimeoutMs must be > 0: it is what bounds every wait for Redis',
+        );
       this.#waitWhenOffline = opts.enableOfflineQueue ?? true;
       this.#readyWaitMs = commandTimeout;
       const options: RedisOptions = {
@@ -276,10 +279,12 @@ export class RedisStateStore implements StateStore {
       return send().catch(wrap);
     }
     if (!this.#waitWhenOffline) return send().catch(wrap);
-    return this.#whenReady().then(() => {
-      this.#cork();
-      return send();
-    }).catch(wrap);
+    return this.#whenReady()
+      .then(() => {
+        this.#cork();
+        return send();
+      })
+      .catch(wrap);
   }
 
   /**
@@ -315,7 +320,8 @@ export class RedisStateStore implements StateStore {
     const ttl = opts?.ttlMs;
     const nx = opts?.ifAbsent === true;
     const res = await this.#run((): Promise<string | null> => {
-      if (ttl !== undefined) return nx ? this.client.set(key, value, 'PX', ttl, 'NX') : this.client.set(key, value, 'PX', ttl);
+      if (ttl !== undefined)
+        return nx ? this.client.set(key, value, 'PX', ttl, 'NX') : this.client.set(key, value, 'PX', ttl);
       return nx ? this.client.set(key, value, 'NX') : this.client.set(key, value);
     });
     // SET replies OK, or nil when NX found the key.
@@ -355,7 +361,10 @@ export class RedisStateStore implements StateStore {
       this.#cork();
       // Spread, never an array argument: ioredis reads an array as an object to flatten
       // ("0", field, "1", value, ...).
-      return (args.length === 2 ? this.client.hset(key, args[0], args[1]) : this.client.hset(key, ...args)).then(noop, wrap);
+      return (args.length === 2 ? this.client.hset(key, args[0], args[1]) : this.client.hset(key, ...args)).then(
+        noop,
+        wrap,
+      );
     }
     const a = args;
     return this.#run(() => this.client.hset(key, ...a)).then(noop);
@@ -366,7 +375,13 @@ export class RedisStateStore implements StateStore {
     return this.#run(() => this.client.hdel(key, ...fields));
   }
 
-  async casHash(key: string, field: string, expected: string | null, update: Record<string, string>, remove?: string[]): Promise<boolean> {
+  async casHash(
+    key: string,
+    field: string,
+    expected: string | null,
+    update: Record<string, string>,
+    remove?: string[],
+  ): Promise<boolean> {
     const names = Object.keys(update);
     const args: string[] = [field, expected === null ? '0' : '1', expected ?? '', String(names.length)];
     for (const f of names) args.push(f, update[f]);

@@ -21,7 +21,7 @@ export class StoreChargerRegistry implements ChargerRegistry {
 
   async get(cpId: string): Promise<ChargerRecord | null> {
     const h = await this.store.hgetall(chargerKey(cpId));
-    return Object.keys(h).length === 0 ? null : ({ ...h, id: cpId });
+    return Object.keys(h).length === 0 ? null : { ...h, id: cpId };
   }
 
   async update(cpId: string, fields: Partial<ChargerRecord>): Promise<void> {
@@ -31,7 +31,10 @@ export class StoreChargerRegistry implements ChargerRegistry {
 
   /** Creates the record when absent; returns false when it already existed. */
   async register(cpId: string, fields: Partial<ChargerRecord>): Promise<boolean> {
-    const created = await this.store.casHash(chargerKey(cpId), 'registeredAt', null, { ...clean(fields), registeredAt: new Date().toISOString() });
+    const created = await this.store.casHash(chargerKey(cpId), 'registeredAt', null, {
+      ...clean(fields),
+      registeredAt: new Date().toISOString(),
+    });
     await this.store.indexAdd(chargerIndexKey(), cpId);
     return created;
   }
@@ -57,7 +60,11 @@ export class StoreChargerRegistry implements ChargerRegistry {
     const h = await this.store.hgetall(connectorStatusKey(cpId));
     const out: Record<string, ConnectorStatus> = {};
     for (const [k, v] of Object.entries(h)) {
-      try { out[k] = JSON.parse(v) as ConnectorStatus; } catch { /* a foreign value: skip, never crash the API */ }
+      try {
+        out[k] = JSON.parse(v) as ConnectorStatus;
+      } catch {
+        /* a foreign value: skip, never crash the API */
+      }
     }
     return out;
   }
@@ -72,7 +79,14 @@ export class StoreChargerRegistry implements ChargerRegistry {
     // Issued together, not one after the other: one connection runs a client's commands in
     // order, so HDEL still follows HSET, and both leave in one write (one round trip, not two).
     await Promise.all([
-      this.store.hset(key, { nodeId, connectionId: String(connectionId), session: `${nodeId}#${connectionId}`, connectedAt: now, ocppVersion: version, lastSeenAt: now }),
+      this.store.hset(key, {
+        nodeId,
+        connectionId: String(connectionId),
+        session: `${nodeId}#${connectionId}`,
+        connectedAt: now,
+        ocppVersion: version,
+        lastSeenAt: now,
+      }),
       this.store.hdel(key, 'disconnectedAt'),
     ]);
   }
@@ -81,6 +95,12 @@ export class StoreChargerRegistry implements ChargerRegistry {
   async markDisconnected(cpId: string, nodeId: string, connectionId: number): Promise<boolean> {
     const now = new Date().toISOString();
     // Connection ids are per node, so the session token names both.
-    return this.store.casHash(chargerKey(cpId), 'session', `${nodeId}#${connectionId}`, { disconnectedAt: now, lastSeenAt: now }, ['nodeId', 'connectionId', 'connectedAt', 'session']);
+    return this.store.casHash(
+      chargerKey(cpId),
+      'session',
+      `${nodeId}#${connectionId}`,
+      { disconnectedAt: now, lastSeenAt: now },
+      ['nodeId', 'connectionId', 'connectedAt', 'session'],
+    );
   }
 }

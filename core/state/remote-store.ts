@@ -29,9 +29,20 @@ export const STATE_NAMESPACE = 'state';
  * must not be able to shut the store down for the whole process.
  */
 const SERVED = new Set<string>([
-  'get', 'set', 'del', 'incr', 'pttl',
-  'hget', 'hgetall', 'hset', 'hdel', 'casHash',
-  'indexAdd', 'indexRemove', 'indexRange', 'indexCount',
+  'get',
+  'set',
+  'del',
+  'incr',
+  'pttl',
+  'hget',
+  'hgetall',
+  'hset',
+  'hdel',
+  'casHash',
+  'indexAdd',
+  'indexRemove',
+  'indexRange',
+  'indexCount',
   'ping',
 ]);
 
@@ -117,8 +128,17 @@ export class RemoteStateStore implements StateStore {
     return this.#call('hdel', [key, ...fields]);
   }
 
-  casHash(key: string, field: string, expected: string | null, update: Record<string, string>, remove?: string[]): Promise<boolean> {
-    return this.#call('casHash', remove === undefined ? [key, field, expected, update] : [key, field, expected, update, remove]);
+  casHash(
+    key: string,
+    field: string,
+    expected: string | null,
+    update: Record<string, string>,
+    remove?: string[],
+  ): Promise<boolean> {
+    return this.#call(
+      'casHash',
+      remove === undefined ? [key, field, expected, update] : [key, field, expected, update, remove],
+    );
   }
 
   indexAdd(key: string, ...members: string[]): Promise<number> {

@@ -64,7 +64,13 @@ class ScopedStateStore implements StateStore {
     return this.#store.hdel(this.#prefix + key, ...fields);
   }
 
-  casHash(key: string, field: string, expected: string | null, update: Record<string, string>, remove?: string[]): Promise<boolean> {
+  casHash(
+    key: string,
+    field: string,
+    expected: string | null,
+    update: Record<string, string>,
+    remove?: string[],
+  ): Promise<boolean> {
     return this.#store.casHash(this.#prefix + key, field, expected, update, remove);
   }
 

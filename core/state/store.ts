@@ -47,7 +47,13 @@ export interface StateStore {
    * the field or key is absent), set `update` fields and delete `remove` fields, atomically.
    * Returns whether the update was applied.
    */
-  casHash(key: string, field: string, expected: string | null, update: Record<string, string>, remove?: string[]): Promise<boolean>;
+  casHash(
+    key: string,
+    field: string,
+    expected: string | null,
+    update: Record<string, string>,
+    remove?: string[],
+  ): Promise<boolean>;
 
   /** Lexicographically ordered index (Redis: sorted set with score 0). */
   indexAdd(key: string, ...members: string[]): Promise<number>;

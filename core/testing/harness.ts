@@ -24,8 +24,15 @@ import type { StateStore } from '../state/store.js';
 import type { OcppVersion } from '../protocol/dialect.js';
 import type { Logger } from '../plugin-api.js';
 
-export interface Emitted { table: AnalyticsTable; row: AnalyticsRow }
-export interface Sent { cpId: string; action: string; payload: Record<string, unknown> }
+export interface Emitted {
+  table: AnalyticsTable;
+  row: AnalyticsRow;
+}
+export interface Sent {
+  cpId: string;
+  action: string;
+  payload: Record<string, unknown>;
+}
 
 /** Captures analytics rows instead of writing them. */
 export class CaptureSink implements AnalyticsSink {
@@ -52,7 +59,15 @@ export class CaptureSink implements AnalyticsSink {
   }
   async flush(): Promise<void> {}
   stats(): SinkStats {
-    return { buffered: 0, written: this.rows.length, spooled: 0, dropped: this.#dropped, replayed: 0, failures: 0, refused: this.#refused };
+    return {
+      buffered: 0,
+      written: this.rows.length,
+      spooled: 0,
+      dropped: this.#dropped,
+      replayed: 0,
+      failures: 0,
+      refused: this.#refused,
+    };
   }
   async close(): Promise<void> {}
 }
@@ -110,11 +125,15 @@ export async function createHarness(opts: HarnessOptions): Promise<Harness> {
   const store = opts.store ?? new MemoryStateStore();
   const registry = new StoreChargerRegistry(store);
   const sink = new CaptureSink();
-  const log = opts.log ?? (pino({ level: 'silent' }));
+  const log = opts.log ?? pino({ level: 'silent' });
   const nodeId = opts.nodeId ?? 'harness';
   let sent: Sent[] = [];
   const services: WorkerServices = {
-    store, sink, registry, log, nodeId,
+    store,
+    sink,
+    registry,
+    log,
+    nodeId,
     async send(conn, action, payload) {
       const s = { cpId: conn.cpId, action, payload };
       sent.push(s);
@@ -146,17 +165,27 @@ export async function createHarness(opts: HarnessOptions): Promise<Harness> {
     if (r.reply) {
       const arr = JSON.parse(r.reply) as unknown[];
       if (arr[0] === 3) out.result = arr[2] as Record<string, unknown>;
-      else if (arr[0] === 4) out.callError = { code: semanticCode(arr[2] as string), wireCode: arr[2] as string, description: arr[3] as string, details: arr[4] as Record<string, unknown> };
+      else if (arr[0] === 4)
+        out.callError = {
+          code: semanticCode(arr[2] as string),
+          wireCode: arr[2] as string,
+          description: arr[3] as string,
+          details: arr[4] as Record<string, unknown>,
+        };
     }
     return out;
   };
 
   return {
-    store, registry, sink,
+    store,
+    registry,
+    sink,
     frame,
-    call: (version, action, payload, o = {}) => frame(version, serializeCall(o.messageId ?? randomUUID(), action, payload), o),
+    call: (version, action, payload, o = {}) =>
+      frame(version, serializeCall(o.messageId ?? randomUUID(), action, payload), o),
     connect: (version, cp) => pipeline.runConnection('onConnect', meta(version, { cp }), {}),
-    disconnect: (version, cp) => pipeline.runConnection('onDisconnect', meta(version, { cp }), { code: 1000, reason: '' }),
+    disconnect: (version, cp) =>
+      pipeline.runConnection('onDisconnect', meta(version, { cp }), { code: 1000, reason: '' }),
     async close() {
       for (const c of table.closers) await c.fn();
       await store.close();

@@ -10,7 +10,13 @@
  * binary frame, so reply bytes are sent with sendText (OCPP-J uses text frames); Bun reports
  * send results as a byte count, -1 (backpressure) or 0 (dropped).
  */
-import { SendStatus, type HttpRequest, type Transport, type TransportHandlers, type TransportOptions } from './transport.js';
+import {
+  SendStatus,
+  type HttpRequest,
+  type Transport,
+  type TransportHandlers,
+  type TransportOptions,
+} from './transport.js';
 import { SocketBase } from './socket-base.js';
 
 // Minimal typings of the Bun APIs used (no @types/bun dependency for one file).
@@ -57,11 +63,16 @@ class BunSocket<U> extends SocketBase<U> {
 export class BunTransport<U> implements Transport {
   private server: BunServer | null = null;
 
-  constructor(private readonly opts: TransportOptions, private readonly h: TransportHandlers<U>) {}
+  constructor(
+    private readonly opts: TransportOptions,
+    private readonly h: TransportHandlers<U>,
+  ) {}
 
   private headersOf(req: Request): Record<string, string> {
     const out: Record<string, string> = {};
-    req.headers.forEach((v, k) => { out[k.toLowerCase()] = v; });
+    req.headers.forEach((v, k) => {
+      out[k.toLowerCase()] = v;
+    });
     return out;
   }
 
@@ -73,18 +84,34 @@ export class BunTransport<U> implements Transport {
     if (headers.upgrade?.toLowerCase() === 'websocket' && url.pathname.startsWith(prefix)) {
       const d = await this.h.upgrade({ url: url.pathname, headers, remoteAddress });
       if (!d.accept) return new Response(d.message, { status: d.status, headers: d.headers });
-      const ok = server.upgrade(req, { data: new BunSocket(d.data), headers: d.protocol ? { 'Sec-WebSocket-Protocol': d.protocol } : undefined });
+      const ok = server.upgrade(req, {
+        data: new BunSocket(d.data),
+        headers: d.protocol ? { 'Sec-WebSocket-Protocol': d.protocol } : undefined,
+      });
       return ok ? undefined : new Response('Upgrade failed', { status: 400 });
     }
     const length = Number(headers['content-length'] ?? 0);
     if (length > this.opts.maxBodyBytes) {
-      return new Response(JSON.stringify({ error: 'payload_too_large', message: `Body exceeds ${this.opts.maxBodyBytes} bytes` }), { status: 413, headers: { 'content-type': 'application/json' } });
+      return new Response(
+        JSON.stringify({ error: 'payload_too_large', message: `Body exceeds ${this.opts.maxBodyBytes} bytes` }),
+        { status: 413, headers: { 'content-type': 'application/json' } },
+      );
     }
     const body = new Uint8Array(await req.arrayBuffer());
-    const request: HttpRequest = { method: req.method.toUpperCase(), path: url.pathname, query: url.searchParams, headers, body, remoteAddress };
+    const request: HttpRequest = {
+      method: req.method.toUpperCase(),
+      path: url.pathname,
+      query: url.searchParams,
+      headers,
+      body,
+      remoteAddress,
+    };
     try {
       const r = await this.h.http(request);
-      return new Response(typeof r.body === 'string' || r.body === undefined ? (r.body ?? '') : r.body, { status: r.status, headers: r.headers });
+      return new Response(typeof r.body === 'string' || r.body === undefined ? (r.body ?? '') : r.body, {
+        status: r.status,
+        headers: r.headers,
+      });
     } catch {
       return new Response('{"error":"internal"}', { status: 500 });
     }
@@ -95,7 +122,14 @@ export class BunTransport<U> implements Transport {
     this.server = Bun.serve({
       hostname: o.host,
       port: o.port,
-      tls: o.tls ? { key: Bun.file(o.tls.keyFile), cert: Bun.file(o.tls.certFile), passphrase: o.tls.passphrase, ca: o.tls.caFile ? Bun.file(o.tls.caFile) : undefined } : undefined,
+      tls: o.tls
+        ? {
+            key: Bun.file(o.tls.keyFile),
+            cert: Bun.file(o.tls.certFile),
+            passphrase: o.tls.passphrase,
+            ca: o.tls.caFile ? Bun.file(o.tls.caFile) : undefined,
+          }
+        : undefined,
       fetch: (req: Request, server: BunServer) => this.fetch(req, server),
       websocket: {
         maxPayloadLength: o.maxPayloadLength,

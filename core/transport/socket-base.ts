@@ -27,7 +27,11 @@ export abstract class SocketBase<U> implements Socket<U> {
   close(code: number, reason: string): void {
     if (this.closed) return;
     this.closed = true;
-    try { this.rawClose(code, reason); } catch { /* already gone */ }
+    try {
+      this.rawClose(code, reason);
+    } catch {
+      /* already gone */
+    }
   }
 
   bufferedAmount(): number {

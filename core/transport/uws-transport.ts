@@ -8,7 +8,13 @@
  * the caller; limits are explicit.
  */
 import { createRequire } from 'node:module';
-import { SendStatus, type HttpRequest, type Transport, type TransportHandlers, type TransportOptions } from './transport.js';
+import {
+  SendStatus,
+  type HttpRequest,
+  type Transport,
+  type TransportHandlers,
+  type TransportOptions,
+} from './transport.js';
 import { SocketBase } from './socket-base.js';
 
 // uWebSockets.js is a CommonJS native addon.
@@ -17,10 +23,24 @@ type WebSocket<U> = import('uWebSockets.js').WebSocket<U>;
 type UwsHttpResponse = import('uWebSockets.js').HttpResponse;
 
 const STATUS_TEXT: Record<number, string> = {
-  200: '200 OK', 201: '201 Created', 202: '202 Accepted', 204: '204 No Content', 400: '400 Bad Request', 401: '401 Unauthorized',
-  403: '403 Forbidden', 404: '404 Not Found', 405: '405 Method Not Allowed', 409: '409 Conflict', 413: '413 Payload Too Large',
-  415: '415 Unsupported Media Type', 422: '422 Unprocessable Entity', 429: '429 Too Many Requests', 500: '500 Internal Server Error',
-  502: '502 Bad Gateway', 503: '503 Service Unavailable', 504: '504 Gateway Timeout',
+  200: '200 OK',
+  201: '201 Created',
+  202: '202 Accepted',
+  204: '204 No Content',
+  400: '400 Bad Request',
+  401: '401 Unauthorized',
+  403: '403 Forbidden',
+  404: '404 Not Found',
+  405: '405 Method Not Allowed',
+  409: '409 Conflict',
+  413: '413 Payload Too Large',
+  415: '415 Unsupported Media Type',
+  422: '422 Unprocessable Entity',
+  429: '429 Too Many Requests',
+  500: '500 Internal Server Error',
+  502: '502 Bad Gateway',
+  503: '503 Service Unavailable',
+  504: '504 Gateway Timeout',
 };
 
 function statusLine(s: number): string {
@@ -60,7 +80,9 @@ function copyFrame(message: ArrayBuffer): Uint8Array {
  * holds the router's data. Not the socket itself: its methods would be lost in the copy, and
  * uWS's own send/cork/close would answer in their place.
  */
-interface UserData<U> { s: UwsSocket<U> }
+interface UserData<U> {
+  s: UwsSocket<U>;
+}
 
 /**
  * uWS socket behind the shared closed-socket guards (socket-base.ts), created at upgrade with
@@ -86,9 +108,17 @@ export class UwsTransport<U> implements Transport {
   private app: import('uWebSockets.js').TemplatedApp;
   private listenSocket: import('uWebSockets.js').us_listen_socket | null = null;
 
-  constructor(private readonly opts: TransportOptions, private readonly h: TransportHandlers<U>) {
+  constructor(
+    private readonly opts: TransportOptions,
+    private readonly h: TransportHandlers<U>,
+  ) {
     this.app = opts.tls
-      ? uWS.SSLApp({ key_file_name: opts.tls.keyFile, cert_file_name: opts.tls.certFile, passphrase: opts.tls.passphrase, ca_file_name: opts.tls.caFile })
+      ? uWS.SSLApp({
+          key_file_name: opts.tls.keyFile,
+          cert_file_name: opts.tls.certFile,
+          passphrase: opts.tls.passphrase,
+          ca_file_name: opts.tls.caFile,
+        })
       : uWS.App();
     const prefix = opts.wsPath.replace(/\/$/, '');
     this.app.ws<UserData<U>>(`${prefix}/*`, {
@@ -101,27 +131,43 @@ export class UwsTransport<U> implements Transport {
       upgrade: (res, req, context) => {
         // Copy everything out of req before awaiting: uWS invalidates it on return.
         const headers: Record<string, string> = {};
-        req.forEach((k, v) => { headers[k] = v; });
+        req.forEach((k, v) => {
+          headers[k] = v;
+        });
         const url = req.getUrl();
         const key = req.getHeader('sec-websocket-key');
         const extensions = req.getHeader('sec-websocket-extensions');
         const remoteAddress = decoder.decode(res.getRemoteAddressAsText());
         let aborted = false;
-        res.onAborted(() => { aborted = true; });
-        this.h.upgrade({ url, headers, remoteAddress }).then((d) => {
-          if (aborted) return;
-          res.cork(() => {
-            if (!d.accept) {
-              res.writeStatus(statusLine(d.status));
-              for (const [k, v] of Object.entries(d.headers ?? {})) res.writeHeader(k, v);
-              res.end(d.message);
-              return;
-            }
-            res.upgrade({ s: new UwsSocket(d.data) } satisfies UserData<U>, key, d.protocol ?? '', extensions, context);
-          });
-        }, () => {
-          if (!aborted) res.cork(() => { res.writeStatus('500 Internal Server Error').end(); });
+        res.onAborted(() => {
+          aborted = true;
         });
+        this.h.upgrade({ url, headers, remoteAddress }).then(
+          (d) => {
+            if (aborted) return;
+            res.cork(() => {
+              if (!d.accept) {
+                res.writeStatus(statusLine(d.status));
+                for (const [k, v] of Object.entries(d.headers ?? {})) res.writeHeader(k, v);
+                res.end(d.message);
+                return;
+              }
+              res.upgrade(
+                { s: new UwsSocket(d.data) } satisfies UserData<U>,
+                key,
+                d.protocol ?? '',
+                extensions,
+                context,
+              );
+            });
+          },
+          () => {
+            if (!aborted)
+              res.cork(() => {
+                res.writeStatus('500 Internal Server Error').end();
+              });
+          },
+        );
       },
       open: (ws) => {
         const s = ws.getUserData().s;
@@ -145,7 +191,9 @@ export class UwsTransport<U> implements Transport {
 
   private http(res: UwsHttpResponse, req: import('uWebSockets.js').HttpRequest): void {
     const headers: Record<string, string> = {};
-    req.forEach((k, v) => { headers[k] = v; });
+    req.forEach((k, v) => {
+      headers[k] = v;
+    });
     const request: HttpRequest = {
       method: req.getMethod().toUpperCase(),
       path: req.getUrl(),
@@ -155,7 +203,9 @@ export class UwsTransport<U> implements Transport {
       remoteAddress: decoder.decode(res.getRemoteAddressAsText()),
     };
     let aborted = false;
-    res.onAborted(() => { aborted = true; });
+    res.onAborted(() => {
+      aborted = true;
+    });
     const chunks: Uint8Array[] = [];
     let size = 0;
     let tooBig = false;
@@ -167,23 +217,37 @@ export class UwsTransport<U> implements Transport {
       }
       if (!isLast) return;
       if (tooBig) {
-        if (!aborted) res.cork(() => res.writeStatus(statusLine(413)).writeHeader('content-type', 'application/json').end(JSON.stringify({ error: 'payload_too_large', message: `Body exceeds ${this.opts.maxBodyBytes} bytes` })));
+        if (!aborted)
+          res.cork(() =>
+            res
+              .writeStatus(statusLine(413))
+              .writeHeader('content-type', 'application/json')
+              .end(
+                JSON.stringify({ error: 'payload_too_large', message: `Body exceeds ${this.opts.maxBodyBytes} bytes` }),
+              ),
+          );
         return;
       }
       const body = new Uint8Array(size);
       let o = 0;
-      for (const c of chunks) { body.set(c, o); o += c.length; }
+      for (const c of chunks) {
+        body.set(c, o);
+        o += c.length;
+      }
       request.body = body;
-      this.h.http(request).then((r) => {
-        if (aborted) return;
-        res.cork(() => {
-          res.writeStatus(statusLine(r.status));
-          for (const [k, v] of Object.entries(r.headers ?? {})) res.writeHeader(k, v);
-          res.end(r.body ?? '');
-        });
-      }, () => {
-        if (!aborted) res.cork(() => res.writeStatus(statusLine(500)).end('{"error":"internal"}'));
-      });
+      this.h.http(request).then(
+        (r) => {
+          if (aborted) return;
+          res.cork(() => {
+            res.writeStatus(statusLine(r.status));
+            for (const [k, v] of Object.entries(r.headers ?? {})) res.writeHeader(k, v);
+            res.end(r.body ?? '');
+          });
+        },
+        () => {
+          if (!aborted) res.cork(() => res.writeStatus(statusLine(500)).end('{"error":"internal"}'));
+        },
+      );
     });
   }
 

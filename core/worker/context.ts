@@ -14,7 +14,14 @@ import type { AnalyticsRow, AnalyticsSink, AnalyticsTable } from '../analytics/s
 import type { StateStore } from '../state/store.js';
 import { scopeStore } from '../state/scoped-store.js';
 import { cpPrefix } from '../state/keys.js';
-import type { CallContext, ChargePointInfo, ChargerRegistry, Logger, MessageInfo, PluginLocals } from '../plugin-api.js';
+import type {
+  CallContext,
+  ChargePointInfo,
+  ChargerRegistry,
+  Logger,
+  MessageInfo,
+  PluginLocals,
+} from '../plugin-api.js';
 
 /** What the worker knows of a connection, sent with every batch item. */
 export interface ConnMeta {
@@ -34,7 +41,13 @@ export interface WorkerServices {
    * Sends a CSMS-initiated CALL via the socket thread; resolves with the validated result.
    * `afterReply`: made from an `after` hook, so it must not reach the charger before the reply.
    */
-  send(conn: ConnMeta, action: string, payload: Record<string, unknown>, timeoutMs?: number, afterReply?: boolean): Promise<Record<string, unknown>>;
+  send(
+    conn: ConnMeta,
+    action: string,
+    payload: Record<string, unknown>,
+    timeoutMs?: number,
+    afterReply?: boolean,
+  ): Promise<Record<string, unknown>>;
 }
 
 /** The per-call part shared by every plugin's view of one call. */
@@ -61,7 +74,12 @@ class PluginContext {
   private stateCache: StateStore | null = null;
   private logCache: Logger | null = null;
 
-  constructor(base: CallBase, plugin: string, services: WorkerServices, private readonly afterReply = false) {
+  constructor(
+    base: CallBase,
+    plugin: string,
+    services: WorkerServices,
+    private readonly afterReply = false,
+  ) {
     this.plugin = plugin;
     this.cp = base.cp;
     this.msg = base.msg as MessageInfo;
@@ -81,7 +99,11 @@ class PluginContext {
   }
 
   get log(): Logger {
-    return (this.logCache ??= this.services.log.child({ plugin: this.plugin, cpId: this.cp.id, messageId: this.msg?.messageId }));
+    return (this.logCache ??= this.services.log.child({
+      plugin: this.plugin,
+      cpId: this.cp.id,
+      messageId: this.msg?.messageId,
+    }));
   }
 
   get signal(): AbortSignal {
@@ -98,7 +120,11 @@ class PluginContext {
     this.services.sink.write(table, row);
   }
 
-  send(action: string, payload: Record<string, unknown>, opts?: { timeoutMs?: number }): Promise<Record<string, unknown>> {
+  send(
+    action: string,
+    payload: Record<string, unknown>,
+    opts?: { timeoutMs?: number },
+  ): Promise<Record<string, unknown>> {
     return this.services.send(this.base.conn, action, payload, opts?.timeoutMs, this.afterReply);
   }
 
@@ -142,7 +168,12 @@ export class ContextFactory {
    */
   forPlugin(ctx: CallContext, plugin: string, afterReply = false): CallContext {
     const base = (ctx as unknown as { base: CallBase }).base;
-    return new PluginContext(afterReply ? { ...base, controller: null } : base, plugin, this.services, afterReply) as unknown as CallContext;
+    return new PluginContext(
+      afterReply ? { ...base, controller: null } : base,
+      plugin,
+      this.services,
+      afterReply,
+    ) as unknown as CallContext;
   }
 }
 

@@ -9,7 +9,10 @@ t.test('a deadline fires once its time has passed, not before, and only for call
   const fired: string[] = [];
   const t0 = performance.now();
   const at: Record<string, number> = {};
-  const expire = (name: string) => () => { fired.push(name); at[name] = performance.now() - t0; };
+  const expire = (name: string) => () => {
+    fired.push(name);
+    at[name] = performance.now() - t0;
+  };
   const a = dl.add(80, expire('a'));
   dl.add(80, expire('b'));
   const c = dl.add(80, expire('c'));

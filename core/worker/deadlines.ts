@@ -22,7 +22,11 @@
 export class Deadline {
   prev: Deadline | null = null;
   next: Deadline | null = null;
-  constructor(readonly list: PendingList, readonly at: number, readonly expire: () => void) {}
+  constructor(
+    readonly list: PendingList,
+    readonly at: number,
+    readonly expire: () => void,
+  ) {}
 }
 
 /** The pending calls of one timeout value, oldest first. */

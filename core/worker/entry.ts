@@ -46,7 +46,12 @@ const services: WorkerServices = {
   nodeId,
   async send(conn, action, payload, timeoutMs, afterReply) {
     validateOutgoing(conn.version, action, payload);
-    return (await rpc.call('cmd', 'send', [conn.cpId, conn.connectionId, action, payload, timeoutMs, afterReply === true], (timeoutMs ?? config.calls.timeoutMs) + 5000)) as Record<string, unknown>;
+    return (await rpc.call(
+      'cmd',
+      'send',
+      [conn.cpId, conn.connectionId, action, payload, timeoutMs, afterReply === true],
+      (timeoutMs ?? config.calls.timeoutMs) + 5000,
+    )) as Record<string, unknown>;
   },
 };
 const runtime = await BatchRuntime.create({ config, services, journaled });

@@ -15,7 +15,16 @@
  */
 import { randomBytes } from 'node:crypto';
 import { CallError, isCallError } from '../protocol/call-error.js';
-import { CALLERROR, CALLRESULT, CALLRESULTERROR, SEND, parseFrame, serializeCallError, serializeCallResult, unreadableIdReply } from '../protocol/frame.js';
+import {
+  CALLERROR,
+  CALLRESULT,
+  CALLRESULTERROR,
+  SEND,
+  parseFrame,
+  serializeCallError,
+  serializeCallResult,
+  unreadableIdReply,
+} from '../protocol/frame.js';
 import { validatorFor } from '../protocol/validate.js';
 import { isKnownAction } from '../protocol/schemas.js';
 import type { OcppVersion } from '../protocol/dialect.js';
@@ -74,19 +83,55 @@ export class Pipeline {
   ) {}
 
   /** A call_errors row: every CALLERROR we send ('out') or receive ('in'), for analysts. */
-  private recordError(conn: ConnMeta, direction: 'in' | 'out', action: string, messageId: string | null, code: string, description: string, ref: unknown, receivedAt: number): void {
-    this.sink.write('call_errors', {
-      ts: receivedAt, received_at: receivedAt, cp_id: conn.cpId, ocpp_version: conn.version, node_id: this.nodeId,
-      direction, action, message_id: messageId ?? '', error_code: code, error_description: description, ref: typeof ref === 'string' ? ref : '',
-    }, true);
+  private recordError(
+    conn: ConnMeta,
+    direction: 'in' | 'out',
+    action: string,
+    messageId: string | null,
+    code: string,
+    description: string,
+    ref: unknown,
+    receivedAt: number,
+  ): void {
+    this.sink.write(
+      'call_errors',
+      {
+        ts: receivedAt,
+        received_at: receivedAt,
+        cp_id: conn.cpId,
+        ocpp_version: conn.version,
+        node_id: this.nodeId,
+        direction,
+        action,
+        message_id: messageId ?? '',
+        error_code: code,
+        error_description: description,
+        ref: typeof ref === 'string' ? ref : '',
+      },
+      true,
+    );
   }
 
   /** Maps anything thrown to a CallError; non-CallErrors are logged with attribution. */
-  private toCallError(err: unknown, where: { plugin?: string; hook: string; conn: ConnMeta; messageId?: string; action?: string }): CallError {
+  private toCallError(
+    err: unknown,
+    where: { plugin?: string; hook: string; conn: ConnMeta; messageId?: string; action?: string },
+  ): CallError {
     if (isCallError(err)) return err;
     const ref = newRef();
     const cause = err ?? new errors.OCR_ERR_UNDEFINED_REJECTION(where.plugin ?? 'core', where.hook);
-    this.log.error({ err: cause, ref, plugin: where.plugin, hook: where.hook, cpId: where.conn.cpId, messageId: where.messageId, action: where.action }, 'plugin error');
+    this.log.error(
+      {
+        err: cause,
+        ref,
+        plugin: where.plugin,
+        hook: where.hook,
+        cpId: where.conn.cpId,
+        messageId: where.messageId,
+        action: where.action,
+      },
+      'plugin error',
+    );
     return new CallError('InternalError', `Internal error (ref ${ref})`, { ref });
   }
 
@@ -101,7 +146,12 @@ export class Pipeline {
    * The per-frame variant of invoke (onCall, handler, onResult): a hook that returns a plain
    * value costs no promise and no timer, and one that throws synchronously throws here.
    */
-  private invokeSync<R>(reg: Registered<(...a: never[]) => unknown>, ctx: CallContext, a: unknown, b?: unknown): R | Promise<R> {
+  private invokeSync<R>(
+    reg: Registered<(...a: never[]) => unknown>,
+    ctx: CallContext,
+    a: unknown,
+    b?: unknown,
+  ): R | Promise<R> {
     const p = (reg.fn as (...a: unknown[]) => unknown)(ctx, a, b);
     if (!(p instanceof Promise)) return p as R;
     return this.withDeadline<R>(reg, ctx, p);
@@ -110,7 +160,11 @@ export class Pipeline {
   /** See deadlines.ts: one timer for every pending hook call of this pipeline. */
   private readonly deadlines = new Deadlines();
 
-  private withDeadline<R>(reg: Registered<(...a: never[]) => unknown>, ctx: CallContext, p: Promise<unknown>): Promise<R> {
+  private withDeadline<R>(
+    reg: Registered<(...a: never[]) => unknown>,
+    ctx: CallContext,
+    p: Promise<unknown>,
+  ): Promise<R> {
     const timeoutMs = reg.timeoutMs ?? this.defaultTimeoutMs;
     return new Promise<R>((resolve, reject) => {
       const d = this.deadlines.add(timeoutMs, () => {
@@ -136,7 +190,16 @@ export class Pipeline {
     if (parsed.type === 0) {
       const id = parsed.id ?? unreadableIdReply(v);
       const reply = parsed.answer && id !== null ? serializeCallError(id, parsed.error, v) : undefined;
-      this.recordError(conn, 'out', '(invalid)', parsed.id, wireCode(parsed.error.code, v), parsed.error.description, '', receivedAt);
+      this.recordError(
+        conn,
+        'out',
+        '(invalid)',
+        parsed.id,
+        wireCode(parsed.error.code, v),
+        parsed.error.description,
+        '',
+        receivedAt,
+      );
       return { reply, action: '(invalid)', outcome: 'error', errorCode: parsed.error.code };
     }
     if (parsed.type === CALLRESULT || parsed.type === CALLERROR || parsed.type === CALLRESULTERROR) {
@@ -146,9 +209,25 @@ export class Pipeline {
     const { id, action, payload } = parsed as Extract<typeof parsed, { action: string }>;
     const noReply = parsed.type === SEND;
 
-    if (!isKnownAction(v, action)) return this.failFrame(conn, action, id, noReply, receivedAt, new CallError('NotImplemented', `Unknown action ${action}`));
+    if (!isKnownAction(v, action))
+      return this.failFrame(
+        conn,
+        action,
+        id,
+        noReply,
+        receivedAt,
+        new CallError('NotImplemented', `Unknown action ${action}`),
+      );
     const entry = this.table.byAction[v].get(action) ?? NO_TABLE;
-    if (!entry.handler && entry.onCall.length === 0) return this.failFrame(conn, action, id, noReply, receivedAt, new CallError('NotSupported', `${action} is not supported by this CSMS`));
+    if (!entry.handler && entry.onCall.length === 0)
+      return this.failFrame(
+        conn,
+        action,
+        id,
+        noReply,
+        receivedAt,
+        new CallError('NotSupported', `${action} is not supported by this CSMS`),
+      );
 
     const validator = validatorFor(v);
     const check = validator.validate(action, 'request', payload, conn.lenient);
@@ -157,7 +236,8 @@ export class Pipeline {
     // Refused before any hook runs, so that a refused call has no effect at all. Which actions
     // write rows is learnt from their calls (entry.learnt); the first call of an action
     // after a start is admitted regardless, into the sink's reserve above its admission mark.
-    if (entry.learnt.writesRows && !this.sink.admit()) return this.failFrame(conn, action, id, noReply, receivedAt, ANALYTICS_FULL);
+    if (entry.learnt.writesRows && !this.sink.admit())
+      return this.failFrame(conn, action, id, noReply, receivedAt, ANALYTICS_FULL);
 
     const ctx = this.contexts.call(conn, { messageId: id, action, receivedAt }, check.deviations ?? []);
     let result: Record<string, unknown> | undefined;
@@ -168,13 +248,20 @@ export class Pipeline {
         plugin = reg.plugin;
         let r = this.invokeSync<unknown>(reg, this.contexts.forPlugin(ctx, reg.plugin), payload);
         if (r instanceof Promise) r = await r;
-        if (r !== undefined) { result = r as Record<string, unknown>; break; }
+        if (r !== undefined) {
+          result = r as Record<string, unknown>;
+          break;
+        }
       }
       if (result === undefined) {
         if (!entry.handler) throw new CallError('NotSupported', `${action} is not supported by this CSMS`);
         hook = 'handler';
         plugin = entry.handler.plugin;
-        const h = this.invokeSync<Record<string, unknown>>(entry.handler, this.contexts.forPlugin(ctx, plugin), payload);
+        const h = this.invokeSync<Record<string, unknown>>(
+          entry.handler,
+          this.contexts.forPlugin(ctx, plugin),
+          payload,
+        );
         result = h instanceof Promise ? await h : h;
       }
       hook = 'onResult';
@@ -199,7 +286,12 @@ export class Pipeline {
     }
     this.learnRows(entry, ctx);
     this.runAfter(entry, ctx, payload, { result });
-    const res: FrameResult = { reply: noReply ? undefined : serializeCallResult(id, result), action, outcome: 'ok', deviations: check.deviations };
+    const res: FrameResult = {
+      reply: noReply ? undefined : serializeCallResult(id, result),
+      action,
+      outcome: 'ok',
+      deviations: check.deviations,
+    };
     if (action === 'BootNotification') res.identity = bootIdentity(v, payload);
     return res;
   }
@@ -213,42 +305,101 @@ export class Pipeline {
    * A CALLERROR for this CALL (none for a SEND), recorded for analysts. A method rather than
    * a closure in runFrame: that would be created for every frame.
    */
-  private failFrame(conn: ConnMeta, action: string, id: string, noReply: boolean, receivedAt: number, err: CallError): FrameResult {
-    this.recordError(conn, 'out', action, id, wireCode(err.code, conn.version), err.description, err.details.ref, receivedAt);
-    return { reply: noReply ? undefined : serializeCallError(id, err, conn.version), action, outcome: 'error', errorCode: err.code };
+  private failFrame(
+    conn: ConnMeta,
+    action: string,
+    id: string,
+    noReply: boolean,
+    receivedAt: number,
+    err: CallError,
+  ): FrameResult {
+    this.recordError(
+      conn,
+      'out',
+      action,
+      id,
+      wireCode(err.code, conn.version),
+      err.description,
+      err.details.ref,
+      receivedAt,
+    );
+    return {
+      reply: noReply ? undefined : serializeCallError(id, err, conn.version),
+      action,
+      outcome: 'error',
+      errorCode: err.code,
+    };
   }
 
   /** after-hooks: detached; errors logged, never affecting the reply [mobilityhouse @after]. */
-  private runAfter(entry: ActionTable, ctx: CallContext, payload: Record<string, unknown>, outcome: { result?: Record<string, unknown>; error?: CallError }): void {
+  private runAfter(
+    entry: ActionTable,
+    ctx: CallContext,
+    payload: Record<string, unknown>,
+    outcome: { result?: Record<string, unknown>; error?: CallError },
+  ): void {
     for (const reg of entry.after) {
-      this.invoke(reg as Registered<never>, this.contexts.forPlugin(ctx, reg.plugin, true), [payload, outcome]).catch((err: unknown) => {
-        this.log.error({ err, plugin: reg.plugin, hook: 'after', cpId: ctx.cp.id, messageId: ctx.msg.messageId, action: ctx.msg.action }, 'after hook failed');
-      });
+      this.invoke(reg as Registered<never>, this.contexts.forPlugin(ctx, reg.plugin, true), [payload, outcome]).catch(
+        (err: unknown) => {
+          this.log.error(
+            {
+              err,
+              plugin: reg.plugin,
+              hook: 'after',
+              cpId: ctx.cp.id,
+              messageId: ctx.msg.messageId,
+              action: ctx.msg.action,
+            },
+            'after hook failed',
+          );
+        },
+      );
     }
   }
 
   private runOnError(v: OcppVersion, ctx: CallContext, ce: CallError, cause: unknown): void {
     for (const reg of this.table.onError[v]) {
-      this.invoke(reg as Registered<never>, this.contexts.forPlugin(ctx, reg.plugin), [ce, cause]).catch((err: unknown) => {
-        this.log.error({ err, plugin: reg.plugin, hook: 'onError' }, 'onError hook failed');
-      });
+      this.invoke(reg as Registered<never>, this.contexts.forPlugin(ctx, reg.plugin), [ce, cause]).catch(
+        (err: unknown) => {
+          this.log.error({ err, plugin: reg.plugin, hook: 'onError' }, 'onError hook failed');
+        },
+      );
     }
   }
 
   /** onConnect / onDisconnect, parallel, isolated. */
-  async runConnection(kind: 'onConnect' | 'onDisconnect', conn: ConnMeta, info: { reason?: string; code?: number }): Promise<void> {
+  async runConnection(
+    kind: 'onConnect' | 'onDisconnect',
+    conn: ConnMeta,
+    info: { reason?: string; code?: number },
+  ): Promise<void> {
     const now = Date.now();
-    this.sink.write('ocpp_events', {
-      ts: now, received_at: now, cp_id: conn.cpId, ocpp_version: conn.version, node_id: this.nodeId,
-      kind: kind === 'onConnect' ? 'connected' : 'disconnected', action: '', payload: JSON.stringify(info),
-    }, true);
+    this.sink.write(
+      'ocpp_events',
+      {
+        ts: now,
+        received_at: now,
+        cp_id: conn.cpId,
+        ocpp_version: conn.version,
+        node_id: this.nodeId,
+        kind: kind === 'onConnect' ? 'connected' : 'disconnected',
+        action: '',
+        payload: JSON.stringify(info),
+      },
+      true,
+    );
     const regs = this.table[kind][conn.version];
     if (regs.length === 0) return;
     const ctx = this.contexts.connection(conn);
-    await Promise.all(regs.map((reg) =>
-      this.invoke(reg as Registered<never>, this.contexts.forPlugin(ctx, reg.plugin), [info]).catch((err: unknown) => {
-        this.log.error({ err, plugin: reg.plugin, hook: kind, cpId: conn.cpId }, `${kind} hook failed`);
-      })));
+    await Promise.all(
+      regs.map((reg) =>
+        this.invoke(reg as Registered<never>, this.contexts.forPlugin(ctx, reg.plugin), [info]).catch(
+          (err: unknown) => {
+            this.log.error({ err, plugin: reg.plugin, hook: kind, cpId: conn.cpId }, `${kind} hook failed`);
+          },
+        ),
+      ),
+    );
   }
 
   /**
@@ -265,21 +416,40 @@ export class Pipeline {
       const check = validatorFor(v).validate(action, 'response', parsed.payload, conn.lenient);
       result = check.ok
         ? { ok: true, payload: parsed.payload }
-        : { ok: false, error: { code: 'InvalidResponse', description: `Charger answered ${action} with an invalid payload: ${check.error.description}`, details: { schemaError: check.error.code, ...check.error.details } } };
+        : {
+            ok: false,
+            error: {
+              code: 'InvalidResponse',
+              description: `Charger answered ${action} with an invalid payload: ${check.error.description}`,
+              details: { schemaError: check.error.code, ...check.error.details },
+            },
+          };
     } else if (parsed.type === CALLERROR) {
       result = { ok: false, error: { code: parsed.code, description: parsed.description, details: parsed.details } };
       this.recordError(conn, 'in', action, parsed.id, parsed.code, parsed.description, '', Date.now());
     } else {
-      result = { ok: false, error: { code: 'InvalidResponse', description: 'Charger answered with a malformed frame', details: {} } };
+      result = {
+        ok: false,
+        error: { code: 'InvalidResponse', description: 'Charger answered with a malformed frame', details: {} },
+      };
     }
     const regs = (result.ok ? this.table.onCallResult : this.table.onCallError)[v].get(action) ?? [];
     if (regs.length > 0) {
-      const ctx = this.contexts.call(conn, { messageId: parsed.type === 0 ? '' : parsed.id, action, receivedAt: Date.now() }, []);
+      const ctx = this.contexts.call(
+        conn,
+        { messageId: parsed.type === 0 ? '' : parsed.id, action, receivedAt: Date.now() },
+        [],
+      );
       for (const reg of regs) {
         try {
-          await this.invoke(reg, this.contexts.forPlugin(ctx, reg.plugin), [{ action, request, result: result.payload, error: result.error }]);
+          await this.invoke(reg, this.contexts.forPlugin(ctx, reg.plugin), [
+            { action, request, result: result.payload, error: result.error },
+          ]);
         } catch (err) {
-          this.log.error({ err, plugin: reg.plugin, hook: result.ok ? 'onCallResult' : 'onCallError', cpId: conn.cpId }, 'reply hook failed');
+          this.log.error(
+            { err, plugin: reg.plugin, hook: result.ok ? 'onCallResult' : 'onCallError', cpId: conn.cpId },
+            'reply hook failed',
+          );
         }
       }
     }

@@ -22,11 +22,21 @@ import { OCPP_VERSIONS, type OcppVersion } from '../protocol/dialect.js';
 import { actionCatalog } from '../protocol/schemas.js';
 import { codeExt, codeRoot, importModule, projectRoot } from '../paths.js';
 import {
-  CORE_VERSION, HOOK_NAMES, isPluginDefinition,
-  type AfterHook, type CallReplyHook, type ConnectionHook, type Handler, type HookName, type HookOptions,
-  type OnCallHook, type OnErrorHook, type OnResultHook, type PluginDefinition, type SetupApi,
+  CORE_VERSION,
+  HOOK_NAMES,
+  isPluginDefinition,
+  type AfterHook,
+  type CallReplyHook,
+  type ConnectionHook,
+  type Handler,
+  type HookName,
+  type HookOptions,
+  type OnCallHook,
+  type OnErrorHook,
+  type OnResultHook,
+  type PluginDefinition,
+  type SetupApi,
 } from '../plugin-api.js';
-
 
 export interface PluginSpec {
   /** A path (relative to the project root or absolute), a name under plugins/, or an npm package. */
@@ -71,7 +81,6 @@ export interface HookTable {
 
 type SetupApiBase = Omit<SetupApi, 'name' | 'handle' | 'hook' | 'onClose' | 'log'> & { log: SetupApi['log'] };
 
-
 /** Resolves a plugin spec to an import URL: `core` → plugins/core, paths as given, else npm. */
 export async function importPlugin(name: string): Promise<PluginDefinition<unknown>> {
   let mod: { default?: unknown };
@@ -81,7 +90,8 @@ export async function importPlugin(name: string): Promise<PluginDefinition<unkno
     throw new errors.OCR_ERR_PLUGIN_NOT_FOUND(name, (err as Error).message, { cause: err });
   }
   const def = mod.default;
-  if (!isPluginDefinition(def)) throw new errors.OCR_ERR_PLUGIN_INVALID(name, 'its default export is not made with definePlugin()');
+  if (!isPluginDefinition(def))
+    throw new errors.OCR_ERR_PLUGIN_INVALID(name, 'its default export is not made with definePlugin()');
   return def;
 }
 
@@ -92,8 +102,15 @@ export async function importPlugin(name: string): Promise<PluginDefinition<unkno
 async function resolvePlugin(name: string): Promise<string> {
   if (name.startsWith('.') || isAbsolute(name)) return pathToFileURL(resolve(projectRoot, name)).href;
   if (/^[a-z0-9-]+$/.test(name)) {
-    const exists = (p: string) => access(p).then(() => true, () => false);
-    for (const local of [resolve(codeRoot, 'plugins', name, `index${codeExt}`), resolve(projectRoot, 'plugins', name, 'index.ts')]) {
+    const exists = (p: string) =>
+      access(p).then(
+        () => true,
+        () => false,
+      );
+    for (const local of [
+      resolve(codeRoot, 'plugins', name, `index${codeExt}`),
+      resolve(projectRoot, 'plugins', name, 'index.ts'),
+    ]) {
       if (await exists(local)) return pathToFileURL(local).href;
     }
   }
@@ -121,7 +138,13 @@ function actionTable(t: HookTable, v: OcppVersion, action: string): ActionTable 
   return e;
 }
 
-interface PendingHook { plugin: string; name: HookName; fn: (...a: never[]) => unknown; opts: HookOptions; versions: OcppVersion[] }
+interface PendingHook {
+  plugin: string;
+  name: HookName;
+  fn: (...a: never[]) => unknown;
+  opts: HookOptions;
+  versions: OcppVersion[];
+}
 
 export interface LoadOptions {
   /**
@@ -135,7 +158,11 @@ export interface LoadOptions {
  * Loads and sets up the plugins in order. `makeBase(name)` gives each plugin its log, state
  * and registry facades (built by the thread, which owns the connections to Redis etc.).
  */
-export async function loadPlugins(specs: PluginSpec[], makeBase: (plugin: string) => SetupApiBase, loadOpts: LoadOptions = {}): Promise<HookTable> {
+export async function loadPlugins(
+  specs: PluginSpec[],
+  makeBase: (plugin: string) => SetupApiBase,
+  loadOpts: LoadOptions = {},
+): Promise<HookTable> {
   const table = emptyTable();
   const loaded = new Set<string>();
   const skipped = new Set<string>();
@@ -144,20 +171,24 @@ export async function loadPlugins(specs: PluginSpec[], makeBase: (plugin: string
   const hooks: PendingHook[] = [];
 
   for (const spec of specs) {
-    const def = (spec.plugin) ?? (await importPlugin(spec.name));
+    const def = spec.plugin ?? (await importPlugin(spec.name));
     const name = def.name;
-    if (typeof name !== 'string' || !/^[a-z0-9][a-z0-9-]*$/.test(name)) throw new errors.OCR_ERR_PLUGIN_INVALID(spec.name, 'name must be kebab-case');
+    if (typeof name !== 'string' || !/^[a-z0-9][a-z0-9-]*$/.test(name))
+      throw new errors.OCR_ERR_PLUGIN_INVALID(spec.name, 'name must be kebab-case');
     if (loaded.has(name) || skipped.has(name)) throw new errors.OCR_ERR_PLUGIN_DUPLICATE(name);
     if (typeof def.setup !== 'function') throw new errors.OCR_ERR_PLUGIN_INVALID(name, 'setup must be a function');
-    if (def.inline !== undefined && typeof def.inline !== 'boolean') throw new errors.OCR_ERR_PLUGIN_INVALID(name, '"inline" must be a boolean');
+    if (def.inline !== undefined && typeof def.inline !== 'boolean')
+      throw new errors.OCR_ERR_PLUGIN_INVALID(name, '"inline" must be a boolean');
     const inline = def.inline === true && (def.dependsOn ?? []).every((d) => inlineCapable.has(d));
     if (loadOpts.inlineOnly && !inline) {
       skipped.add(name);
       table.skipped.push(name);
       continue;
     }
-    if (typeof def.core !== 'string' || !semver.validRange(def.core)) throw new errors.OCR_ERR_PLUGIN_INVALID(name, '"core" must be a semver range');
-    if (!semver.satisfies(CORE_VERSION, def.core, { includePrerelease: true })) throw new errors.OCR_ERR_PLUGIN_CORE_VERSION(name, def.core, CORE_VERSION);
+    if (typeof def.core !== 'string' || !semver.validRange(def.core))
+      throw new errors.OCR_ERR_PLUGIN_INVALID(name, '"core" must be a semver range');
+    if (!semver.satisfies(CORE_VERSION, def.core, { includePrerelease: true }))
+      throw new errors.OCR_ERR_PLUGIN_CORE_VERSION(name, def.core, CORE_VERSION);
     for (const dep of def.dependsOn ?? []) if (!loaded.has(dep)) throw new errors.OCR_ERR_PLUGIN_DEP_MISSING(name, dep);
     const supported = def.ocpp ?? [...OCPP_VERSIONS];
 
@@ -179,8 +210,13 @@ export async function loadPlugins(specs: PluginSpec[], makeBase: (plugin: string
       name,
       handle(version: OcppVersion | OcppVersion[], action: string, handler: Handler) {
         for (const v of Array.isArray(version) ? version : [version]) {
-          if (!supported.includes(v)) throw new errors.OCR_ERR_PLUGIN_INVALID(name, `handles ${action} for ${v}, which is not in its "ocpp" list`);
-          if (!actionCatalog(v).request.has(action)) throw new errors.OCR_ERR_PLUGIN_UNKNOWN_ACTION(name, 'a handler', `${v} ${action}`);
+          if (!supported.includes(v))
+            throw new errors.OCR_ERR_PLUGIN_INVALID(
+              name,
+              `handles ${action} for ${v}, which is not in its "ocpp" list`,
+            );
+          if (!actionCatalog(v).request.has(action))
+            throw new errors.OCR_ERR_PLUGIN_UNKNOWN_ACTION(name, 'a handler', `${v} ${action}`);
           const e = actionTable(table, v, action);
           if (e.handler) throw new errors.OCR_ERR_PLUGIN_HANDLER_CONFLICT(e.handler.plugin, name, v, action);
           e.handler = { plugin: name, fn: handler };
@@ -189,11 +225,14 @@ export async function loadPlugins(specs: PluginSpec[], makeBase: (plugin: string
       hook(hookName: HookName, arg: unknown) {
         if (!HOOK_NAMES.includes(hookName)) throw new errors.OCR_ERR_PLUGIN_UNKNOWN_HOOK(name, hookName);
         const obj = typeof arg === 'function' ? { handler: arg } : (arg as { handler: unknown } & HookOptions);
-        if (typeof obj?.handler !== 'function') throw new errors.OCR_ERR_PLUGIN_INVALID(name, `hook ${hookName} needs a function`);
+        if (typeof obj?.handler !== 'function')
+          throw new errors.OCR_ERR_PLUGIN_INVALID(name, `hook ${hookName} needs a function`);
         const versions = (obj.versions ?? supported).filter((v) => supported.includes(v));
-        for (const v of versions) for (const a of obj.actions ?? []) {
-          if (!actionCatalog(v).request.has(a)) throw new errors.OCR_ERR_PLUGIN_UNKNOWN_ACTION(name, `hook ${hookName}`, `${v} ${a}`);
-        }
+        for (const v of versions)
+          for (const a of obj.actions ?? []) {
+            if (!actionCatalog(v).request.has(a))
+              throw new errors.OCR_ERR_PLUGIN_UNKNOWN_ACTION(name, `hook ${hookName}`, `${v} ${a}`);
+          }
         hooks.push({ plugin: name, name: hookName, fn: obj.handler as PendingHook['fn'], opts: obj, versions });
       },
       onClose(fn) {
@@ -219,10 +258,13 @@ export async function loadPlugins(specs: PluginSpec[], makeBase: (plugin: string
     for (const v of h.versions) {
       const actions = h.opts.actions ?? actionCatalog(v).actions;
       switch (h.name) {
-        case 'onCall': case 'onResult': case 'after':
+        case 'onCall':
+        case 'onResult':
+        case 'after':
           for (const a of actions) actionTable(table, v, a)[h.name].push(reg);
           break;
-        case 'onCallResult': case 'onCallError':
+        case 'onCallResult':
+        case 'onCallError':
           for (const a of actions) {
             const m = table[h.name][v];
             m.set(a, [...(m.get(a) ?? []), reg]);
@@ -259,7 +301,8 @@ export function inlineSupport(t: HookTable): InlineSupport {
     const actions: string[] = [];
     for (const a of actionCatalog(v).actions) {
       const e = t.byAction[v].get(a);
-      if (!e || ((!e.handler || inline.has(e.handler.plugin)) && all(e.onCall) && all(e.onResult) && all(e.after))) actions.push(a);
+      if (!e || ((!e.handler || inline.has(e.handler.plugin)) && all(e.onCall) && all(e.onResult) && all(e.after)))
+        actions.push(a);
     }
     out.actions[v] = actions;
     if (all(t.onConnect[v]) && all(t.onDisconnect[v])) out.connection.push(v);
@@ -269,8 +312,12 @@ export function inlineSupport(t: HookTable): InlineSupport {
 }
 
 function deepFreezeTables(t: HookTable): HookTable {
-  for (const v of OCPP_VERSIONS) for (const e of t.byAction[v].values()) {
-    Object.freeze(e.onCall); Object.freeze(e.onResult); Object.freeze(e.after); Object.freeze(e);
-  }
+  for (const v of OCPP_VERSIONS)
+    for (const e of t.byAction[v].values()) {
+      Object.freeze(e.onCall);
+      Object.freeze(e.onResult);
+      Object.freeze(e.after);
+      Object.freeze(e);
+    }
   return Object.freeze(t);
 }

@@ -16,7 +16,15 @@
  * lanes inside a batch are enough for strict per-charger order across the whole router.
  */
 import { BatchWriter, readBatch, type DecodedBatch } from '../dispatch/codec.js';
-import { ItemFlag, ItemKind, Outcome, type DisconnectExtra, type ItemMeta, type PingResult, type ReplyExtra } from '../dispatch/envelope.js';
+import {
+  ItemFlag,
+  ItemKind,
+  Outcome,
+  type DisconnectExtra,
+  type ItemMeta,
+  type PingResult,
+  type ReplyExtra,
+} from '../dispatch/envelope.js';
 import { Pipeline } from './pipeline.js';
 import { ContextFactory, type ConnMeta, type WorkerServices } from './context.js';
 import { inlineSupport, loadPlugins, type HookTable } from './plugin-loader.js';
@@ -53,13 +61,24 @@ export class BatchRuntime {
 
   static async create(o: RuntimeOptions): Promise<BatchRuntime> {
     const { config, services } = o;
-    const table = await loadPlugins(config.plugins, (plugin) => ({
-      log: services.log.child({ plugin }),
-      globalState: scopeStore(services.store, `ocr:g:${plugin}:`),
-      chargers: services.registry,
-      router: { nodeId: services.nodeId, heartbeatIntervalSec: config.boot.heartbeatIntervalSec },
-    }), { inlineOnly: o.inlineOnly });
-    const pipeline = new Pipeline(table, new ContextFactory(services), services.log, config.pool.hookTimeoutMs, services.sink, services.nodeId);
+    const table = await loadPlugins(
+      config.plugins,
+      (plugin) => ({
+        log: services.log.child({ plugin }),
+        globalState: scopeStore(services.store, `ocr:g:${plugin}:`),
+        chargers: services.registry,
+        router: { nodeId: services.nodeId, heartbeatIntervalSec: config.boot.heartbeatIntervalSec },
+      }),
+      { inlineOnly: o.inlineOnly },
+    );
+    const pipeline = new Pipeline(
+      table,
+      new ContextFactory(services),
+      services.log,
+      config.pool.hookTimeoutMs,
+      services.sink,
+      services.nodeId,
+    );
     return new BatchRuntime(table, pipeline, services.log, o.journaled);
   }
 
@@ -82,7 +101,15 @@ export class BatchRuntime {
       case ItemKind.Frame: {
         const t0 = performance.now();
         const r = await this.pipeline.runFrame(conn, batch.text(i), receivedAt);
-        out[i] = [r.outcome === 'ok' ? Outcome.Ok : r.outcome === 'error' ? Outcome.Error : Outcome.Ignored, r.action, r.errorCode ?? null, r.deviations?.length ? r.deviations : null, r.identity ?? null, r.unmatched ?? null, Math.round((performance.now() - t0) * 1000)];
+        out[i] = [
+          r.outcome === 'ok' ? Outcome.Ok : r.outcome === 'error' ? Outcome.Error : Outcome.Ignored,
+          r.action,
+          r.errorCode ?? null,
+          r.deviations?.length ? r.deviations : null,
+          r.identity ?? null,
+          r.unmatched ?? null,
+          Math.round((performance.now() - t0) * 1000),
+        ];
         res.replies[i] = r.reply;
         return;
       }
@@ -117,7 +144,10 @@ export class BatchRuntime {
    */
   async run(batch: DecodedBatch): Promise<BatchResults> {
     const metas = batch.metas as ItemMeta[];
-    const res: BatchResults = { metas: new Array<unknown[] | null>(metas.length), replies: new Array<string | undefined>(metas.length) };
+    const res: BatchResults = {
+      metas: new Array<unknown[] | null>(metas.length),
+      replies: new Array<string | undefined>(metas.length),
+    };
     // Lanes: items of one charger (across its connections: a reconnect keeps the order), in
     // arrival order. A Reply item gets a lane of its own: it only feeds observer hooks.
     const lanes = new Map<string | number, number[]>();
@@ -130,26 +160,28 @@ export class BatchRuntime {
     const journaled = this.journaled;
     const runs: Promise<void>[] = [];
     for (const lane of lanes.values()) {
-      runs.push((async () => {
-        for (let n = 0; n < lane.length; n++) {
-          const i = lane[n];
-          const meta = metas[i];
-          if (journaled && meta[0] !== ItemKind.Reply) {
-            // The state journal's ordering rule (core/state/journal.ts): the dispatcher's flag is
-            // exact for the lane's first item of the batch; later items only ever add to it, since
-            // a write journaled by an earlier item must not be overtaken by a live one.
-            if (meta[4] & ItemFlag.Journal) journaled.add(meta[2]);
-            else if (n === 0) journaled.delete(meta[2]);
+      runs.push(
+        (async () => {
+          for (let n = 0; n < lane.length; n++) {
+            const i = lane[n];
+            const meta = metas[i];
+            if (journaled && meta[0] !== ItemKind.Reply) {
+              // The state journal's ordering rule (core/state/journal.ts): the dispatcher's flag is
+              // exact for the lane's first item of the batch; later items only ever add to it, since
+              // a write journaled by an earlier item must not be overtaken by a live one.
+              if (meta[4] & ItemFlag.Journal) journaled.add(meta[2]);
+              else if (n === 0) journaled.delete(meta[2]);
+            }
+            try {
+              await this.runItem(meta, batch, res, i);
+            } catch (err) {
+              // runItem maps plugin errors itself; reaching here is a core bug. Answer anyway.
+              this.log.error({ err, cpId: metas[i][2] }, 'batch item failed');
+              res.metas[i] = null;
+            }
           }
-          try {
-            await this.runItem(meta, batch, res, i);
-          } catch (err) {
-            // runItem maps plugin errors itself; reaching here is a core bug. Answer anyway.
-            this.log.error({ err, cpId: metas[i][2] }, 'batch item failed');
-            res.metas[i] = null;
-          }
-        }
-      })());
+        })(),
+      );
     }
     await Promise.all(runs);
     return res;

@@ -9,14 +9,25 @@ import { OPENAPI } from '../../core/api/openapi.js';
 
 t.test('every API route needs a key; probes and the OpenAPI document do not', async (t) => {
   const r = await startRouter(t);
-  for (const [m, p] of [['GET', '/metrics'], ['GET', '/api/v1/chargers'], ['GET', '/api/v1/chargers/X'], ['PUT', '/api/v1/chargers/X'], ['DELETE', '/api/v1/chargers/X'], ['POST', '/api/v1/chargers/X/calls/Reset']] as const) {
+  for (const [m, p] of [
+    ['GET', '/metrics'],
+    ['GET', '/api/v1/chargers'],
+    ['GET', '/api/v1/chargers/X'],
+    ['PUT', '/api/v1/chargers/X'],
+    ['DELETE', '/api/v1/chargers/X'],
+    ['POST', '/api/v1/chargers/X/calls/Reset'],
+  ] as const) {
     const noKey = await r.api(m, p, undefined, { authorization: '' });
     t.equal(noKey.status, 401, `${m} ${p} without key`);
     t.equal(noKey.body.error, 'unauthorized');
     const badKey = await r.api(m, p, undefined, { authorization: 'Bearer ocr_wrong' });
     t.equal(badKey.status, 401, `${m} ${p} with a wrong key`);
   }
-  t.equal((await r.api('GET', '/api/v1/chargers', undefined, { authorization: '', 'x-api-key': r.apiKey })).status, 200, 'X-API-Key works too');
+  t.equal(
+    (await r.api('GET', '/api/v1/chargers', undefined, { authorization: '', 'x-api-key': r.apiKey })).status,
+    200,
+    'X-API-Key works too',
+  );
   t.equal((await r.api('GET', '/health', undefined, { authorization: '' })).status, 200);
   const ready = await r.api('GET', '/ready', undefined, { authorization: '' });
   t.equal(ready.status, 200);
@@ -59,7 +70,10 @@ t.test('commands: sent to the charger, answered, validated both ways', async (t)
   t.match(ok.body, { chargerId: 'CMD-16', action: 'Reset', result: { status: 'Accepted' } });
   t.same(seen[0], ['Reset', { type: 'Soft' }], 'the charger got exactly the payload');
 
-  const remote = await r.api('POST', '/api/v1/chargers/CMD-16/calls/RemoteStartTransaction', { idTag: 'TAG1', connectorId: 1 });
+  const remote = await r.api('POST', '/api/v1/chargers/CMD-16/calls/RemoteStartTransaction', {
+    idTag: 'TAG1',
+    connectorId: 1,
+  });
   t.equal(remote.status, 200);
   t.same(remote.body.result, { status: 'Rejected' });
 
@@ -69,11 +83,30 @@ t.test('commands: sent to the charger, answered, validated both ways', async (t)
   const missing = await r.api('POST', '/api/v1/chargers/CMD-16/calls/Reset', {});
   t.match(missing.body, { error: 'invalid_payload', keyword: 'required' });
 
-  t.match((await r.api('POST', '/api/v1/chargers/CMD-16/calls/BootNotification', {})).body, { error: 'unknown_action', field: 'action' }, 'charger-initiated action refused');
-  t.match((await r.api('POST', '/api/v1/chargers/CMD-16/calls/RequestStartTransaction', { idToken: { idToken: 'x', type: 'ISO14443' }, remoteStartId: 1 })).body, { error: 'unknown_action' }, '2.0.1 action refused for a 1.6 charger');
+  t.match(
+    (await r.api('POST', '/api/v1/chargers/CMD-16/calls/BootNotification', {})).body,
+    { error: 'unknown_action', field: 'action' },
+    'charger-initiated action refused',
+  );
+  t.match(
+    (
+      await r.api('POST', '/api/v1/chargers/CMD-16/calls/RequestStartTransaction', {
+        idToken: { idToken: 'x', type: 'ISO14443' },
+        remoteStartId: 1,
+      })
+    ).body,
+    { error: 'unknown_action' },
+    '2.0.1 action refused for a 1.6 charger',
+  );
   t.equal((await r.api('POST', '/api/v1/chargers/NOPE/calls/Reset', { type: 'Soft' })).status, 404);
-  t.match((await r.api('POST', '/api/v1/chargers/CMD-16/calls/Reset', 'not json')).body, { error: 'invalid_json', field: 'body' });
-  t.match((await r.api('POST', '/api/v1/chargers/CMD-16/calls/Reset?timeoutMs=5', { type: 'Soft' })).body, { error: 'invalid_parameter', field: 'timeoutMs' });
+  t.match((await r.api('POST', '/api/v1/chargers/CMD-16/calls/Reset', 'not json')).body, {
+    error: 'invalid_json',
+    field: 'body',
+  });
+  t.match((await r.api('POST', '/api/v1/chargers/CMD-16/calls/Reset?timeoutMs=5', { type: 'Soft' })).body, {
+    error: 'invalid_parameter',
+    field: 'timeoutMs',
+  });
 
   const callError = await r.api('POST', '/api/v1/chargers/CMD-16/calls/ChangeConfiguration', { key: 'K', value: 'V' });
   t.equal(callError.status, 502);
@@ -83,7 +116,9 @@ t.test('commands: sent to the charger, answered, validated both ways', async (t)
   t.equal(invalid.status, 502);
   t.match(invalid.body, { error: 'invalid_response' });
 
-  const timeout = await r.api('POST', '/api/v1/chargers/CMD-16/calls/UnlockConnector?timeoutMs=300', { connectorId: 1 });
+  const timeout = await r.api('POST', '/api/v1/chargers/CMD-16/calls/UnlockConnector?timeoutMs=300', {
+    connectorId: 1,
+  });
   t.equal(timeout.status, 504);
   t.equal(timeout.body.error, 'timeout');
   // A late answer to the timed-out CALL is dropped, and the next command still works.
@@ -105,23 +140,44 @@ t.test('commands to a 2.0.1 charger; one CALL in flight per charger, the rest qu
       maxInFlight = Math.max(maxInFlight, inFlight);
       await new Promise((res) => setTimeout(res, 30));
       inFlight--;
-      return action === 'GetVariables' ? { getVariableResult: [{ attributeStatus: 'Accepted', attributeValue: '42', component: { name: 'OCPPCommCtrlr' }, variable: { name: 'HeartbeatInterval' } }] } : { status: 'Accepted' };
+      return action === 'GetVariables'
+        ? {
+            getVariableResult: [
+              {
+                attributeStatus: 'Accepted',
+                attributeValue: '42',
+                component: { name: 'OCPPCommCtrlr' },
+                variable: { name: 'HeartbeatInterval' },
+              },
+            ],
+          }
+        : { status: 'Accepted' };
     },
   });
   t.teardown(() => c.close());
   const results = await Promise.all([
     r.api('POST', '/api/v1/chargers/CMD-201/calls/Reset', { type: 'OnIdle' }),
-    r.api('POST', '/api/v1/chargers/CMD-201/calls/GetVariables', { getVariableData: [{ component: { name: 'OCPPCommCtrlr' }, variable: { name: 'HeartbeatInterval' } }] }),
+    r.api('POST', '/api/v1/chargers/CMD-201/calls/GetVariables', {
+      getVariableData: [{ component: { name: 'OCPPCommCtrlr' }, variable: { name: 'HeartbeatInterval' } }],
+    }),
     r.api('POST', '/api/v1/chargers/CMD-201/calls/Reset', { type: 'Immediate' }),
   ]);
-  t.same(results.map((x) => x.status), [200, 200, 200]);
+  t.same(
+    results.map((x) => x.status),
+    [200, 200, 200],
+  );
   t.equal(results[1].body.result.getVariableResult[0].attributeValue, '42');
   t.equal(maxInFlight, 1, 'never two CSMS CALLs in flight to one charger');
 });
 
 t.test('a command to a charger that disconnects fails at once', async (t) => {
   const r = await startRouter(t);
-  const c = await TestCharger.connect(r.url('CMD-GONE'), { onCall: () => { c.ws.terminate(); return undefined; } });
+  const c = await TestCharger.connect(r.url('CMD-GONE'), {
+    onCall: () => {
+      c.ws.terminate();
+      return undefined;
+    },
+  });
   const res = await r.api('POST', '/api/v1/chargers/CMD-GONE/calls/Reset?timeoutMs=20000', { type: 'Soft' });
   t.equal(res.status, 502);
   t.equal(res.body.error, 'disconnected');
@@ -130,11 +186,19 @@ t.test('a command to a charger that disconnects fails at once', async (t) => {
 t.test('charger provisioning and Basic auth (security profile 1/2)', async (t) => {
   const r = await startRouter(t, { security: { unknownChargers: 'reject' } });
   const password = 'correct-horse-battery';
-  const auth = (user: string, pw: string) => ({ authorization: `Basic ${Buffer.from(`${user}:${pw}`).toString('base64')}` });
+  const auth = (user: string, pw: string) => ({
+    authorization: `Basic ${Buffer.from(`${user}:${pw}`).toString('base64')}`,
+  });
 
   await t.rejects(TestCharger.connect(r.url('SEC-1')), { message: 'HTTP 404' }, 'unknown charger refused');
-  t.match((await r.api('PUT', '/api/v1/chargers/SEC-1', { password: 'short' })).body, { error: 'invalid_field', field: 'password' });
-  t.match((await r.api('PUT', '/api/v1/chargers/SEC-1', { colour: 'red' })).body, { error: 'unknown_field', field: 'colour' });
+  t.match((await r.api('PUT', '/api/v1/chargers/SEC-1', { password: 'short' })).body, {
+    error: 'invalid_field',
+    field: 'password',
+  });
+  t.match((await r.api('PUT', '/api/v1/chargers/SEC-1', { colour: 'red' })).body, {
+    error: 'unknown_field',
+    field: 'colour',
+  });
   const created = await r.api('PUT', '/api/v1/chargers/SEC-1', { password, label: 'Depot 4' });
   t.equal(created.status, 201);
   t.match(created.body, { id: 'SEC-1', hasPassword: true, label: 'Depot 4' });
@@ -143,8 +207,16 @@ t.test('charger provisioning and Basic auth (security profile 1/2)', async (t) =
   t.match(stored?.passwordHash, /^scrypt\$/, 'password stored as a scrypt hash');
 
   await t.rejects(TestCharger.connect(r.url('SEC-1')), { message: 'HTTP 401' }, 'no credentials');
-  await t.rejects(TestCharger.connect(r.url('SEC-1'), { headers: auth('SEC-1', 'wrong-password-123456') }), { message: 'HTTP 401' }, 'wrong password');
-  await t.rejects(TestCharger.connect(r.url('SEC-1'), { headers: auth('SEC-2', password) }), { message: 'HTTP 401' }, 'user must be the charger id');
+  await t.rejects(
+    TestCharger.connect(r.url('SEC-1'), { headers: auth('SEC-1', 'wrong-password-123456') }),
+    { message: 'HTTP 401' },
+    'wrong password',
+  );
+  await t.rejects(
+    TestCharger.connect(r.url('SEC-1'), { headers: auth('SEC-2', password) }),
+    { message: 'HTTP 401' },
+    'user must be the charger id',
+  );
   const c = await TestCharger.connect(r.url('SEC-1'), { headers: auth('SEC-1', password) });
   t.equal((await c.call('Heartbeat', {}))[0], 3);
   await c.close();
@@ -171,32 +243,54 @@ t.test('requireAuth refuses chargers without a password', async (t) => {
   await t.rejects(TestCharger.connect(r.url('NOPW')), { message: 'HTTP 401' });
 });
 
-t.test('onCallResult / onCallError hooks see the chargers\' answers; unobserved results stay on the socket thread', async (t) => {
-  const r = await startRouter(t, { plugins: [{ name: 'core' }, { name: './test/fixtures/plugins/reply-observer.ts' }] });
-  const c = await TestCharger.connect(r.url('OBS-1'), {
-    onCall: (action) => (action === 'Reset' ? { status: 'Accepted' } : action === 'ChangeConfiguration' ? ['NotSupported', 'no such key'] : { status: 'Unlocked' }),
-  });
-  t.teardown(() => c.close());
-  const store = r.router.registry.store;
-  const until = async (key: string) => {
-    for (let i = 0; i < 100; i++) {
-      const v = await store.get(key);
-      if (v) return JSON.parse(v) as Record<string, unknown>;
-      await new Promise((res) => setTimeout(res, 20));
-    }
-    return undefined;
-  };
-  const batches = async () => Number(/\nocr_batch_items_count (\d+)/.exec(String((await r.api('GET', '/metrics')).body))?.[1] ?? NaN);
+t.test(
+  "onCallResult / onCallError hooks see the chargers' answers; unobserved results stay on the socket thread",
+  async (t) => {
+    const r = await startRouter(t, {
+      plugins: [{ name: 'core' }, { name: './test/fixtures/plugins/reply-observer.ts' }],
+    });
+    const c = await TestCharger.connect(r.url('OBS-1'), {
+      onCall: (action) =>
+        action === 'Reset'
+          ? { status: 'Accepted' }
+          : action === 'ChangeConfiguration'
+            ? ['NotSupported', 'no such key']
+            : { status: 'Unlocked' },
+    });
+    t.teardown(() => c.close());
+    const store = r.router.registry.store;
+    const until = async (key: string) => {
+      for (let i = 0; i < 100; i++) {
+        const v = await store.get(key);
+        if (v) return JSON.parse(v) as Record<string, unknown>;
+        await new Promise((res) => setTimeout(res, 20));
+      }
+      return undefined;
+    };
+    const batches = async () =>
+      Number(/\nocr_batch_items_count (\d+)/.exec(String((await r.api('GET', '/metrics')).body))?.[1] ?? NaN);
 
-  t.equal((await r.api('POST', '/api/v1/chargers/OBS-1/calls/Reset', { type: 'Hard' })).status, 200);
-  t.same(await until('ocr:{OBS-1}:reply-observer:result'), { action: 'Reset', request: { type: 'Hard' }, result: { status: 'Accepted' } }, 'onCallResult saw the observed action');
-  t.equal((await r.api('POST', '/api/v1/chargers/OBS-1/calls/ChangeConfiguration', { key: 'k', value: 'v' })).status, 502);
-  t.same(await until('ocr:{OBS-1}:reply-observer:error'), { action: 'ChangeConfiguration', code: 'NotSupported' }, 'onCallError saw the CALLERROR');
+    t.equal((await r.api('POST', '/api/v1/chargers/OBS-1/calls/Reset', { type: 'Hard' })).status, 200);
+    t.same(
+      await until('ocr:{OBS-1}:reply-observer:result'),
+      { action: 'Reset', request: { type: 'Hard' }, result: { status: 'Accepted' } },
+      'onCallResult saw the observed action',
+    );
+    t.equal(
+      (await r.api('POST', '/api/v1/chargers/OBS-1/calls/ChangeConfiguration', { key: 'k', value: 'v' })).status,
+      502,
+    );
+    t.same(
+      await until('ocr:{OBS-1}:reply-observer:error'),
+      { action: 'ChangeConfiguration', code: 'NotSupported' },
+      'onCallError saw the CALLERROR',
+    );
 
-  // A result nobody observes (UnlockConnector here) is settled on the socket thread alone.
-  const before = await batches();
-  t.ok(before > 0, `${before} batches so far`);
-  t.equal((await r.api('POST', '/api/v1/chargers/OBS-1/calls/UnlockConnector', { connectorId: 1 })).status, 200);
-  await new Promise((res) => setTimeout(res, 50));
-  t.equal(await batches(), before, 'no batch went to a worker for it');
-});
+    // A result nobody observes (UnlockConnector here) is settled on the socket thread alone.
+    const before = await batches();
+    t.ok(before > 0, `${before} batches so far`);
+    t.equal((await r.api('POST', '/api/v1/chargers/OBS-1/calls/UnlockConnector', { connectorId: 1 })).status, 200);
+    await new Promise((res) => setTimeout(res, 50));
+    t.equal(await batches(), before, 'no batch went to a worker for it');
+  },
+);

@@ -7,8 +7,14 @@ import { readFileSync } from 'node:fs';
 import { startRouter } from '../helpers/router.js';
 import { TestCharger } from '../helpers/charger.js';
 
-interface Case { name: string; frame: string | Record<string, string>; expect: Record<string, [string, string] | null> }
-const { cases } = JSON.parse(readFileSync(new URL('../fixtures/frames/bad-frames.json', import.meta.url), 'utf8')) as { cases: Case[] };
+interface Case {
+  name: string;
+  frame: string | Record<string, string>;
+  expect: Record<string, [string, string] | null>;
+}
+const { cases } = JSON.parse(readFileSync(new URL('../fixtures/frames/bad-frames.json', import.meta.url), 'utf8')) as {
+  cases: Case[];
+};
 
 const dialects = [
   { protocol: 'ocpp1.6', key: '1.6' },

@@ -33,13 +33,22 @@ t.test('runs on Bun', async (t) => {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'ocr-bun-'));
   const child = spawn(bun, ['bin/ocpp-router.ts'], {
-    env: { ...process.env, OCR_SERVER_PORT: String(port), OCR_SERVER_HOST: '127.0.0.1', OCR_DATA_DIR: dir, OCR_ANALYTICS_SPOOL_DIR: join(dir, 'spool'), OCR_LOG_LEVEL: 'warn' },
+    env: {
+      ...process.env,
+      OCR_SERVER_PORT: String(port),
+      OCR_SERVER_HOST: '127.0.0.1',
+      OCR_DATA_DIR: dir,
+      OCR_ANALYTICS_SPOOL_DIR: join(dir, 'spool'),
+      OCR_LOG_LEVEL: 'warn',
+    },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL'); });
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
   let key = '';
   for (let i = 0; i < 200 && !key; i++) {
     key = /\n {2}(ocr_\S+)\n/.exec(stderr)?.[1] ?? '';
@@ -47,26 +56,46 @@ t.test('runs on Bun', async (t) => {
   }
   t.ok(key, 'API key printed');
   for (let i = 0; i < 100; i++) {
-    try { if ((await fetch(`http://127.0.0.1:${port}/health`)).ok) break; } catch { /* starting */ }
+    try {
+      if ((await fetch(`http://127.0.0.1:${port}/health`)).ok) break;
+    } catch {
+      /* starting */
+    }
     await new Promise((r) => setTimeout(r, 100));
   }
 
-  const c16 = await TestCharger.connect(`ws://127.0.0.1:${port}/ocpp/BUN-16`, { onCall: (a, p) => (a === 'Reset' ? { status: p.type === 'Soft' ? 'Accepted' : 'Rejected' } : undefined) });
+  const c16 = await TestCharger.connect(`ws://127.0.0.1:${port}/ocpp/BUN-16`, {
+    onCall: (a, p) => (a === 'Reset' ? { status: p.type === 'Soft' ? 'Accepted' : 'Rejected' } : undefined),
+  });
   const c201 = await TestCharger.connect(`ws://127.0.0.1:${port}/ocpp/BUN-201`, { protocols: 'ocpp2.0.1' });
   t.teardown(() => Promise.all([c16.close(), c201.close()]));
   t.equal(c16.ws.protocol, 'ocpp1.6');
-  t.match((await c16.call('BootNotification', { chargePointVendor: 'V', chargePointModel: 'M' }))[2], { status: 'Accepted' });
+  t.match((await c16.call('BootNotification', { chargePointVendor: 'V', chargePointModel: 'M' }))[2], {
+    status: 'Accepted',
+  });
   t.equal((await c16.call('Heartbeat', {}))[0], 3);
   t.same((await c16.call('StatusNotification', { connectorId: 1, errorCode: 'NoError', status: 'Charging' }))[2], {});
   t.same((await c16.raw('[2,"b1","Heartbeat",{"x":1}]'))?.slice(0, 3), [4, 'b1', 'FormationViolation'], '1.6 spelling');
-  t.match((await c201.call('BootNotification', { reason: 'PowerUp', chargingStation: { vendorName: 'V', model: 'M' } }))[2], { status: 'Accepted' });
+  t.match(
+    (await c201.call('BootNotification', { reason: 'PowerUp', chargingStation: { vendorName: 'V', model: 'M' } }))[2],
+    { status: 'Accepted' },
+  );
   t.same((await c201.raw('[2,"b2","Heartbeat",{"x":1}]'))?.slice(0, 3), [4, 'b2', 'FormatViolation'], '2.0.1 spelling');
-  t.ok(c16.received.every((f) => Array.isArray(f)), 'replies are text frames of JSON');
+  t.ok(
+    c16.received.every((f) => Array.isArray(f)),
+    'replies are text frames of JSON',
+  );
 
-  const res = await fetch(`http://127.0.0.1:${port}/api/v1/chargers/BUN-16/calls/Reset`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: '{"type":"Soft"}' });
+  const res = await fetch(`http://127.0.0.1:${port}/api/v1/chargers/BUN-16/calls/Reset`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: '{"type":"Soft"}',
+  });
   t.equal(res.status, 200);
   t.match(await res.json(), { result: { status: 'Accepted' } });
-  const detail = await (await fetch(`http://127.0.0.1:${port}/api/v1/chargers/BUN-16`, { headers: { authorization: `Bearer ${key}` } })).json() as { connectors: Record<string, { status: string }> };
+  const detail = (await (
+    await fetch(`http://127.0.0.1:${port}/api/v1/chargers/BUN-16`, { headers: { authorization: `Bearer ${key}` } })
+  ).json()) as { connectors: Record<string, { status: string }> };
   t.equal(detail.connectors['1']?.status, 'Charging');
   t.equal((await fetch(`http://127.0.0.1:${port}/api/v1/chargers`)).status, 401);
 

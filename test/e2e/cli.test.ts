@@ -5,7 +5,17 @@
  */
 import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TestCharger } from '../helpers/charger.js';
@@ -27,17 +37,35 @@ function childrenOf(pid: number): string[] {
       const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
       const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
       if (ppid === pid) out.push(readFileSync(`/proc/${d}/cmdline`, 'utf8').replace(/\0/g, ' ').trim());
-    } catch { /* exited */ }
+    } catch {
+      /* exited */
+    }
   }
   return out;
 }
 
-async function startCli(t: { teardown(fn: () => unknown): void }, config: Record<string, unknown>): Promise<{ port: number; pid: number; listening: Record<string, unknown> }> {
+async function startCli(
+  t: { teardown(fn: () => unknown): void },
+  config: Record<string, unknown>,
+): Promise<{ port: number; pid: number; listening: Record<string, unknown> }> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'ocr-cli-'));
   const file = join(dir, 'config.json');
-  writeFileSync(file, JSON.stringify({ server: { host: '127.0.0.1', port }, dataDir: dir, analytics: { spoolDir: join(dir, 'spool') }, log: { level: 'info' }, ...config }));
-  const child = spawn(...nodeCmd(['bin/ocpp-router.js', '--config', file]), { cwd: root, env: { ...process.env, OCR_REDIS_URL: '', OCR_CLICKHOUSE_URL: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  writeFileSync(
+    file,
+    JSON.stringify({
+      server: { host: '127.0.0.1', port },
+      dataDir: dir,
+      analytics: { spoolDir: join(dir, 'spool') },
+      log: { level: 'info' },
+      ...config,
+    }),
+  );
+  const child = spawn(...nodeCmd(['bin/ocpp-router.js', '--config', file]), {
+    cwd: root,
+    env: { ...process.env, OCR_REDIS_URL: '', OCR_CLICKHOUSE_URL: '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   child.stdout.on('data', (d) => (out += d));
   child.stderr.on('data', (d) => (out += d));
@@ -70,7 +98,9 @@ t.test('the CLI runs compiled JavaScript: no TypeScript loader, no esbuild helpe
 });
 
 t.test('a TypeScript plugin loads in compiled workers, and its own CallError is answered with its code', async (t) => {
-  const { port } = await startCli(t, { plugins: [{ name: 'core' }, { name: './test/fixtures/plugins/vendor-gate.ts' }] });
+  const { port } = await startCli(t, {
+    plugins: [{ name: 'core' }, { name: './test/fixtures/plugins/vendor-gate.ts' }],
+  });
   const cp = await TestCharger.connect(`ws://127.0.0.1:${port}/ocpp/CLI-2`);
   t.teardown(() => cp.close());
   const blocked = await cp.call('DataTransfer', { vendorId: 'blocked' });

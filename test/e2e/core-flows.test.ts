@@ -29,19 +29,42 @@ t.test('1.6 and 2.0.1 chargers: boot, heartbeat, status, meter values → API an
 
   const c16 = await TestCharger.connect(r.url('CP-16'), { protocols: 'ocpp1.6' });
   t.teardown(() => c16.close());
-  const boot16 = await c16.call('BootNotification', { chargePointVendor: 'Acme', chargePointModel: 'AC-22', firmwareVersion: '1.2.3', chargePointSerialNumber: 'SN1' });
+  const boot16 = await c16.call('BootNotification', {
+    chargePointVendor: 'Acme',
+    chargePointModel: 'AC-22',
+    firmwareVersion: '1.2.3',
+    chargePointSerialNumber: 'SN1',
+  });
   t.equal(boot16[0], 3);
   t.match(boot16[2], { status: 'Accepted', interval: 300, currentTime: String });
   const hb16 = await c16.call('Heartbeat', {});
-  t.ok(Math.abs(Date.parse((hb16[2] as { currentTime: string }).currentTime) - Date.now()) < 5000, 'heartbeat time is now');
-  t.same(await c16.call('StatusNotification', { connectorId: 1, errorCode: 'ConnectorLockFailure', status: 'Faulted', timestamp: now(), vendorErrorCode: 'E42' }), [3, (c16.received.at(-1) as unknown[])[1], {}]);
+  t.ok(
+    Math.abs(Date.parse((hb16[2] as { currentTime: string }).currentTime) - Date.now()) < 5000,
+    'heartbeat time is now',
+  );
+  t.same(
+    await c16.call('StatusNotification', {
+      connectorId: 1,
+      errorCode: 'ConnectorLockFailure',
+      status: 'Faulted',
+      timestamp: now(),
+      vendorErrorCode: 'E42',
+    }),
+    [3, (c16.received.at(-1) as unknown[])[1], {}],
+  );
   const mv16 = await c16.call('MeterValues', {
-    connectorId: 1, transactionId: 77,
-    meterValue: [{ timestamp: now(), sampledValue: [
-      { value: '1234.5', measurand: 'Energy.Active.Import.Register', unit: 'Wh' },
-      { value: '16.1', measurand: 'Current.Import', phase: 'L1', unit: 'A' },
-      { value: 'abc', format: 'SignedData', measurand: 'Energy.Active.Import.Register' },
-    ] }],
+    connectorId: 1,
+    transactionId: 77,
+    meterValue: [
+      {
+        timestamp: now(),
+        sampledValue: [
+          { value: '1234.5', measurand: 'Energy.Active.Import.Register', unit: 'Wh' },
+          { value: '16.1', measurand: 'Current.Import', phase: 'L1', unit: 'A' },
+          { value: 'abc', format: 'SignedData', measurand: 'Energy.Active.Import.Register' },
+        ],
+      },
+    ],
   });
   t.equal(mv16[0], 3);
   t.equal((await c16.call('FooBar', {}, 'bad-1'))[2], 'NotImplemented');
@@ -49,19 +72,76 @@ t.test('1.6 and 2.0.1 chargers: boot, heartbeat, status, meter values → API an
   const c201 = await TestCharger.connect(r.url('CP-201'), { protocols: ['ocpp2.0.1', 'ocpp1.6'] });
   t.teardown(() => c201.close());
   t.equal(c201.ws.protocol, 'ocpp2.0.1', 'server prefers the newest offered version');
-  const boot201 = await c201.call('BootNotification', { reason: 'PowerUp', chargingStation: { vendorName: 'Beta', model: 'DC-150', firmwareVersion: '9' } });
+  const boot201 = await c201.call('BootNotification', {
+    reason: 'PowerUp',
+    chargingStation: { vendorName: 'Beta', model: 'DC-150', firmwareVersion: '9' },
+  });
   t.match(boot201[2], { status: 'Accepted', interval: 300 });
   t.equal((await c201.call('Heartbeat', {}))[0], 3);
-  t.equal((await c201.call('StatusNotification', { timestamp: now(), connectorStatus: 'Occupied', evseId: 1, connectorId: 2 }))[0], 3);
-  t.equal((await c201.call('MeterValues', { evseId: 1, meterValue: [{ timestamp: now(), sampledValue: [{ value: 7.5, measurand: 'Power.Active.Import', unitOfMeasure: { unit: 'kW', multiplier: 3 } }] }] }))[0], 3);
-  t.equal((await c201.call('NotifyEvent', { generatedAt: now(), seqNo: 0, eventData: [{ eventId: 1, timestamp: now(), trigger: 'Alerting', actualValue: 'true', eventNotificationType: 'HardWiredMonitor', component: { name: 'Connector' }, variable: { name: 'Problem' } }] }))[0], 3);
+  t.equal(
+    (
+      await c201.call('StatusNotification', {
+        timestamp: now(),
+        connectorStatus: 'Occupied',
+        evseId: 1,
+        connectorId: 2,
+      })
+    )[0],
+    3,
+  );
+  t.equal(
+    (
+      await c201.call('MeterValues', {
+        evseId: 1,
+        meterValue: [
+          {
+            timestamp: now(),
+            sampledValue: [
+              { value: 7.5, measurand: 'Power.Active.Import', unitOfMeasure: { unit: 'kW', multiplier: 3 } },
+            ],
+          },
+        ],
+      })
+    )[0],
+    3,
+  );
+  t.equal(
+    (
+      await c201.call('NotifyEvent', {
+        generatedAt: now(),
+        seqNo: 0,
+        eventData: [
+          {
+            eventId: 1,
+            timestamp: now(),
+            trigger: 'Alerting',
+            actualValue: 'true',
+            eventNotificationType: 'HardWiredMonitor',
+            component: { name: 'Connector' },
+            variable: { name: 'Problem' },
+          },
+        ],
+      })
+    )[0],
+    3,
+  );
   t.same((await c201.call('DataTransfer', { vendorId: 'com.unknown' }))[2], { status: 'UnknownVendorId' });
   t.equal((await c201.call('SecurityEventNotification', { type: 'FirmwareUpdated', timestamp: now() }))[0], 3);
 
   // The operator API shows both chargers with their status.
   const d16 = await r.api('GET', '/api/v1/chargers/CP-16');
   t.equal(d16.status, 200);
-  t.match(d16.body, { id: 'CP-16', vendor: 'Acme', model: 'AC-22', firmwareVersion: '1.2.3', serialNumber: 'SN1', ocppVersion: '1.6', bootStatus: 'Accepted', connected: true, connectedHere: true });
+  t.match(d16.body, {
+    id: 'CP-16',
+    vendor: 'Acme',
+    model: 'AC-22',
+    firmwareVersion: '1.2.3',
+    serialNumber: 'SN1',
+    ocppVersion: '1.6',
+    bootStatus: 'Accepted',
+    connected: true,
+    connectedHere: true,
+  });
   t.match(d16.body.connectors['1'], { status: 'Faulted', errorCode: 'ConnectorLockFailure', vendorErrorCode: 'E42' });
   t.notOk('passwordHash' in d16.body, 'never exposes the credentials hash');
   const d201 = await r.api('GET', '/api/v1/chargers/CP-201');
@@ -69,29 +149,74 @@ t.test('1.6 and 2.0.1 chargers: boot, heartbeat, status, meter values → API an
   t.match(d201.body.connectors['1/2'], { status: 'Occupied' });
   const list = await r.api('GET', '/api/v1/chargers?limit=10');
   t.equal(list.status, 200);
-  t.same(list.body.items.map((i: { id: string }) => i.id), ['CP-16', 'CP-201']);
+  t.same(
+    list.body.items.map((i: { id: string }) => i.id),
+    ['CP-16', 'CP-201'],
+  );
 
   // Analytics land in ClickHouse.
-  const q = async (query: string) => await (await ch.query({ query, format: 'JSONEachRow' })).json<Record<string, unknown>>();
+  const q = async (query: string) =>
+    await (await ch.query({ query, format: 'JSONEachRow' })).json<Record<string, unknown>>();
   const meter = await poll(async () => {
-    const rows = await q(`SELECT cp_id, evse_id, transaction_id, measurand, phase, unit, value FROM ${database}.meter_values ORDER BY cp_id, measurand`);
+    const rows = await q(
+      `SELECT cp_id, evse_id, transaction_id, measurand, phase, unit, value FROM ${database}.meter_values ORDER BY cp_id, measurand`,
+    );
     return rows.length >= 3 ? rows : undefined;
   });
-  t.same(meter, [
-    { cp_id: 'CP-16', evse_id: 1, transaction_id: '77', measurand: 'Current.Import', phase: 'L1', unit: 'A', value: 16.1 },
-    { cp_id: 'CP-16', evse_id: 1, transaction_id: '77', measurand: 'Energy.Active.Import.Register', phase: '', unit: 'Wh', value: 1234.5 },
-    { cp_id: 'CP-201', evse_id: 1, transaction_id: '', measurand: 'Power.Active.Import', phase: '', unit: 'kW', value: 7500 },
-  ], 'meter values read back (2.x multiplier applied, signed data not a number)');
+  t.same(
+    meter,
+    [
+      {
+        cp_id: 'CP-16',
+        evse_id: 1,
+        transaction_id: '77',
+        measurand: 'Current.Import',
+        phase: 'L1',
+        unit: 'A',
+        value: 16.1,
+      },
+      {
+        cp_id: 'CP-16',
+        evse_id: 1,
+        transaction_id: '77',
+        measurand: 'Energy.Active.Import.Register',
+        phase: '',
+        unit: 'Wh',
+        value: 1234.5,
+      },
+      {
+        cp_id: 'CP-201',
+        evse_id: 1,
+        transaction_id: '',
+        measurand: 'Power.Active.Import',
+        phase: '',
+        unit: 'kW',
+        value: 7500,
+      },
+    ],
+    'meter values read back (2.x multiplier applied, signed data not a number)',
+  );
   const status = await poll(async () => {
-    const rows = await q(`SELECT cp_id, evse_id, connector_id, status, error_code, vendor_error_code FROM ${database}.status_events ORDER BY cp_id`);
+    const rows = await q(
+      `SELECT cp_id, evse_id, connector_id, status, error_code, vendor_error_code FROM ${database}.status_events ORDER BY cp_id`,
+    );
     return rows.length >= 2 ? rows : undefined;
   });
   t.same(status, [
-    { cp_id: 'CP-16', evse_id: 1, connector_id: 1, status: 'Faulted', error_code: 'ConnectorLockFailure', vendor_error_code: 'E42' },
+    {
+      cp_id: 'CP-16',
+      evse_id: 1,
+      connector_id: 1,
+      status: 'Faulted',
+      error_code: 'ConnectorLockFailure',
+      vendor_error_code: 'E42',
+    },
     { cp_id: 'CP-201', evse_id: 1, connector_id: 2, status: 'Occupied', error_code: '', vendor_error_code: '' },
   ]);
   const events = await poll(async () => {
-    const rows = await q(`SELECT cp_id, kind FROM ${database}.ocpp_events WHERE kind NOT IN ('connected', 'disconnected') ORDER BY cp_id, kind`);
+    const rows = await q(
+      `SELECT cp_id, kind FROM ${database}.ocpp_events WHERE kind NOT IN ('connected', 'disconnected') ORDER BY cp_id, kind`,
+    );
     return rows.length >= 6 ? rows : undefined;
   });
   const connected = await poll(async () => {
@@ -103,8 +228,22 @@ t.test('1.6 and 2.0.1 chargers: boot, heartbeat, status, meter values → API an
     const rows = await q(`SELECT cp_id, direction, action, message_id, error_code FROM ${database}.call_errors`);
     return rows.length >= 1 ? rows : undefined;
   });
-  t.same(callErrors, [{ cp_id: 'CP-16', direction: 'out', action: 'FooBar', message_id: 'bad-1', error_code: 'NotImplemented' }], 'CALLERRORs recorded');
-  t.same(events?.map((e) => `${String(e.cp_id)}:${String(e.kind)}`), ['CP-16:boot', 'CP-16:signed_meter_value', 'CP-201:boot', 'CP-201:data_transfer', 'CP-201:notify_event', 'CP-201:security_event']);
+  t.same(
+    callErrors,
+    [{ cp_id: 'CP-16', direction: 'out', action: 'FooBar', message_id: 'bad-1', error_code: 'NotImplemented' }],
+    'CALLERRORs recorded',
+  );
+  t.same(
+    events?.map((e) => `${String(e.cp_id)}:${String(e.kind)}`),
+    [
+      'CP-16:boot',
+      'CP-16:signed_meter_value',
+      'CP-201:boot',
+      'CP-201:data_transfer',
+      'CP-201:notify_event',
+      'CP-201:security_event',
+    ],
+  );
 });
 
 t.test('a charger that offers no subprotocol gets the configured default', async (t) => {
@@ -112,7 +251,10 @@ t.test('a charger that offers no subprotocol gets the configured default', async
   const c = await TestCharger.connect(r.url('NO-PROTO'), { protocols: [] });
   t.teardown(() => c.close());
   t.equal(c.ws.protocol, '', 'no protocol echoed back');
-  const boot = await c.call('BootNotification', { reason: 'PowerUp', chargingStation: { vendorName: 'V', model: 'M' } });
+  const boot = await c.call('BootNotification', {
+    reason: 'PowerUp',
+    chargingStation: { vendorName: 'V', model: 'M' },
+  });
   t.equal(boot[0], 3, 'spoken as 2.0.1');
 });
 
@@ -132,8 +274,12 @@ t.test('charge point ids: URL-decoded and validated', async (t) => {
   t.teardown(() => c.close());
   t.equal((await c.call('Heartbeat', {}))[0], 3);
   t.equal((await r.api('GET', `/api/v1/chargers/${encodeURIComponent('AB:CD.01-x')}`)).status, 200);
-  await t.rejects(TestCharger.connect(`ws://127.0.0.1:${r.router.port}/ocpp/${encodeURIComponent('a{b}')}`), { message: 'HTTP 400' });
-  await t.rejects(TestCharger.connect(`ws://127.0.0.1:${r.router.port}/ocpp/${'x'.repeat(65)}`), { message: 'HTTP 400' });
+  await t.rejects(TestCharger.connect(`ws://127.0.0.1:${r.router.port}/ocpp/${encodeURIComponent('a{b}')}`), {
+    message: 'HTTP 400',
+  });
+  await t.rejects(TestCharger.connect(`ws://127.0.0.1:${r.router.port}/ocpp/${'x'.repeat(65)}`), {
+    message: 'HTTP 400',
+  });
   await t.rejects(TestCharger.connect(`ws://127.0.0.1:${r.router.port}/other/CP1`), { message: 'HTTP 404' });
 });
 

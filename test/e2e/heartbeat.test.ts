@@ -7,7 +7,8 @@ import t from 'tap';
 import { startRouter } from '../helpers/router.js';
 import { TestCharger } from '../helpers/charger.js';
 
-const batchCount = async (r: Awaited<ReturnType<typeof startRouter>>) => Number(/ocr_batch_items_count (\d+)/.exec((await r.api('GET', '/metrics')).body as string)?.[1] ?? 0);
+const batchCount = async (r: Awaited<ReturnType<typeof startRouter>>) =>
+  Number(/ocr_batch_items_count (\d+)/.exec((await r.api('GET', '/metrics')).body as string)?.[1] ?? 0);
 
 t.test('answered on the socket thread, counted, lastSeenAt flushed', async (t) => {
   const r = await startRouter(t, { server: { lastSeenFlushSec: 1 } });
@@ -21,7 +22,10 @@ t.test('answered on the socket thread, counted, lastSeenAt flushed', async (t) =
     t.ok(Math.abs(Date.parse((f[2] as { currentTime: string }).currentTime) - Date.now()) < 2000);
   }
   t.equal(await batchCount(r), before, 'no batch went to a worker for the heartbeats');
-  t.match((await r.api('GET', '/metrics')).body, /ocr_messages_total\{version="1.6",action="Heartbeat",outcome="ok"\} 20/);
+  t.match(
+    (await r.api('GET', '/metrics')).body,
+    /ocr_messages_total\{version="1.6",action="Heartbeat",outcome="ok"\} 20/,
+  );
   const spaced = await c.raw('[2, "sp", "Heartbeat", { } ]');
   t.same(spaced?.slice(0, 2), [3, 'sp'], 'whitespace tolerated');
   const bad = await c.raw('[2,"bad","Heartbeat",{"x":1}]');
@@ -43,7 +47,11 @@ t.test('never overtakes an earlier message of the same charger', async (t) => {
   const slow = c.call('DataTransfer', { vendorId: 'test.slow' }, 'slow');
   const hb = c.call('Heartbeat', {}, 'hb');
   await Promise.all([slow, hb]);
-  t.same(c.received.filter((f) => f[0] === 3).map((f) => f[1]), ['slow', 'hb'], 'replies in sending order');
+  t.same(
+    c.received.filter((f) => f[0] === 3).map((f) => f[1]),
+    ['slow', 'hb'],
+    'replies in sending order',
+  );
 });
 
 t.test('idle lanes stay for a while (no map churn per message) and are swept once quiet', async (t) => {
@@ -56,22 +64,31 @@ t.test('idle lanes stay for a while (no map churn per message) and are swept onc
   // LANE-1 stays busy for 2.5 s (past two sweeps); the others go quiet.
   const end = Date.now() + 2500;
   while (Date.now() < end) {
-    t.equal((await cs[0].call('StatusNotification', { connectorId: 1, errorCode: 'NoError', status: 'Charging' }))[0], 3);
+    t.equal(
+      (await cs[0].call('StatusNotification', { connectorId: 1, errorCode: 'NoError', status: 'Charging' }))[0],
+      3,
+    );
     await new Promise((res) => setTimeout(res, 100));
   }
-  t.ok(lanes.has('LANE-1'), 'the active charger\'s lane is kept');
-  t.notOk(lanes.has('LANE-2') || lanes.has('LANE-3'), 'the quiet chargers\' lanes were swept');
+  t.ok(lanes.has('LANE-1'), "the active charger's lane is kept");
+  t.notOk(lanes.has('LANE-2') || lanes.has('LANE-3'), "the quiet chargers' lanes were swept");
   t.equal((await cs[1].call('Heartbeat', {}))[0], 3, 'a swept charger is served as before');
 });
 
 t.test('a plugin hooking Heartbeat turns the fast path off for that version', async (t) => {
-  const r = await startRouter(t, { plugins: [{ name: 'core' }, { name: './test/fixtures/plugins/heartbeat-watcher.ts' }] });
+  const r = await startRouter(t, {
+    plugins: [{ name: 'core' }, { name: './test/fixtures/plugins/heartbeat-watcher.ts' }],
+  });
   const c16 = await TestCharger.connect(r.url('HB-16'));
   const c201 = await TestCharger.connect(r.url('HB-201'), { protocols: 'ocpp2.0.1' });
   t.teardown(() => Promise.all([c16.close(), c201.close()]));
   for (let i = 0; i < 3; i++) await c16.call('Heartbeat', {});
   await new Promise((res) => setTimeout(res, 50));
-  t.equal(await r.router.registry.store.get('ocr:{HB-16}:heartbeat-watcher:heartbeats'), '3', 'the hook saw every heartbeat');
+  t.equal(
+    await r.router.registry.store.get('ocr:{HB-16}:heartbeat-watcher:heartbeats'),
+    '3',
+    'the hook saw every heartbeat',
+  );
   const before = await batchCount(r);
   await c201.call('Heartbeat', {});
   t.equal(await batchCount(r), before, '2.0.1 (not hooked) still answered on the socket thread');
@@ -95,7 +112,10 @@ t.test('lastSeenAt of many chargers is flushed in bounded chunks, every one writ
   };
   const n = 600;
   const chargers: TestCharger[] = [];
-  for (let i = 0; i < n; i += 100) chargers.push(...await Promise.all(Array.from({ length: 100 }, (_, j) => TestCharger.connect(r.url(`LS-${i + j}`)))));
+  for (let i = 0; i < n; i += 100)
+    chargers.push(
+      ...(await Promise.all(Array.from({ length: 100 }, (_, j) => TestCharger.connect(r.url(`LS-${i + j}`))))),
+    );
   t.teardown(() => Promise.all(chargers.map((c) => c.close())));
   const end = Date.now() + 10_000;
   while (Date.now() < end && written.size < n) await new Promise((res) => setTimeout(res, 100));

@@ -15,7 +15,8 @@ const probes = [
 ];
 
 function batches(metrics: string): { socket: number; worker: number } {
-  const n = (thread: string) => Number(new RegExp(`ocr_batches_total\\{thread="${thread}"\\} (\\d+)`).exec(metrics)?.[1] ?? 0);
+  const n = (thread: string) =>
+    Number(new RegExp(`ocr_batches_total\\{thread="${thread}"\\} (\\d+)`).exec(metrics)?.[1] ?? 0);
   return { socket: n('socket'), worker: n('worker') };
 }
 
@@ -32,7 +33,18 @@ async function twoInOneBatch(c: TestCharger, a: string, b: string): Promise<stri
 // rightly send batches to the workers. The load rule itself: the maxLoad 0 test below.
 const anyLoad = { inline: { maxLoad: 1 } };
 
-const mv = (i: number) => ({ connectorId: 1, meterValue: [{ timestamp: new Date().toISOString(), sampledValue: Array.from({ length: 10 }, (_, k) => ({ value: String(i * 10 + k), measurand: 'Energy.Active.Import.Register' })) }] });
+const mv = (i: number) => ({
+  connectorId: 1,
+  meterValue: [
+    {
+      timestamp: new Date().toISOString(),
+      sampledValue: Array.from({ length: 10 }, (_, k) => ({
+        value: String(i * 10 + k),
+        measurand: 'Energy.Active.Import.Register',
+      })),
+    },
+  ],
+});
 
 t.test('inline plugins run on the socket thread, the others in a worker; effects are stored either way', async (t) => {
   const r = await startRouter(t, { plugins: probes, pool: anyLoad });
@@ -41,7 +53,11 @@ t.test('inline plugins run on the socket thread, the others in a worker; effects
   t.teardown(() => Promise.all([c16.close(), c201.close()]));
 
   const a = await c16.call('DataTransfer', { vendorId: 'test.thread' });
-  t.same(a.slice(0, 1).concat((a[2] as { data: string }).data), [3, '0'], '1.6: answered by the socket thread (threadId 0)');
+  t.same(
+    a.slice(0, 1).concat((a[2] as { data: string }).data),
+    [3, '0'],
+    '1.6: answered by the socket thread (threadId 0)',
+  );
   const b = await c201.call('DataTransfer', { vendorId: 'test.thread' });
   t.equal(b[0], 3);
   t.not((b[2] as { data: string }).data, '0', '2.0.1: the plugin hooking it is not inline, so a worker answered');
@@ -58,7 +74,11 @@ t.test('inline plugins run on the socket thread, the others in a worker; effects
   await r.router.close();
   const rows = spooledRows(r.dir, 'meter_values').filter((x) => x.cp_id === 'INL-16');
   t.equal(rows.length, 50, 'every meter value written to the spool by the time close() returns');
-  t.same(rows.map((x) => x.value).sort((x, y) => Number(x) - Number(y)), Array.from({ length: 50 }, (_, i) => i), 'each exactly once');
+  t.same(
+    rows.map((x) => x.value).sort((x, y) => Number(x) - Number(y)),
+    Array.from({ length: 50 }, (_, i) => i),
+    'each exactly once',
+  );
 });
 
 t.test('ctx.send from an inline after hook: the CALL reaches the charger after the reply', async (t) => {
@@ -69,14 +89,18 @@ t.test('ctx.send from an inline after hook: the CALL reaches the charger after t
   t.equal((reply[2] as { data: string }).data, '0', 'ran on the socket thread');
   const end = Date.now() + 5000;
   let sent: string | null = null;
-  while (Date.now() < end && !(sent = await r.router.registry.store.get('ocr:{INL-SEND}:thread-probe:sent'))) await new Promise((res) => setTimeout(res, 20));
+  while (Date.now() < end && !(sent = await r.router.registry.store.get('ocr:{INL-SEND}:thread-probe:sent')))
+    await new Promise((res) => setTimeout(res, 20));
   t.same(JSON.parse(sent ?? 'null'), { status: 'Accepted' }, "the charger's answer reached the plugin");
   const order = c.received.map((f) => (f[0] === 2 ? `CALL ${f[2] as string}` : `reply ${f[1] as string}`));
   t.same(order, ['reply send', 'CALL ChangeAvailability'], 'the reply first, then the CALL it caused');
 });
 
 t.test('one charger mixing inline and worker messages: replies and effects in sending order', async (t) => {
-  const r = await startRouter(t, { plugins: [{ name: 'core' }, { name: './test/fixtures/plugins/order-recorder.ts' }], pool: anyLoad });
+  const r = await startRouter(t, {
+    plugins: [{ name: 'core' }, { name: './test/fixtures/plugins/order-recorder.ts' }],
+    pool: anyLoad,
+  });
   const c = await TestCharger.connect(r.url('INL-MIX'));
   t.teardown(() => c.close());
   const statuses = ['Available', 'Preparing', 'Charging', 'SuspendedEV', 'Finishing'];
@@ -86,24 +110,43 @@ t.test('one charger mixing inline and worker messages: replies and effects in se
     // StatusNotification runs inline, the order-recorder's DataTransfer (random delays) in a worker.
     const id = `m${s}`;
     ids.push(id);
-    sent.push(s % 2 ? c.call('DataTransfer', { vendorId: 'test.order', data: String(s) }, id) : c.call('StatusNotification', { connectorId: 1, errorCode: 'NoError', status: statuses[(s / 2) % 5] }, id));
+    sent.push(
+      s % 2
+        ? c.call('DataTransfer', { vendorId: 'test.order', data: String(s) }, id)
+        : c.call('StatusNotification', { connectorId: 1, errorCode: 'NoError', status: statuses[(s / 2) % 5] }, id),
+    );
   }
   await Promise.all(sent);
-  t.same(c.received.filter((f) => f[0] === 3).map((f) => f[1]), ids, 'replies in sending order');
-  t.match(await r.router.registry.statuses('INL-MIX'), { 1: { status: statuses[19 % 5] } }, 'the last status sent is the one stored');
+  t.same(
+    c.received.filter((f) => f[0] === 3).map((f) => f[1]),
+    ids,
+    'replies in sending order',
+  );
+  t.match(
+    await r.router.registry.statuses('INL-MIX'),
+    { 1: { status: statuses[19 % 5] } },
+    'the last status sent is the one stored',
+  );
   const m = batches((await r.api('GET', '/metrics')).body as string);
   t.ok(m.socket > 0 && m.worker > 0, `both kinds of batch ran (socket ${m.socket}, worker ${m.worker})`);
 });
 
 // minOffload 0 where the load decides: by default a batch this small runs inline whatever the load.
-for (const [label, inline] of [['turned off', { enabled: false }], ['socket thread busy (maxLoad 0)', { maxLoad: 0, minOffload: 0 }], ['batch larger than maxBatch', { maxBatch: 1 }]] as const) {
+for (const [label, inline] of [
+  ['turned off', { enabled: false }],
+  ['socket thread busy (maxLoad 0)', { maxLoad: 0, minOffload: 0 }],
+  ['batch larger than maxBatch', { maxBatch: 1 }],
+] as const) {
   t.test(`inline ${label}: the workers run everything`, async (t) => {
     const r = await startRouter(t, { plugins: probes, pool: { inline } });
     const c = await TestCharger.connect(r.url('INL-OFF'));
     t.teardown(() => c.close());
     if (label.startsWith('batch')) {
       // One batch of 2 > maxBatch 1.
-      t.ok((await twoInOneBatch(c, 'x1', 'x2')).some((thread) => thread !== '0'), 'a batch of two went to a worker');
+      t.ok(
+        (await twoInOneBatch(c, 'x1', 'x2')).some((thread) => thread !== '0'),
+        'a batch of two went to a worker',
+      );
       return;
     }
     for (let i = 0; i < 3; i++) {
@@ -114,17 +157,27 @@ for (const [label, inline] of [['turned off', { enabled: false }], ['socket thre
   });
 }
 
-t.test('socket thread busy, batch smaller than minOffload: runs inline all the same; one that big goes to a worker', async (t) => {
-  // maxLoad 0: the socket thread always counts as busy; only the batch's size decides.
-  const r = await startRouter(t, { plugins: probes, pool: { inline: { maxLoad: 0, minOffload: 2 } } });
-  const c = await TestCharger.connect(r.url('INL-MIN'));
-  t.teardown(() => c.close());
-  for (let i = 0; i < 3; i++) {
-    const f = await c.call('DataTransfer', { vendorId: 'test.thread' });
-    t.equal((f[2] as { data: string }).data, '0', `a batch of one (< minOffload 2): the socket thread answered (${i})`);
-  }
-  // One batch of 2, not below minOffload.
-  t.ok((await twoInOneBatch(c, 'm1', 'm2')).every((thread) => thread !== '0'), 'a batch of two went to a worker');
-  const m = batches((await r.api('GET', '/metrics')).body as string);
-  t.ok(m.socket >= 3 && m.worker >= 1, `both counted (socket ${m.socket}, worker ${m.worker})`);
-});
+t.test(
+  'socket thread busy, batch smaller than minOffload: runs inline all the same; one that big goes to a worker',
+  async (t) => {
+    // maxLoad 0: the socket thread always counts as busy; only the batch's size decides.
+    const r = await startRouter(t, { plugins: probes, pool: { inline: { maxLoad: 0, minOffload: 2 } } });
+    const c = await TestCharger.connect(r.url('INL-MIN'));
+    t.teardown(() => c.close());
+    for (let i = 0; i < 3; i++) {
+      const f = await c.call('DataTransfer', { vendorId: 'test.thread' });
+      t.equal(
+        (f[2] as { data: string }).data,
+        '0',
+        `a batch of one (< minOffload 2): the socket thread answered (${i})`,
+      );
+    }
+    // One batch of 2, not below minOffload.
+    t.ok(
+      (await twoInOneBatch(c, 'm1', 'm2')).every((thread) => thread !== '0'),
+      'a batch of two went to a worker',
+    );
+    const m = batches((await r.api('GET', '/metrics')).body as string);
+    t.ok(m.socket >= 3 && m.worker >= 1, `both counted (socket ${m.socket}, worker ${m.worker})`);
+  },
+);

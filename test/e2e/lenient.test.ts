@@ -3,7 +3,13 @@ import t from 'tap';
 import { startRouter } from '../helpers/router.js';
 import { TestCharger } from '../helpers/charger.js';
 
-const quirky = { connectorId: 1, errorCode: 'NoError', status: 'Available', timestamp: '2026-05-01T10:00:00', info: 'x'.repeat(80) };
+const quirky = {
+  connectorId: 1,
+  errorCode: 'NoError',
+  status: 'Available',
+  timestamp: '2026-05-01T10:00:00',
+  info: 'x'.repeat(80),
+};
 
 t.test('strict by default, lenient by charger id and by model', async (t) => {
   const r = await startRouter(t, { lenient: { chargers: ['LEN-ID'], models: [{ vendor: 'Quirk', model: 'Q1' }] } });

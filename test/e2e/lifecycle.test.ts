@@ -7,16 +7,18 @@ import { startRouter } from '../helpers/router.js';
 import { TestCharger } from '../helpers/charger.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const plugin = (options: Record<string, unknown> = {}) => ({ plugins: [{ name: 'core' }, { name: './test/fixtures/plugins/lifecycle.ts', options }] });
+const plugin = (options: Record<string, unknown> = {}) => ({
+  plugins: [{ name: 'core' }, { name: './test/fixtures/plugins/lifecycle.ts', options }],
+});
 
-t.test('a reconnect never runs the old connection\'s work beside the new one\'s', async (t) => {
+t.test("a reconnect never runs the old connection's work beside the new one's", async (t) => {
   const r = await startRouter(t, plugin());
   const a = await TestCharger.connect(r.url('LC-1'));
   await sleep(10);
   const b = await TestCharger.connect(r.url('LC-1'));
   t.teardown(() => b.close());
   await a.closed;
-  await b.call('Heartbeat', { });
+  await b.call('Heartbeat', {});
   let events: string[] = [];
   for (let i = 0; i < 100 && events.length < 6; i++) {
     await sleep(20);
@@ -25,13 +27,29 @@ t.test('a reconnect never runs the old connection\'s work beside the new one\'s'
   const ids = [...new Set(events.map((e) => e.split('#')[1]))];
   t.equal(ids.length, 2, 'two connections');
   const [first, second] = ids;
-  t.same(events, [`connect:start#${first}`, `connect:end#${first}`, `disconnect:start#${first}`, `disconnect:end#${first}`, `connect:start#${second}`, `connect:end#${second}`], 'strictly one after the other, nothing lost');
+  t.same(
+    events,
+    [
+      `connect:start#${first}`,
+      `connect:end#${first}`,
+      `disconnect:start#${first}`,
+      `disconnect:end#${first}`,
+      `connect:start#${second}`,
+      `connect:end#${second}`,
+    ],
+    'strictly one after the other, nothing lost',
+  );
 });
 
 t.test('a hook awaiting ctx.send is answered even when every worker slot is taken', async (t) => {
-  const r = await startRouter(t, { ...plugin({ sendOnConnect: true }), pool: { threads: 1, concurrentTasksPerWorker: 1, hookTimeoutMs: 5000 } });
+  const r = await startRouter(t, {
+    ...plugin({ sendOnConnect: true }),
+    pool: { threads: 1, concurrentTasksPerWorker: 1, hookTimeoutMs: 5000 },
+  });
   const started = Date.now();
-  const c = await TestCharger.connect(r.url('LC-SEND'), { onCall: (action) => (action === 'GetConfiguration' ? { configurationKey: [] } : undefined) });
+  const c = await TestCharger.connect(r.url('LC-SEND'), {
+    onCall: (action) => (action === 'GetConfiguration' ? { configurationKey: [] } : undefined),
+  });
   t.teardown(() => c.close());
   let cfg: string | null = null;
   for (let i = 0; i < 200 && !cfg; i++) {
@@ -57,8 +75,13 @@ t.test('a CALL made by an after hook reaches the charger after the reply it foll
 t.test('Basic auth for a charger id that contains ":"', async (t) => {
   const r = await startRouter(t, { security: { requireAuth: true } });
   const id = 'AA:BB:CC:01';
-  t.equal((await r.api('PUT', `/api/v1/chargers/${encodeURIComponent(id)}`, { password: 'sixteen-chars-pass' })).status, 201);
-  const c = await TestCharger.connect(r.url(id), { headers: { authorization: `Basic ${Buffer.from(`${id}:sixteen-chars-pass`).toString('base64')}` } });
+  t.equal(
+    (await r.api('PUT', `/api/v1/chargers/${encodeURIComponent(id)}`, { password: 'sixteen-chars-pass' })).status,
+    201,
+  );
+  const c = await TestCharger.connect(r.url(id), {
+    headers: { authorization: `Basic ${Buffer.from(`${id}:sixteen-chars-pass`).toString('base64')}` },
+  });
   t.equal((await c.call('Heartbeat', {}))[0], 3);
   await c.close();
 });

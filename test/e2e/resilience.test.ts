@@ -24,19 +24,29 @@ t.test('saturated pool: fast InternalError for new CALLs, 503 for new connection
   for (const id of ['SAT-A', 'SAT-B', 'SAT-C']) {
     const ch = await TestCharger.connect(r.url(id));
     t.equal((await ch.call('Heartbeat', {}))[0], 3, `${id} connected and served`);
-    if (!a) a = ch; else if (!b) b = ch; else c = ch;
+    if (!a) a = ch;
+    else if (!b) b = ch;
+    else c = ch;
   }
   t.teardown(() => Promise.all([a, b, c].map((x) => x!.close())));
-  const slowA = a!.call('DataTransfer', { vendorId: 'test.slow' });   // batch 1: in the worker
+  const slowA = a!.call('DataTransfer', { vendorId: 'test.slow' }); // batch 1: in the worker
   await sleep(40);
-  const slowB = b!.call('DataTransfer', { vendorId: 'test.slow' });   // waits for the only batch slot: 1 frame pending = maxPendingFrames
+  const slowB = b!.call('DataTransfer', { vendorId: 'test.slow' }); // waits for the only batch slot: 1 frame pending = maxPendingFrames
   await sleep(40);
   const started = Date.now();
   const shed = await c!.call('StatusNotification', { connectorId: 1, errorCode: 'NoError', status: 'Available' });
   t.equal(shed[2], 'InternalError', 'answered at once with InternalError');
   t.ok(Date.now() - started < 150, `fast (${Date.now() - started} ms, while the worker is busy for 200+ ms)`);
-  t.equal((await c!.call('Heartbeat', {}))[0], 3, 'Heartbeat is answered by the socket thread even while the pool is saturated');
-  await t.rejects(TestCharger.connect(r.url('SAT-D')), { message: 'HTTP 503' }, 'new connections refused while saturated');
+  t.equal(
+    (await c!.call('Heartbeat', {}))[0],
+    3,
+    'Heartbeat is answered by the socket thread even while the pool is saturated',
+  );
+  await t.rejects(
+    TestCharger.connect(r.url('SAT-D')),
+    { message: 'HTTP 503' },
+    'new connections refused while saturated',
+  );
   t.equal((await slowA)[0], 3);
   t.equal((await slowB)[0], 3);
   t.equal((await c!.call('Heartbeat', {}))[0], 3, 'serving again once drained');
@@ -52,7 +62,10 @@ t.test('ClickHouse away: frames answered at once, rows spooled, delivered when i
   t.teardown(() => c.close());
   const started = Date.now();
   for (let i = 0; i < 5; i++) {
-    const f = await c.call('MeterValues', { connectorId: 1, meterValue: [{ timestamp: new Date().toISOString(), sampledValue: [{ value: String(i) }] }] });
+    const f = await c.call('MeterValues', {
+      connectorId: 1,
+      meterValue: [{ timestamp: new Date().toISOString(), sampledValue: [{ value: String(i) }] }],
+    });
     t.equal(f[0], 3, `MeterValues ${i} answered while ClickHouse is down`);
   }
   t.ok(Date.now() - started < 2000, 'no reply waited on ClickHouse');
@@ -63,74 +76,141 @@ t.test('ClickHouse away: frames answered at once, rows spooled, delivered when i
   const end = Date.now() + 60_000;
   while (Date.now() < end) {
     try {
-      const rows = await (await client.query({ query: "SELECT value FROM outage.meter_values WHERE cp_id = 'CH-DOWN' ORDER BY value", format: 'JSONEachRow' })).json<{ value: number }>();
+      const rows = await (
+        await client.query({
+          query: "SELECT value FROM outage.meter_values WHERE cp_id = 'CH-DOWN' ORDER BY value",
+          format: 'JSONEachRow',
+        })
+      ).json<{ value: number }>();
       values = rows.map((x) => x.value);
       if (values.length >= 5) break;
-    } catch { /* table not created yet */ }
+    } catch {
+      /* table not created yet */
+    }
     await sleep(250);
   }
   t.same(values, [0, 1, 2, 3, 4], 'every spooled row delivered exactly once');
   // What an operator's dashboard shows: the rows went to the spool, then from it to ClickHouse.
-  const sample = async (outcome: string) => Number(new RegExp(`^ocr_analytics_rows_total\\{outcome="${outcome}"\\} (\\S+)$`, 'm').exec((await r.api('GET', '/metrics')).body as string)?.[1]);
+  const sample = async (outcome: string) =>
+    Number(
+      new RegExp(`^ocr_analytics_rows_total\\{outcome="${outcome}"\\} (\\S+)$`, 'm').exec(
+        (await r.api('GET', '/metrics')).body as string,
+      )?.[1],
+    );
   t.ok(await until(async () => (await sample('replayed')) >= 5, 5000), '/metrics: rows replayed from the spool');
   t.ok((await sample('spooled')) >= 5, '/metrics: rows spooled while ClickHouse was away');
   t.equal(await sample('dropped'), 0, '/metrics: none dropped');
 });
 
-t.test('ClickHouse away and the spool full: MeterValues refused (the charger retries), none answered and lost', async (t) => {
-  const ch = await startClickHouse();
-  t.teardown(() => ch.stop({ removeDir: true }));
-  await ch.stop();
-  // A 64 KiB spool (about 250 meter rows) and 200 rows in memory per thread.
-  const r = await startRouter(t, { clickhouse: { url: ch.url, database: 'spoolfull' }, analytics: { spoolMaxBytes: 65536, maxBufferRows: 200, flushIntervalMs: 50 } });
-  const c = await TestCharger.connect(r.url('CH-FULL'));
-  t.teardown(() => c.close());
-  const mv = (n: number) => ({ connectorId: 1, meterValue: [{ timestamp: new Date().toISOString(), sampledValue: Array.from({ length: 10 }, (_, i) => ({ value: String(n * 10 + i), measurand: 'Energy.Active.Import.Register' })) }] });
-  const answered: number[] = [];
-  let refused: unknown[] | undefined;
-  for (let n = 0; n < 2000 && refused === undefined; n++) {
-    const f = await c.call('MeterValues', mv(n));
-    if (f[0] === 3) answered.push(n);
-    else refused = f;
-    if (n % 10 === 9) await sleep(60); // let the flush find the spool full
-  }
-  t.match(refused, [4, String, 'InternalError', 'Analytics storage is full; retry later'], `refused after ${answered.length} answered`);
-  t.equal((await c.call('Heartbeat', {}))[0], 3, 'Heartbeat still answered');
-  const metric = async (re: RegExp) => Number(re.exec((await r.api('GET', '/metrics')).body as string)?.[1]);
-  t.ok(await until(async () => (await metric(/^ocr_analytics_refused_messages_total (\S+)$/m)) >= 1, 3000), '/metrics counts the refusal');
+t.test(
+  'ClickHouse away and the spool full: MeterValues refused (the charger retries), none answered and lost',
+  async (t) => {
+    const ch = await startClickHouse();
+    t.teardown(() => ch.stop({ removeDir: true }));
+    await ch.stop();
+    // A 64 KiB spool (about 250 meter rows) and 200 rows in memory per thread.
+    const r = await startRouter(t, {
+      clickhouse: { url: ch.url, database: 'spoolfull' },
+      analytics: { spoolMaxBytes: 65536, maxBufferRows: 200, flushIntervalMs: 50 },
+    });
+    const c = await TestCharger.connect(r.url('CH-FULL'));
+    t.teardown(() => c.close());
+    const mv = (n: number) => ({
+      connectorId: 1,
+      meterValue: [
+        {
+          timestamp: new Date().toISOString(),
+          sampledValue: Array.from({ length: 10 }, (_, i) => ({
+            value: String(n * 10 + i),
+            measurand: 'Energy.Active.Import.Register',
+          })),
+        },
+      ],
+    });
+    const answered: number[] = [];
+    let refused: unknown[] | undefined;
+    for (let n = 0; n < 2000 && refused === undefined; n++) {
+      const f = await c.call('MeterValues', mv(n));
+      if (f[0] === 3) answered.push(n);
+      else refused = f;
+      if (n % 10 === 9) await sleep(60); // let the flush find the spool full
+    }
+    t.match(
+      refused,
+      [4, String, 'InternalError', 'Analytics storage is full; retry later'],
+      `refused after ${answered.length} answered`,
+    );
+    t.equal((await c.call('Heartbeat', {}))[0], 3, 'Heartbeat still answered');
+    const metric = async (re: RegExp) => Number(re.exec((await r.api('GET', '/metrics')).body as string)?.[1]);
+    t.ok(
+      await until(async () => (await metric(/^ocr_analytics_refused_messages_total (\S+)$/m)) >= 1, 3000),
+      '/metrics counts the refusal',
+    );
 
-  await ch.restart();
-  const client = createClient({ url: ch.url });
-  t.teardown(() => client.close());
-  // Once the held rows are in ClickHouse the router admits MeterValues again.
-  let again: unknown[] | undefined;
-  const end = Date.now() + 60_000;
-  while (Date.now() < end) {
-    again = await c.call('MeterValues', mv(answered.length + 10_000));
-    if (again[0] === 3) break;
-    await sleep(250);
-  }
-  t.equal(again?.[0], 3, 'MeterValues admitted again');
-  const expected = answered.flatMap((n) => Array.from({ length: 10 }, (_, i) => n * 10 + i));
-  let values: number[] = [];
-  while (Date.now() < end) {
-    try {
-      const rows = await (await client.query({ query: "SELECT value FROM spoolfull.meter_values WHERE cp_id = 'CH-FULL' AND value < 100000 ORDER BY value", format: 'JSONEachRow' })).json<{ value: number }>();
-      values = rows.map((x) => x.value);
-      if (values.length >= expected.length) break;
-    } catch { /* table not created yet */ }
-    await sleep(250);
-  }
-  t.same(values, expected, `every value of the ${answered.length} answered MeterValues stored exactly once`);
-  // The only rows shed: the router's own call_errors record of each refusal, while full.
-  const refusals = await metric(/^ocr_analytics_refused_messages_total (\S+)$/m);
-  t.equal(await metric(/^ocr_analytics_rows_total\{outcome="dropped"\} (\S+)$/m), refusals, `/metrics: dropped rows are the ${refusals} refusals' own records, nothing else`);
-});
+    await ch.restart();
+    const client = createClient({ url: ch.url });
+    t.teardown(() => client.close());
+    // Once the held rows are in ClickHouse the router admits MeterValues again.
+    let again: unknown[] | undefined;
+    const end = Date.now() + 60_000;
+    while (Date.now() < end) {
+      again = await c.call('MeterValues', mv(answered.length + 10_000));
+      if (again[0] === 3) break;
+      await sleep(250);
+    }
+    t.equal(again?.[0], 3, 'MeterValues admitted again');
+    const expected = answered.flatMap((n) => Array.from({ length: 10 }, (_, i) => n * 10 + i));
+    let values: number[] = [];
+    while (Date.now() < end) {
+      try {
+        const rows = await (
+          await client.query({
+            query: "SELECT value FROM spoolfull.meter_values WHERE cp_id = 'CH-FULL' AND value < 100000 ORDER BY value",
+            format: 'JSONEachRow',
+          })
+        ).json<{ value: number }>();
+        values = rows.map((x) => x.value);
+        if (values.length >= expected.length) break;
+      } catch {
+        /* table not created yet */
+      }
+      await sleep(250);
+    }
+    t.same(values, expected, `every value of the ${answered.length} answered MeterValues stored exactly once`);
+    // The only rows shed: the router's own call_errors record of each refusal, while full.
+    const refusals = await metric(/^ocr_analytics_refused_messages_total (\S+)$/m);
+    t.equal(
+      await metric(/^ocr_analytics_rows_total\{outcome="dropped"\} (\S+)$/m),
+      refusals,
+      `/metrics: dropped rows are the ${refusals} refusals' own records, nothing else`,
+    );
+  },
+);
 
 t.test('TLS (wss) via uWS SSLApp', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'ocr-tls-'));
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-days', '1', '-subj', '/CN=127.0.0.1'], { stdio: 'ignore' });
-  const r = await startRouter(t, { server: { tls: { keyFile: join(dir, 'key.pem'), certFile: join(dir, 'cert.pem') } } });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      join(dir, 'key.pem'),
+      '-out',
+      join(dir, 'cert.pem'),
+      '-days',
+      '1',
+      '-subj',
+      '/CN=127.0.0.1',
+    ],
+    { stdio: 'ignore' },
+  );
+  const r = await startRouter(t, {
+    server: { tls: { keyFile: join(dir, 'key.pem'), certFile: join(dir, 'cert.pem') } },
+  });
   const url = r.url('TLS-1').replace('ws://', 'wss://');
   const WebSocket = (await import('ws')).default;
   const ws = new WebSocket(url, 'ocpp1.6', { rejectUnauthorized: false });

@@ -8,7 +8,10 @@ import { startRouter } from '../helpers/router.js';
 import { TestCharger } from '../helpers/charger.js';
 
 t.test('worker crash: every in-flight message answered, router keeps serving', async (t) => {
-  const r = await startRouter(t, { plugins: [{ name: 'core' }, { name: './test/fixtures/plugins/crasher.ts' }], pool: { threads: 1 } });
+  const r = await startRouter(t, {
+    plugins: [{ name: 'core' }, { name: './test/fixtures/plugins/crasher.ts' }],
+    pool: { threads: 1 },
+  });
   const chargers = await Promise.all(Array.from({ length: 10 }, (_, i) => TestCharger.connect(r.url(`CR-${i}`))));
   t.teardown(() => Promise.all(chargers.map((c) => c.close())));
   // Slow messages keep the batch in flight while the crash arrives in the same worker.
@@ -19,7 +22,10 @@ t.test('worker crash: every in-flight message answered, router keeps serving', a
   for (const f of replies) {
     t.ok(f[0] === 3 || (f[0] === 4 && f[2] === 'InternalError'), `${String(f[1])}: CALLRESULT or InternalError`);
   }
-  t.ok(replies.some((f) => f[0] === 4), 'the crashed batch was answered with InternalError');
+  t.ok(
+    replies.some((f) => f[0] === 4),
+    'the crashed batch was answered with InternalError',
+  );
   const err = replies.find((f) => f[0] === 4)!;
   t.match(err[3], /^Internal error \(ref [0-9a-f]{12}\)$/);
   // A replacement worker serves the same chargers.

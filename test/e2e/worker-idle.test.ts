@@ -29,13 +29,25 @@ async function metricWith(r: TestRouter, name: string, labels: string): Promise<
 }
 
 async function stopped(r: TestRouter): Promise<void> {
-  if (!(await until(async () => (await metric(r, 'ocr_pool_threads')) === 0))) throw new Error('timed out waiting for the workers to stop');
+  if (!(await until(async () => (await metric(r, 'ocr_pool_threads')) === 0)))
+    throw new Error('timed out waiting for the workers to stop');
 }
 
 /** Meter values of one charger in the spool, closed segments and the open one alike. */
-const spooledValues = (dir: string, cpId: string) => spooledRows(dir, 'meter_values').filter((x) => x.cp_id === cpId).map((x) => String(x.value));
+const spooledValues = (dir: string, cpId: string) =>
+  spooledRows(dir, 'meter_values')
+    .filter((x) => x.cp_id === cpId)
+    .map((x) => String(x.value));
 
-const mv = (i: number) => ({ evseId: 1, meterValue: [{ timestamp: new Date().toISOString(), sampledValue: Array.from({ length: 10 }, (_, k) => ({ value: i * 10 + k })) }] });
+const mv = (i: number) => ({
+  evseId: 1,
+  meterValue: [
+    {
+      timestamp: new Date().toISOString(),
+      sampledValue: Array.from({ length: 10 }, (_, k) => ({ value: i * 10 + k })),
+    },
+  ],
+});
 
 t.test('idle workers drain and stop; a batch that needs one starts them again', async (t) => {
   // Analytics buffered for a long time in the workers: only the drain at the stop writes them.
@@ -48,16 +60,24 @@ t.test('idle workers drain and stop; a batch that needs one starts them again', 
   t.teardown(() => c.close());
   t.equal(await metric(r, 'ocr_pool_threads'), 2, 'two workers after start');
 
-  for (let i = 0; i < 5; i++) t.equal((await c.call('MeterValues', mv(i)))[0], 3, `MeterValues ${i} answered by a worker`);
+  for (let i = 0; i < 5; i++)
+    t.equal((await c.call('MeterValues', mv(i)))[0], 3, `MeterValues ${i} answered by a worker`);
   t.same(spooledValues(r.dir, 'IDLE-1'), [], 'rows still buffered in the worker');
 
   await stopped(r);
   t.equal(r.router.dispatcher.stats.threads, 0, 'no worker thread left');
-  t.same(spooledValues(r.dir, 'IDLE-1').sort((a, b) => Number(a) - Number(b)), Array.from({ length: 50 }, (_, i) => String(i)), 'the drain wrote every buffered row, once');
+  t.same(
+    spooledValues(r.dir, 'IDLE-1').sort((a, b) => Number(a) - Number(b)),
+    Array.from({ length: 50 }, (_, i) => String(i)),
+    'the drain wrote every buffered row, once',
+  );
   // Each worker's last counters reach /metrics as it drains, and stay there once it is gone.
   const inSpool = () => TABLES.reduce((n, table) => n + spooledRows(r.dir, table).length, 0);
   const first = inSpool();
-  t.ok(await until(async () => (await metricWith(r, 'ocr_analytics_rows_total', 'outcome="spooled"')) === first), `/metrics: the stopped workers' rows counted as spooled, as many as the spool holds (${first})`);
+  t.ok(
+    await until(async () => (await metricWith(r, 'ocr_analytics_rows_total', 'outcome="spooled"')) === first),
+    `/metrics: the stopped workers' rows counted as spooled, as many as the spool holds (${first})`,
+  );
   t.equal(await metric(r, 'ocr_analytics_buffered_rows'), 0, 'nothing buffered');
   t.equal(await metricWith(r, 'ocr_analytics_rows_total', 'outcome="dropped"'), 0, 'nothing dropped');
 
@@ -72,7 +92,10 @@ t.test('idle workers drain and stop; a batch that needs one starts them again', 
   await stopped(r);
   const second = inSpool();
   t.ok(second >= first + 10, 'the second generation of workers spooled its rows');
-  t.ok(await until(async () => (await metricWith(r, 'ocr_analytics_rows_total', 'outcome="spooled"')) === second), `/metrics: both generations' rows counted (${second})`);
+  t.ok(
+    await until(async () => (await metricWith(r, 'ocr_analytics_rows_total', 'outcome="spooled"')) === second),
+    `/metrics: both generations' rows counted (${second})`,
+  );
 });
 
 t.test('idle time counts from when the workers are up, not from when they began to load', async (t) => {
@@ -87,21 +110,35 @@ t.test('idle time counts from when the workers are up, not from when they began 
   t.teardown(() => c.close());
   const f = await c.call('DataTransfer', { vendorId: 'test.thread' });
   t.not((f[2] as { data: string }).data, '0', 'answered by a worker');
-  t.equal(await metric(r, 'ocr_worker_starts_total'), 0, 'by the workers started with the router: they were not stopped and started again');
+  t.equal(
+    await metric(r, 'ocr_worker_starts_total'),
+    0,
+    'by the workers started with the router: they were not stopped and started again',
+  );
 });
 
 t.test('running workers report their analytics counters to /metrics within a second', async (t) => {
-  const r = await startRouter(t, { plugins: probes, pool: { threads: 2, idleTimeoutMs: 0, inline: { enabled: false } }, analytics: { flushIntervalMs: 600_000, batchRows: 1_000_000 } });
+  const r = await startRouter(t, {
+    plugins: probes,
+    pool: { threads: 2, idleTimeoutMs: 0, inline: { enabled: false } },
+    analytics: { flushIntervalMs: 600_000, batchRows: 1_000_000 },
+  });
   const c = await TestCharger.connect(r.url('REPORT-1'), { protocols: 'ocpp2.0.1' });
   t.teardown(() => c.close());
   for (let i = 0; i < 3; i++) t.equal((await c.call('MeterValues', mv(i)))[0], 3);
-  t.ok(await until(async () => (await metric(r, 'ocr_analytics_buffered_rows')) >= 30, 3000), '/metrics: the 30 meter rows buffered in the workers');
+  t.ok(
+    await until(async () => (await metric(r, 'ocr_analytics_buffered_rows')) >= 30, 3000),
+    '/metrics: the 30 meter rows buffered in the workers',
+  );
   t.equal(await metricWith(r, 'ocr_analytics_rows_total', 'outcome="spooled"'), 0, 'none spooled yet');
   t.equal(await metricWith(r, 'ocr_analytics_rows_total', 'outcome="dropped"'), 0, 'none dropped');
   // More rows within the second: the throttled report follows.
   const before = await metric(r, 'ocr_analytics_buffered_rows');
   t.equal((await c.call('MeterValues', mv(3)))[0], 3);
-  t.ok(await until(async () => (await metric(r, 'ocr_analytics_buffered_rows')) >= before + 10, 3000), '/metrics: a later batch reported too');
+  t.ok(
+    await until(async () => (await metric(r, 'ocr_analytics_buffered_rows')) >= before + 10, 3000),
+    '/metrics: a later batch reported too',
+  );
 });
 
 t.test('while the workers are stopped, inline messages run on the socket thread and do not wake them', async (t) => {
@@ -124,9 +161,20 @@ t.test('while the workers are stopped, inline messages run on the socket thread 
   // Several at once while the worker starts: each answered, in order.
   const ids = ['w1', 'w2', 'w3', 'w4'];
   const replies = await Promise.all(ids.map((id) => c201.call('DataTransfer', { vendorId: 'test.thread' }, id)));
-  t.same(replies.map((f) => f[1]), ids, 'every message for the worker answered');
-  t.ok(replies.every((f) => (f[2] as { data: string }).data !== '0'), 'by the worker');
-  t.same(c201.received.filter((f) => f[0] === 3).map((f) => f[1]), ids, 'in sending order');
+  t.same(
+    replies.map((f) => f[1]),
+    ids,
+    'every message for the worker answered',
+  );
+  t.ok(
+    replies.every((f) => (f[2] as { data: string }).data !== '0'),
+    'by the worker',
+  );
+  t.same(
+    c201.received.filter((f) => f[0] === 3).map((f) => f[1]),
+    ids,
+    'in sending order',
+  );
   t.equal(await metric(r, 'ocr_worker_starts_total'), 1);
 });
 

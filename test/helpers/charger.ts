@@ -24,14 +24,23 @@ export class TestCharger {
   readonly opened: Promise<void>;
   readonly closed: Promise<{ code: number; reason: string }>;
 
-  constructor(url: string, private readonly opts: ChargerOptions = {}) {
+  constructor(
+    url: string,
+    private readonly opts: ChargerOptions = {},
+  ) {
     this.ws = new WebSocket(url, opts.protocols ?? 'ocpp1.6', { headers: opts.headers });
     this.opened = new Promise((resolve, reject) => {
       this.ws.once('open', () => resolve());
-      this.ws.once('unexpected-response', (_req, res) => reject(Object.assign(new Error(`HTTP ${res.statusCode}`), { statusCode: res.statusCode, headers: res.headers })));
+      this.ws.once('unexpected-response', (_req, res) =>
+        reject(
+          Object.assign(new Error(`HTTP ${res.statusCode}`), { statusCode: res.statusCode, headers: res.headers }),
+        ),
+      );
       this.ws.once('error', reject);
     });
-    this.closed = new Promise((resolve) => this.ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+    this.closed = new Promise((resolve) =>
+      this.ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })),
+    );
     this.ws.on('message', (data) => this.onMessage(data.toString()));
   }
 
@@ -43,7 +52,11 @@ export class TestCharger {
 
   private async onMessage(text: string): Promise<void> {
     let f: Frame;
-    try { f = JSON.parse(text) as Frame; } catch { f = ['unparsable', text]; }
+    try {
+      f = JSON.parse(text) as Frame;
+    } catch {
+      f = ['unparsable', text];
+    }
     this.received.push(f);
     if (f[0] === 2) {
       this.incomingCalls.push(f);
@@ -71,16 +84,28 @@ export class TestCharger {
 
   reply(id: string, timeoutMs = 10_000): Promise<Frame> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => { this.waiters.delete(id); reject(new Error(`no reply to ${id}`)); }, timeoutMs);
-      this.waiters.set(id, (f) => { clearTimeout(timer); resolve(f); });
+      const timer = setTimeout(() => {
+        this.waiters.delete(id);
+        reject(new Error(`no reply to ${id}`));
+      }, timeoutMs);
+      this.waiters.set(id, (f) => {
+        clearTimeout(timer);
+        resolve(f);
+      });
     });
   }
 
   /** Sends raw text; resolves with the next frame not claimed by an id waiter (or null on timeout). */
   raw(text: string, timeoutMs = 1500): Promise<Frame | null> {
     return new Promise((resolve) => {
-      const timer = setTimeout(() => { this.anyWaiters = this.anyWaiters.filter((w) => w !== done); resolve(null); }, timeoutMs);
-      const done = (f: Frame) => { clearTimeout(timer); resolve(f); };
+      const timer = setTimeout(() => {
+        this.anyWaiters = this.anyWaiters.filter((w) => w !== done);
+        resolve(null);
+      }, timeoutMs);
+      const done = (f: Frame) => {
+        clearTimeout(timer);
+        resolve(f);
+      };
       this.anyWaiters.push(done);
       this.ws.send(text);
     });

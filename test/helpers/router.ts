@@ -13,10 +13,17 @@ export interface TestRouter {
   url(cpId: string): string;
   apiKey: string;
   dir: string;
-  api(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any; headers: Headers }>;
+  api(
+    method: string,
+    path: string,
+    body?: unknown,
+    headers?: Record<string, string>,
+  ): Promise<{ status: number; body: any; headers: Headers }>;
 }
 
-interface Teardown { teardown(fn: () => unknown): void }
+interface Teardown {
+  teardown(fn: () => unknown): void;
+}
 
 export async function startRouter(t: Teardown, config: Record<string, unknown> = {}): Promise<TestRouter> {
   const dir = mkdtempSync(join(tmpdir(), 'ocr-test-'));
@@ -29,23 +36,37 @@ export async function startRouter(t: Teardown, config: Record<string, unknown> =
     analytics: { spoolDir: join(dir, 'spool'), flushIntervalMs: 100 },
   };
   const cfg = mergeConfig(base, config);
-  const router = await createRouter(cfg, { onGeneratedApiKey: (k) => { apiKey = k; } });
+  const router = await createRouter(cfg, {
+    onGeneratedApiKey: (k) => {
+      apiKey = k;
+    },
+  });
   t.teardown(async () => {
     await router.close();
     rmSync(dir, { recursive: true, force: true });
   });
   return {
-    router, apiKey, dir,
+    router,
+    apiKey,
+    dir,
     url: (cpId) => `ws://127.0.0.1:${router.port}${router.config.server.path}/${encodeURIComponent(cpId)}`,
     async api(method, path, body, headers = {}) {
       const res = await fetch(`http://127.0.0.1:${router.apiPort}${path}`, {
         method,
-        headers: { authorization: `Bearer ${apiKey}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+        headers: {
+          authorization: `Bearer ${apiKey}`,
+          ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+          ...headers,
+        },
         body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
       });
       const text = await res.text();
       let parsed: unknown = text;
-      try { parsed = text ? JSON.parse(text) : undefined; } catch { /* not JSON */ }
+      try {
+        parsed = text ? JSON.parse(text) : undefined;
+      } catch {
+        /* not JSON */
+      }
       return { status: res.status, body: parsed, headers: res.headers };
     },
   };
@@ -58,6 +79,15 @@ export async function startRouter(t: Teardown, config: Record<string, unknown> =
 export function spooledRows(dir: string, table: string): Record<string, unknown>[] {
   const d = join(dir, 'spool', table);
   let files: string[];
-  try { files = readdirSync(d).filter((f) => /\.(ndjson|open)$/.test(f)); } catch { return []; }
-  return files.flatMap((f) => readFileSync(join(d, f), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>));
+  try {
+    files = readdirSync(d).filter((f) => /\.(ndjson|open)$/.test(f));
+  } catch {
+    return [];
+  }
+  return files.flatMap((f) =>
+    readFileSync(join(d, f), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>),
+  );
 }

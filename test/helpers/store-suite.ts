@@ -76,7 +76,11 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
     await sleep(Math.max(0, applied + ttlMs + 30 - Date.now()));
     t.equal(await s.get('k'), null, 'expired');
     t.equal(await s.pttl('k'), -2, 'expired key does not exist');
-    t.equal(await s.set('k2', 'again', { ttlMs, ifAbsent: true }), true, 'an expired key counts as absent for ifAbsent');
+    t.equal(
+      await s.set('k2', 'again', { ttlMs, ifAbsent: true }),
+      true,
+      'an expired key counts as absent for ifAbsent',
+    );
 
     await s.set('keep', 'v', { ttlMs: 10_000 });
     await s.set('keep', 'w');
@@ -90,8 +94,16 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
     await s.set('nx', 'w', { ifAbsent: true });
     t.ok((await s.pttl('nx')) > 0, 'a refused ifAbsent leaves the TTL alone');
 
-    await t.rejects(s.set('bad', 'v', { ttlMs: 0 }), { name: 'ReplyError', message: /^ERR invalid expire time/ }, 'ttlMs 0');
-    await t.rejects(s.set('bad', 'v', { ttlMs: -5 }), { name: 'ReplyError', message: /^ERR invalid expire time/ }, 'negative ttlMs');
+    await t.rejects(
+      s.set('bad', 'v', { ttlMs: 0 }),
+      { name: 'ReplyError', message: /^ERR invalid expire time/ },
+      'ttlMs 0',
+    );
+    await t.rejects(
+      s.set('bad', 'v', { ttlMs: -5 }),
+      { name: 'ReplyError', message: /^ERR invalid expire time/ },
+      'negative ttlMs',
+    );
     await t.rejects(s.set('bad', 'v', { ttlMs: 1.5 }), NOT_INTEGER, 'fractional ttlMs');
     t.equal(await s.get('bad'), null, 'nothing written by a rejected set');
   });
@@ -111,7 +123,11 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
     t.equal(await s.incr('big'), 1125899906842624, 'large integers stay exact');
     t.equal(await s.incr('big', -1125899906842625), -1);
     await s.set('max', '9223372036854775807');
-    await t.rejects(s.incr('max'), { name: 'ReplyError', message: /^ERR increment or decrement would overflow/ }, 'int64 overflow');
+    await t.rejects(
+      s.incr('max'),
+      { name: 'ReplyError', message: /^ERR increment or decrement would overflow/ },
+      'int64 overflow',
+    );
     t.equal(await s.get('max'), '9223372036854775807', 'unchanged after overflow');
 
     for (const bad of ['abc', '1.5', '01', ' 1', '1 ', '+1', '-0', '', '1e3', '99999999999999999999']) {
@@ -170,7 +186,11 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
   });
 
   withStore('casHash', async (t, s) => {
-    t.equal(await s.casHash('lock', 'owner', 'someone', { owner: 'me' }), false, 'expected value on a missing key fails');
+    t.equal(
+      await s.casHash('lock', 'owner', 'someone', { owner: 'me' }),
+      false,
+      'expected value on a missing key fails',
+    );
     t.equal(await s.pttl('lock'), -2, 'and creates nothing');
 
     t.equal(await s.casHash('lock', 'owner', null, { owner: 'A', since: '1' }), true, 'expected null on a missing key');
@@ -179,10 +199,18 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
     t.equal(await s.casHash('lock', 'owner', 'B', { owner: 'C' }), false, 'mismatch');
     t.same(await s.hgetall('lock'), { owner: 'A', since: '1' }, 'unchanged after failures');
 
-    t.equal(await s.casHash('lock', 'owner', 'A', { owner: 'B', extra: 'x' }, ['since']), true, 'match: update and remove');
+    t.equal(
+      await s.casHash('lock', 'owner', 'A', { owner: 'B', extra: 'x' }, ['since']),
+      true,
+      'match: update and remove',
+    );
     t.same(await s.hgetall('lock'), { owner: 'B', extra: 'x' });
 
-    t.equal(await s.casHash('lock', 'other', null, { other: '1' }), true, 'expected null when the key exists but the field does not');
+    t.equal(
+      await s.casHash('lock', 'other', null, { other: '1' }),
+      true,
+      'expected null when the key exists but the field does not',
+    );
     t.equal(await s.casHash('lock', 'owner', 'B', {}, ['extra', 'nope']), true, 'remove only');
     t.same(await s.hgetall('lock'), { owner: 'B', other: '1' });
     t.equal(await s.casHash('lock', 'owner', 'B', { both: '1' }, ['both']), true);
@@ -204,7 +232,11 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
   withStore('index: lexicographic order, counts, pagination', async (t, s) => {
     t.same(await s.indexRange('idx'), [], 'missing index');
     t.equal(await s.indexCount('idx'), 0);
-    t.equal(await s.indexAdd('idx', 'CP-2', 'CP-10', 'a:b.c', 'CP-1', 'cp-1', 'A', 'CP-1'), 6, 'duplicates in one call count once');
+    t.equal(
+      await s.indexAdd('idx', 'CP-2', 'CP-10', 'a:b.c', 'CP-1', 'cp-1', 'A', 'CP-1'),
+      6,
+      'duplicates in one call count once',
+    );
     t.equal(await s.indexAdd('idx', 'CP-1', 'CP-3'), 1, 'existing members are not counted');
     t.equal(await s.indexAdd('idx'), 0, 'no members is a no-op');
     t.equal(await s.indexCount('idx'), 7);
@@ -213,7 +245,11 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
 
     t.same(await s.indexRange('idx', { limit: 3 }), all.slice(0, 3));
     t.same(await s.indexRange('idx', { after: 'CP-10', limit: 3 }), ['CP-2', 'CP-3', 'a:b.c'], '`after` is exclusive');
-    t.same(await s.indexRange('idx', { after: 'CP-15' }), ['CP-2', 'CP-3', 'a:b.c', 'cp-1'], '`after` need not be a member');
+    t.same(
+      await s.indexRange('idx', { after: 'CP-15' }),
+      ['CP-2', 'CP-3', 'a:b.c', 'cp-1'],
+      '`after` need not be a member',
+    );
     t.same(await s.indexRange('idx', { after: '' }), all, "after '' skips only the empty member");
     t.same(await s.indexRange('idx', { after: 'cp-1' }), [], 'after the last member');
     t.same(await s.indexRange('idx', { after: 'zzz' }), []);
@@ -260,14 +296,20 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
   });
 
   withStore('concurrency: one winner, no lost updates', async (t, s) => {
-    const claims = await Promise.all(Array.from({ length: 50 }, (_, i) => s.casHash('claim', 'owner', null, { owner: `w${i}` })));
+    const claims = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => s.casHash('claim', 'owner', null, { owner: `w${i}` })),
+    );
     t.equal(claims.filter(Boolean).length, 1, 'exactly one of 50 concurrent casHash(expected null) wins');
     const winner = claims.indexOf(true);
     t.equal(await s.hget('claim', 'owner'), `w${winner}`, 'and its update is the one stored');
 
     const counts = await Promise.all(Array.from({ length: 200 }, () => s.incr('ctr')));
     t.equal(await s.get('ctr'), '200', '200 concurrent incr: final value 200');
-    t.same([...counts].sort((a, b) => a - b), Array.from({ length: 200 }, (_, i) => i + 1), 'each incr saw a distinct value');
+    t.same(
+      [...counts].sort((a, b) => a - b),
+      Array.from({ length: 200 }, (_, i) => i + 1),
+      'each incr saw a distinct value',
+    );
 
     const sets = await Promise.all(Array.from({ length: 50 }, (_, i) => s.set('once', `v${i}`, { ifAbsent: true })));
     t.equal(sets.filter(Boolean).length, 1, 'exactly one of 50 concurrent set(ifAbsent) wins');

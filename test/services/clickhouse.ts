@@ -14,7 +14,17 @@
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { findBinary, freePort, makeTempDir, removeTempDir, spawnServer, tailFile, waitReady, ServiceUnavailableError, type ServerProcess } from './spawn.js';
+import {
+  findBinary,
+  freePort,
+  makeTempDir,
+  removeTempDir,
+  spawnServer,
+  tailFile,
+  waitReady,
+  ServiceUnavailableError,
+  type ServerProcess,
+} from './spawn.js';
 import type { StopOptions } from './redis.js';
 
 export const CLICKHOUSE_INSTALL_HINT = 'apt-get update && apt-get install -y clickhouse-server';
@@ -66,7 +76,9 @@ export async function startClickHouse(opts: ClickHouseOptions = {}): Promise<Cli
   const bin = findBinary('clickhouse-server', 'OCR_CLICKHOUSE_SERVER_BIN', CLICKHOUSE_INSTALL_HINT);
   const configFile = opts.configFile ?? '/etc/clickhouse-server/config.xml';
   if (!existsSync(configFile)) {
-    throw new ServiceUnavailableError(`ClickHouse config ${configFile} is missing (package not fully installed?). Install it with: ${CLICKHOUSE_INSTALL_HINT}`);
+    throw new ServiceUnavailableError(
+      `ClickHouse config ${configFile} is missing (package not fully installed?). Install it with: ${CLICKHOUSE_INSTALL_HINT}`,
+    );
   }
   const dir = opts.dir ?? makeTempDir('ocr-clickhouse-');
   const timeoutMs = opts.startTimeoutMs ?? 30_000;

@@ -3,6 +3,19 @@
  *
  * Owns: nothing but the re-exports. Must not: start anything at import time.
  */
-export { startRedis, pingRedis, REDIS_INSTALL_HINT, type RedisOptions, type RedisService, type StopOptions } from './redis.js';
-export { startClickHouse, pingClickHouse, CLICKHOUSE_INSTALL_HINT, type ClickHouseOptions, type ClickHouseService } from './clickhouse.js';
+export {
+  startRedis,
+  pingRedis,
+  REDIS_INSTALL_HINT,
+  type RedisOptions,
+  type RedisService,
+  type StopOptions,
+} from './redis.js';
+export {
+  startClickHouse,
+  pingClickHouse,
+  CLICKHOUSE_INSTALL_HINT,
+  type ClickHouseOptions,
+  type ClickHouseService,
+} from './clickhouse.js';
 export { ServiceUnavailableError, freePort } from './spawn.js';

@@ -10,7 +10,16 @@
  */
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { findBinary, freePort, makeTempDir, removeTempDir, spawnServer, tailFile, waitReady, type ServerProcess } from './spawn.js';
+import {
+  findBinary,
+  freePort,
+  makeTempDir,
+  removeTempDir,
+  spawnServer,
+  tailFile,
+  waitReady,
+  type ServerProcess,
+} from './spawn.js';
 
 export const REDIS_INSTALL_HINT = 'apt-get update && apt-get install -y redis-server';
 
@@ -77,7 +86,23 @@ export async function startRedis(opts: RedisOptions = {}): Promise<RedisService>
     const proc = spawnServer(
       bin,
       // --save "" and appendonly no: nothing is written to disk, so a restart is empty.
-      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--logfile', logfile, '--daemonize', 'no', ...(opts.args ?? [])],
+      [
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--dir',
+        dir,
+        '--logfile',
+        logfile,
+        '--daemonize',
+        'no',
+        ...(opts.args ?? []),
+      ],
       dir,
     );
     await waitReady(proc, () => pingRedis(port), {

@@ -49,7 +49,9 @@ export function findBinary(name: string, envVar: string, installHint: string): s
       // try the next one
     }
   }
-  throw new ServiceUnavailableError(`${name} is not installed (not on PATH${fromEnv ? ` nor at ${envVar}=${fromEnv}` : ''}). Install it with: ${installHint}`);
+  throw new ServiceUnavailableError(
+    `${name} is not installed (not on PATH${fromEnv ? ` nor at ${envVar}=${fromEnv}` : ''}). Install it with: ${installHint}`,
+  );
 }
 
 /**
@@ -227,7 +229,9 @@ export async function waitReady(
   for (;;) {
     if (proc.hasExited()) {
       const info = await proc.exited;
-      throw new Error(`${opts.name} exited during startup (code ${info.code}, signal ${info.signal}).\n${opts.describe()}`);
+      throw new Error(
+        `${opts.name} exited during startup (code ${info.code}, signal ${info.signal}).\n${opts.describe()}`,
+      );
     }
     if (await probe().catch(() => false)) return;
     if (Date.now() > deadline) {

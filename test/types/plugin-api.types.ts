@@ -20,15 +20,19 @@ definePlugin({
     api.handle('1.6', 'TransactionEvent', () => ({}));
     // @ts-expect-error -- unknown hook name
     api.hook('onSomething', () => undefined);
-    api.hook('after', { actions: ['Heartbeat'], order: 'post', handler: async (ctx: CallContext) => {
-      // send is typed by action across the versions a hook may see
-      const r = await ctx.send('GetConfiguration', { key: ['HeartbeatInterval'] });
-      void r;
-      // @ts-expect-error -- payload of Reset needs `type`
-      await ctx.send('Reset', {});
-      ctx.emit('meter_values', { ts: Date.now(), value: 1 });
-      // @ts-expect-error -- not an analytics table
-      ctx.emit('nope', {});
-    } });
+    api.hook('after', {
+      actions: ['Heartbeat'],
+      order: 'post',
+      handler: async (ctx: CallContext) => {
+        // send is typed by action across the versions a hook may see
+        const r = await ctx.send('GetConfiguration', { key: ['HeartbeatInterval'] });
+        void r;
+        // @ts-expect-error -- payload of Reset needs `type`
+        await ctx.send('Reset', {});
+        ctx.emit('meter_values', { ts: Date.now(), value: 1 });
+        // @ts-expect-error -- not an analytics table
+        ctx.emit('nope', {});
+      },
+    });
   },
 });

@@ -7,18 +7,28 @@
 import type { CallContext, Handler } from '../../../core/plugin-api.js';
 import { eventRow } from './common.js';
 
-interface Opts { defaultBootStatus: 'Accepted' | 'Pending'; heartbeatIntervalSec: number; retryIntervalSec: number }
+interface Opts {
+  defaultBootStatus: 'Accepted' | 'Pending';
+  heartbeatIntervalSec: number;
+  retryIntervalSec: number;
+}
 
 export function onBootNotification(opts: Opts): Handler {
   return async (ctx: CallContext, p: Record<string, unknown>) => {
     const v16 = ctx.cp.ocppVersion === '1.6';
     const cs = (p.chargingStation ?? {}) as Record<string, string | undefined>;
     const identity = v16
-      ? { vendor: p.chargePointVendor as string, model: p.chargePointModel as string, serialNumber: (p.chargePointSerialNumber ?? p.chargeBoxSerialNumber) as string | undefined, firmwareVersion: p.firmwareVersion as string | undefined }
+      ? {
+          vendor: p.chargePointVendor as string,
+          model: p.chargePointModel as string,
+          serialNumber: (p.chargePointSerialNumber ?? p.chargeBoxSerialNumber) as string | undefined,
+          firmwareVersion: p.firmwareVersion as string | undefined,
+        }
       : { vendor: cs.vendorName, model: cs.model, serialNumber: cs.serialNumber, firmwareVersion: cs.firmwareVersion };
     const record = await ctx.chargers.get(ctx.cp.id);
     const policy = record?.bootPolicy;
-    const status = policy === 'Rejected' || policy === 'Pending' || policy === 'Accepted' ? policy : opts.defaultBootStatus;
+    const status =
+      policy === 'Rejected' || policy === 'Pending' || policy === 'Accepted' ? policy : opts.defaultBootStatus;
     const now = new Date();
     await ctx.chargers.update(ctx.cp.id, {
       ...identity,
@@ -28,7 +38,10 @@ export function onBootNotification(opts: Opts): Handler {
       bootStatus: status,
       bootReason: v16 ? undefined : (p.reason as string),
     });
-    ctx.emit('ocpp_events', eventRow(ctx, ctx.msg.receivedAt, 'boot', 'BootNotification', JSON.stringify({ ...p, status })));
+    ctx.emit(
+      'ocpp_events',
+      eventRow(ctx, ctx.msg.receivedAt, 'boot', 'BootNotification', JSON.stringify({ ...p, status })),
+    );
     return {
       status,
       currentTime: now.toISOString(),

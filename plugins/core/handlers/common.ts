@@ -17,19 +17,72 @@ export function timeOf(ctx: CallContext, ts: unknown): number {
 }
 
 export function eventRow(ctx: CallContext, ts: number, kind: string, action: string, payload: string): AnalyticsRow {
-  return { ts, received_at: ctx.msg.receivedAt, cp_id: ctx.cp.id, ocpp_version: ctx.cp.ocppVersion, node_id: ctx.cp.nodeId, kind, action, payload };
-}
-
-export function statusRow(ctx: CallContext, ts: number, evseId: number, connectorId: number, status: string, errorCode: string, info: string, vendorId: string, vendorErrorCode: string): AnalyticsRow {
   return {
-    ts, received_at: ctx.msg.receivedAt, cp_id: ctx.cp.id, ocpp_version: ctx.cp.ocppVersion, node_id: ctx.cp.nodeId,
-    evse_id: evseId, connector_id: connectorId, status, error_code: errorCode, info, vendor_id: vendorId, vendor_error_code: vendorErrorCode,
+    ts,
+    received_at: ctx.msg.receivedAt,
+    cp_id: ctx.cp.id,
+    ocpp_version: ctx.cp.ocppVersion,
+    node_id: ctx.cp.nodeId,
+    kind,
+    action,
+    payload,
   };
 }
 
-export function meterRow(ctx: CallContext, ts: number, evseId: number, connectorId: number, transactionId: string, measurand: string, phase: string, location: string, context: string, unit: string, value: number): AnalyticsRow {
+export function statusRow(
+  ctx: CallContext,
+  ts: number,
+  evseId: number,
+  connectorId: number,
+  status: string,
+  errorCode: string,
+  info: string,
+  vendorId: string,
+  vendorErrorCode: string,
+): AnalyticsRow {
   return {
-    ts, received_at: ctx.msg.receivedAt, cp_id: ctx.cp.id, ocpp_version: ctx.cp.ocppVersion, node_id: ctx.cp.nodeId,
-    evse_id: evseId, connector_id: connectorId, transaction_id: transactionId, measurand, phase, location, context, unit, value,
+    ts,
+    received_at: ctx.msg.receivedAt,
+    cp_id: ctx.cp.id,
+    ocpp_version: ctx.cp.ocppVersion,
+    node_id: ctx.cp.nodeId,
+    evse_id: evseId,
+    connector_id: connectorId,
+    status,
+    error_code: errorCode,
+    info,
+    vendor_id: vendorId,
+    vendor_error_code: vendorErrorCode,
+  };
+}
+
+export function meterRow(
+  ctx: CallContext,
+  ts: number,
+  evseId: number,
+  connectorId: number,
+  transactionId: string,
+  measurand: string,
+  phase: string,
+  location: string,
+  context: string,
+  unit: string,
+  value: number,
+): AnalyticsRow {
+  return {
+    ts,
+    received_at: ctx.msg.receivedAt,
+    cp_id: ctx.cp.id,
+    ocpp_version: ctx.cp.ocppVersion,
+    node_id: ctx.cp.nodeId,
+    evse_id: evseId,
+    connector_id: connectorId,
+    transaction_id: transactionId,
+    measurand,
+    phase,
+    location,
+    context,
+    unit,
+    value,
   };
 }

@@ -8,6 +8,9 @@ import type { CallContext } from '../../../core/plugin-api.js';
 import { eventRow } from './common.js';
 
 export function onDataTransfer(ctx: CallContext, p: Record<string, unknown>): { status: 'UnknownVendorId' } {
-  ctx.emit('ocpp_events', eventRow(ctx, ctx.msg.receivedAt, 'data_transfer', 'DataTransfer', JSON.stringify(p).slice(0, 65536)));
+  ctx.emit(
+    'ocpp_events',
+    eventRow(ctx, ctx.msg.receivedAt, 'data_transfer', 'DataTransfer', JSON.stringify(p).slice(0, 65536)),
+  );
   return { status: 'UnknownVendorId' };
 }

@@ -9,6 +9,8 @@ import type { CallContext } from '../../../core/plugin-api.js';
 
 export function onHeartbeat(ctx: CallContext): { currentTime: string } {
   const now = new Date().toISOString();
-  ctx.chargers.update(ctx.cp.id, { lastSeenAt: now }).catch((err: Error) => ctx.log.warn({ err }, 'could not record lastSeenAt'));
+  ctx.chargers
+    .update(ctx.cp.id, { lastSeenAt: now })
+    .catch((err: Error) => ctx.log.warn({ err }, 'could not record lastSeenAt'));
   return { currentTime: now };
 }

@@ -9,7 +9,12 @@ import { eventRow, meterRow, timeOf } from './common.js';
 
 interface Sampled {
   value: string | number;
-  context?: string; format?: string; measurand?: string; phase?: string; location?: string; unit?: string;
+  context?: string;
+  format?: string;
+  measurand?: string;
+  phase?: string;
+  location?: string;
+  unit?: string;
   unitOfMeasure?: { unit?: string; multiplier?: number };
   signedMeterValue?: unknown;
 }
@@ -40,7 +45,22 @@ export function onMeterValues(ctx: CallContext, p: Record<string, unknown>): Rec
         ctx.log.warn({ value: sv.value, measurand: sv.measurand }, 'non-numeric meter value skipped');
         continue;
       }
-      ctx.emit('meter_values', meterRow(ctx, ts, evseId, v16 ? evseId : 0, transactionId, sv.measurand ?? 'Energy.Active.Import.Register', sv.phase ?? '', sv.location ?? 'Outlet', sv.context ?? 'Sample.Periodic', unit, value));
+      ctx.emit(
+        'meter_values',
+        meterRow(
+          ctx,
+          ts,
+          evseId,
+          v16 ? evseId : 0,
+          transactionId,
+          sv.measurand ?? 'Energy.Active.Import.Register',
+          sv.phase ?? '',
+          sv.location ?? 'Outlet',
+          sv.context ?? 'Sample.Periodic',
+          unit,
+          value,
+        ),
+      );
     }
   }
   return {};

@@ -5,7 +5,10 @@
 import type { CallContext } from '../../../core/plugin-api.js';
 import { eventRow, timeOf } from './common.js';
 
-export async function onSecurityEventNotification(ctx: CallContext, p: Record<string, unknown>): Promise<Record<string, never>> {
+export async function onSecurityEventNotification(
+  ctx: CallContext,
+  p: Record<string, unknown>,
+): Promise<Record<string, never>> {
   const ts = timeOf(ctx, p.timestamp);
   ctx.emit('ocpp_events', eventRow(ctx, ts, 'security_event', 'SecurityEventNotification', JSON.stringify(p)));
   await ctx.state.set('lastSecurityEvent', JSON.stringify(p));

@@ -13,7 +13,8 @@ t.test('commands are routed to the node holding the charger', async (t) => {
   const a = await startRouter(t, { nodeId: 'node-a', redis: { url, keyPrefix } });
   const b = await startRouter(t, { nodeId: 'node-b', redis: { url, keyPrefix } });
   const c = await TestCharger.connect(b.url('CL-1'), {
-    onCall: (action, payload) => (action === 'Reset' ? { status: payload.type === 'Hard' ? 'Rejected' : 'Accepted' } : ['NotSupported', 'nope']),
+    onCall: (action, payload) =>
+      action === 'Reset' ? { status: payload.type === 'Hard' ? 'Rejected' : 'Accepted' } : ['NotSupported', 'nope'],
   });
   t.teardown(() => c.close());
   await c.call('Heartbeat', {});
@@ -23,10 +24,16 @@ t.test('commands are routed to the node holding the charger', async (t) => {
   const viaA = await a.api('POST', '/api/v1/chargers/CL-1/calls/Reset', { type: 'Soft' });
   t.equal(viaA.status, 200);
   t.same(viaA.body.result, { status: 'Accepted' }, 'answered through node B');
-  t.same((await a.api('POST', '/api/v1/chargers/CL-1/calls/Reset', { type: 'Hard' })).body.result, { status: 'Rejected' });
+  t.same((await a.api('POST', '/api/v1/chargers/CL-1/calls/Reset', { type: 'Hard' })).body.result, {
+    status: 'Rejected',
+  });
 
   const bad = await a.api('POST', '/api/v1/chargers/CL-1/calls/Reset', { type: 'Sideways' });
-  t.match(bad, { status: 400, body: { error: 'invalid_payload', field: 'body.type' } }, 'validated by the owning node, error carried back');
+  t.match(
+    bad,
+    { status: 400, body: { error: 'invalid_payload', field: 'body.type' } },
+    'validated by the owning node, error carried back',
+  );
   const callError = await a.api('POST', '/api/v1/chargers/CL-1/calls/UnlockConnector', { connectorId: 1 });
   t.match(callError, { status: 502, body: { error: 'call_error', callError: { code: 'NotSupported' } } });
   t.equal((await a.api('POST', '/api/v1/chargers/NOWHERE/calls/Reset', { type: 'Soft' })).status, 404);

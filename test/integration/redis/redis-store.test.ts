@@ -86,7 +86,10 @@ t.test('commands issued in one tick leave in one socket write, in order, each wi
   t.teardown(cleanup);
   await store.ping();
   // Count what reaches the socket's write path (writev when several chunks are buffered).
-  const stream = store.client.stream as unknown as { _write: (...a: unknown[]) => void; _writev?: (...a: unknown[]) => void };
+  const stream = store.client.stream as unknown as {
+    _write: (...a: unknown[]) => void;
+    _writev?: (...a: unknown[]) => void;
+  };
   let writes = 0;
   const origWrite = stream._write;
   const origWritev = stream._writev;
@@ -115,8 +118,16 @@ t.test('commands issued in one tick leave in one socket write, in order, each wi
     reads.push(store.hget(`h{${i}}`, 'a'));
   }
   await Promise.all(sets);
-  t.same(await Promise.all(counts), Array.from({ length: n }, (_, i) => i + 1), 'INCR replies in issue order');
-  t.same(await Promise.all(reads), Array.from({ length: n }, (_, i) => String(i)), 'each HGET sees the HSET issued before it');
+  t.same(
+    await Promise.all(counts),
+    Array.from({ length: n }, (_, i) => i + 1),
+    'INCR replies in issue order',
+  );
+  t.same(
+    await Promise.all(reads),
+    Array.from({ length: n }, (_, i) => String(i)),
+    'each HGET sees the HSET issued before it',
+  );
   t.ok(writes <= 2, `${3 * n} commands in ${writes} socket write(s)`);
   t.same(await store.hgetall('h{7}'), { a: '7', b: 'two fields' }, 'several fields in one HSET');
 
@@ -183,10 +194,18 @@ t.test('faults: a stopped Redis rejects within commandTimeout; the store recover
   await closed;
   // Queued while reconnecting: bounded by commandTimeout (or maxRetriesPerRequest first).
   t0 = Date.now();
-  const results = await Promise.allSettled([store.get('k'), store.hset('h', { f: '2' }), store.casHash('h', 'f', '1', { f: '2' }), store.ping()]);
+  const results = await Promise.allSettled([
+    store.get('k'),
+    store.hset('h', { f: '2' }),
+    store.casHash('h', 'f', '1', { f: '2' }),
+    store.ping(),
+  ]);
   const elapsed = Date.now() - t0;
   for (const r of results) t.match(r, { status: 'rejected', reason: { code: 'OCR_ERR_STATE_UNAVAILABLE' } });
-  t.ok(elapsed < commandTimeoutMs + 300, `queued commands rejected in ${elapsed}ms (commandTimeout ${commandTimeoutMs}ms)`);
+  t.ok(
+    elapsed < commandTimeoutMs + 300,
+    `queued commands rejected in ${elapsed}ms (commandTimeout ${commandTimeoutMs}ms)`,
+  );
   t.ok((results[0] as PromiseRejectedResult).reason.cause instanceof Error, 'the ioredis error is the cause');
 
   t0 = Date.now();
@@ -225,7 +244,11 @@ t.test('close() on a store whose Redis is gone resolves promptly and fails waiti
   const t0 = Date.now();
   await store.close();
   t.ok(Date.now() - t0 < 500, `closed in ${Date.now() - t0}ms`);
-  await t.rejects(waiting, { code: 'OCR_ERR_STATE_UNAVAILABLE' }, 'a call waiting for the connection fails at close, not after 5s');
+  await t.rejects(
+    waiting,
+    { code: 'OCR_ERR_STATE_UNAVAILABLE' },
+    'a call waiting for the connection fails at close, not after 5s',
+  );
   await t.rejects(store.ping(), { code: 'OCR_ERR_STATE_UNAVAILABLE' });
 });
 

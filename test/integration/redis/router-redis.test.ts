@@ -29,7 +29,8 @@ t.test('state in Redis', async (t) => {
   await c.close();
   // Ownership is released on disconnect (compare-and-delete on the session).
   const end = Date.now() + 5000;
-  while (Date.now() < end && (await redis.hget('ocr:{R-1}:core:charger', 'nodeId'))) await new Promise((res) => setTimeout(res, 50));
+  while (Date.now() < end && (await redis.hget('ocr:{R-1}:core:charger', 'nodeId')))
+    await new Promise((res) => setTimeout(res, 50));
   t.equal(await redis.hget('ocr:{R-1}:core:charger', 'nodeId'), null);
   t.ok(await redis.hget('ocr:{R-1}:core:charger', 'disconnectedAt'));
 });
@@ -59,9 +60,15 @@ t.test('Redis away: the router keeps serving, journals the writes, and catches u
   const client = new Redis(redis.url);
   t.teardown(() => client.disconnect());
   t.ok(await until(async () => (await client.hlen('ocr:{R-OUT}:core:status')) === 2), 'journal replayed');
-  t.ok(await until(async () => JSON.parse((await client.hget('ocr:{R-OUT}:core:status', '1'))!).status === 'Available'), 'newest status wins');
+  t.ok(
+    await until(async () => JSON.parse((await client.hget('ocr:{R-OUT}:core:status', '1'))!).status === 'Available'),
+    'newest status wins',
+  );
   t.match(JSON.parse((await client.hget('ocr:{R-OUT}:core:status', '2'))!), { status: 'Charging' });
-  t.ok(await until(async () => /ocr_state_journal_entries 0/.test((await r.api('GET', '/metrics')).body as string)), 'journal empty');
+  t.ok(
+    await until(async () => /ocr_state_journal_entries 0/.test((await r.api('GET', '/metrics')).body as string)),
+    'journal empty',
+  );
   t.equal((await r.api('GET', '/ready')).status, 200);
 });
 
@@ -82,29 +89,51 @@ t.test('Redis away across a router restart: the journal survives and is replayed
   await startRouter(t, cfg);
   const client = new Redis(redis.url);
   t.teardown(() => client.disconnect());
-  t.ok(await until(async () => JSON.parse((await client.hget('ocr:{R-RESTART}:core:status', '3')) ?? '{}').status === 'Reserved'), 'write from before the restart replayed');
+  t.ok(
+    await until(
+      async () => JSON.parse((await client.hget('ocr:{R-RESTART}:core:status', '3')) ?? '{}').status === 'Reserved',
+    ),
+    'write from before the restart replayed',
+  );
 });
 
-t.test('a reconnect storm is paced: upgrades beyond server.maxPendingUpgrades get 503 + Retry-After at once', async (t) => {
-  const { startRedis } = await import('../../services/redis.js');
-  const redis = await startRedis(); // a private one: CLIENT PAUSE stops every client of the server
-  t.teardown(() => redis.stop());
-  const r = await startRouter(t, { redis: { url: redis.url, commandTimeoutMs: 5000 }, server: { maxPendingUpgrades: 2 } });
-  const admin = new Redis(redis.url);
-  t.teardown(() => admin.disconnect());
-  await admin.call('CLIENT', 'PAUSE', '1500', 'ALL'); // registry lookups now wait
-  const started = Date.now();
-  const attempts = await Promise.allSettled(Array.from({ length: 6 }, (_, i) => TestCharger.connect(r.url(`STORM-${i}`))));
-  const refused = attempts.filter((a) => a.status === 'rejected').map((a) => (a).reason as { statusCode?: number; headers?: Record<string, string> });
-  const opened = attempts.filter((a) => a.status === 'fulfilled').map((a) => (a).value);
-  t.teardown(() => Promise.all(opened.map((c) => c.close())));
-  t.equal(opened.length, 2, 'the two pending upgrades complete once the registry answers');
-  t.equal(refused.length, 4);
-  for (const e of refused) {
-    t.equal(e.statusCode, 503);
-    t.ok(Number(e.headers?.['retry-after']) >= 5 && Number(e.headers?.['retry-after']) <= 14, `Retry-After ${e.headers?.['retry-after']}`);
-  }
-  t.ok(Date.now() - started >= 1000, 'the accepted ones waited for the registry, the rest did not queue behind it');
-  for (const c of opened) t.equal((await c.call('Heartbeat', {}))[0], 3);
-  t.equal((await (await TestCharger.connect(r.url('STORM-late'))).call('Heartbeat', {}))[0], 3, 'accepted again once the storm passed');
-});
+t.test(
+  'a reconnect storm is paced: upgrades beyond server.maxPendingUpgrades get 503 + Retry-After at once',
+  async (t) => {
+    const { startRedis } = await import('../../services/redis.js');
+    const redis = await startRedis(); // a private one: CLIENT PAUSE stops every client of the server
+    t.teardown(() => redis.stop());
+    const r = await startRouter(t, {
+      redis: { url: redis.url, commandTimeoutMs: 5000 },
+      server: { maxPendingUpgrades: 2 },
+    });
+    const admin = new Redis(redis.url);
+    t.teardown(() => admin.disconnect());
+    await admin.call('CLIENT', 'PAUSE', '1500', 'ALL'); // registry lookups now wait
+    const started = Date.now();
+    const attempts = await Promise.allSettled(
+      Array.from({ length: 6 }, (_, i) => TestCharger.connect(r.url(`STORM-${i}`))),
+    );
+    const refused = attempts
+      .filter((a) => a.status === 'rejected')
+      .map((a) => a.reason as { statusCode?: number; headers?: Record<string, string> });
+    const opened = attempts.filter((a) => a.status === 'fulfilled').map((a) => a.value);
+    t.teardown(() => Promise.all(opened.map((c) => c.close())));
+    t.equal(opened.length, 2, 'the two pending upgrades complete once the registry answers');
+    t.equal(refused.length, 4);
+    for (const e of refused) {
+      t.equal(e.statusCode, 503);
+      t.ok(
+        Number(e.headers?.['retry-after']) >= 5 && Number(e.headers?.['retry-after']) <= 14,
+        `Retry-After ${e.headers?.['retry-after']}`,
+      );
+    }
+    t.ok(Date.now() - started >= 1000, 'the accepted ones waited for the registry, the rest did not queue behind it');
+    for (const c of opened) t.equal((await c.call('Heartbeat', {}))[0], 3);
+    t.equal(
+      (await (await TestCharger.connect(r.url('STORM-late'))).call('Heartbeat', {}))[0],
+      3,
+      'accepted again once the storm passed',
+    );
+  },
+);
