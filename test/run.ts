@@ -25,6 +25,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
+import { coverageDir, removeCoverageDir, reportCoverage } from './coverage.js';
 import { startClickHouse, startRedis, type ClickHouseService, type RedisService } from './services/index.js';
 
 const root = join(import.meta.dirname, '..');
@@ -182,7 +183,10 @@ async function main(): Promise<number> {
     }
     if (interrupted) return 130;
 
-    const result = await runTap(tapArgs(process.argv.slice(2)), env);
+    const args = process.argv.slice(2);
+    const covDir = coverageDir();
+    env.NODE_V8_COVERAGE = covDir;
+    const result = await runTap(tapArgs(args), env);
     if (result.counts === undefined) {
       failures.push(`tap printed no summary (exit code ${result.code}, signal ${result.signal})`);
     } else {
@@ -191,6 +195,14 @@ async function main(): Promise<number> {
       if (result.code !== 0 && !(result.counts.fail > 0))
         failures.push(`tap exited with code ${result.code} without a failed assertion`);
     }
+    if (!interrupted) {
+      // Thresholds hold for the whole suite only: a run of some files covers less.
+      const coverage = await reportCoverage(root, covDir, args.length === 0);
+      console.log(coverage.text);
+      if (coverage.failures.length > 0) failures.push(...coverage.failures);
+      else if (args.length === 0) passed++;
+    }
+    removeCoverageDir(covDir);
     return interrupted ? 130 : 0;
   } finally {
     // Their data is thrown away, so ClickHouse gets SIGKILL: its graceful shutdown takes
