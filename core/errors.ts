@@ -122,14 +122,27 @@ export const errors = {
   OCR_ERR_PLUGIN_UNKNOWN_HOOK: createError('OCR_ERR_PLUGIN_UNKNOWN_HOOK', 'Plugin "%s" registers unknown hook "%s"'),
   OCR_ERR_PLUGIN_SETUP: createError('OCR_ERR_PLUGIN_SETUP', 'Plugin "%s" failed in setup: %s'),
   OCR_ERR_PLUGIN_TIMEOUT: createError('OCR_ERR_PLUGIN_TIMEOUT', 'Plugin "%s" hook %s exceeded %sms'),
+  /** details: the schema error (path, keyword, …). */
+  OCR_ERR_PLUGIN_INVALID_RESPONSE: createError(
+    'OCR_ERR_PLUGIN_INVALID_RESPONSE',
+    'Invalid %s response from plugin: %s',
+  ),
   OCR_ERR_UNDEFINED_REJECTION: createError(
     'OCR_ERR_UNDEFINED_REJECTION',
     'Plugin "%s" rejected with a falsy value in %s',
   ),
   OCR_ERR_POOL_SATURATED: createError('OCR_ERR_POOL_SATURATED', 'Worker pool is saturated'),
+  OCR_ERR_LANE_BACKLOG_FULL: createError(
+    'OCR_ERR_LANE_BACKLOG_FULL',
+    'Charge point "%s" has %s messages waiting, as many as server.backlogPerCharger allows',
+  ),
   OCR_ERR_WORKER_CRASHED: createError('OCR_ERR_WORKER_CRASHED', 'Worker crashed while processing a batch: %s'),
+  OCR_ERR_WORKER_ITEM: createError('OCR_ERR_WORKER_ITEM', 'A batch item failed in the worker outside any plugin: %s'),
+  OCR_ERR_INLINE_BATCH: createError('OCR_ERR_INLINE_BATCH', 'A batch failed on the socket thread: %s'),
   OCR_ERR_STATE_UNAVAILABLE: createError('OCR_ERR_STATE_UNAVAILABLE', 'State store unavailable: %s'),
   OCR_ERR_STATE_RPC_TIMEOUT: createError('OCR_ERR_STATE_RPC_TIMEOUT', 'State RPC %s timed out after %sms'),
+  OCR_ERR_STATE_RPC_UNKNOWN: createError('OCR_ERR_STATE_RPC_UNKNOWN', 'No RPC handler for %s'),
+  OCR_ERR_STATE_KEY_INVALID: createError('OCR_ERR_STATE_KEY_INVALID', 'Invalid state key part %s: %s'),
   OCR_ERR_CMD_NOT_CONNECTED: createError('OCR_ERR_CMD_NOT_CONNECTED', 'Charge point "%s" is not connected', 404),
   OCR_ERR_CMD_BUSY: createError(
     'OCR_ERR_CMD_BUSY',
@@ -147,7 +160,22 @@ export const errors = {
     'Action "%s" is not a CSMS-initiated action of %s',
     400,
   ),
+  /** details: `path` and `keyword` of the first schema error. */
   OCR_ERR_CMD_INVALID_PAYLOAD: createError('OCR_ERR_CMD_INVALID_PAYLOAD', 'Payload for %s is invalid: %s', 400),
+  /** Carries the charger's CALLERROR as `callError` (see CommandError). */
+  OCR_ERR_CMD_CALL_ERROR: createError(
+    'OCR_ERR_CMD_CALL_ERROR',
+    'Charge point "%s" answered %s with CALLERROR %s: %s',
+    502,
+  ),
+  /** Carries the answer, described as a CALLERROR `InvalidResponse`, as `callError`. */
+  OCR_ERR_CMD_INVALID_RESPONSE: createError(
+    'OCR_ERR_CMD_INVALID_RESPONSE',
+    'Charge point "%s" answered %s with an invalid response: %s',
+    502,
+  ),
+  /** A command routed to another node failed there with an error that has no code. */
+  OCR_ERR_CMD_REMOTE: createError('OCR_ERR_CMD_REMOTE', 'Node "%s" failed to run the command: %s'),
   OCR_ERR_ANALYTICS_SPOOL: createError('OCR_ERR_ANALYTICS_SPOOL', 'Analytics spool error: %s'),
 } as const;
 

@@ -47,13 +47,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { BroadcastChannel, threadId as currentThreadId } from 'node:worker_threads';
-import { createError, errors } from '../errors.js';
-
-/**
- * Raised by the server for a namespace (or, in RemoteStateStore, a method) nobody serves.
- * @internal TODO(integrator): move into the catalog in core/errors.ts and docs/errors.md.
- */
-export const OCR_ERR_STATE_RPC_UNKNOWN = createError('OCR_ERR_STATE_RPC_UNKNOWN', 'No RPC handler for %s');
+import { errors } from '../errors.js';
 
 /** Base of every channel name, overridable to run isolated servers in one process. */
 const DEFAULT_NAME = 'ocr:rpc';
@@ -191,7 +185,7 @@ export class ThreadRpcServer {
         cid: req.cid,
         id: req.id,
         ok: false,
-        e: toWire(new OCR_ERR_STATE_RPC_UNKNOWN(`namespace "${req.ns}"`)),
+        e: toWire(new errors.OCR_ERR_STATE_RPC_UNKNOWN(`namespace "${req.ns}"`)),
       };
     } else {
       try {
