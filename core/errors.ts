@@ -150,11 +150,8 @@ export const errors = {
     409,
   ),
   OCR_ERR_CMD_TIMEOUT: createError('OCR_ERR_CMD_TIMEOUT', 'Charge point "%s" did not answer %s within %sms', 504),
-  OCR_ERR_CMD_DISCONNECTED: createError(
-    'OCR_ERR_CMD_DISCONNECTED',
-    'Charge point "%s" disconnected before answering %s',
-    502,
-  ),
+  /** The last argument says why: the charger disconnected, or this router is shutting down. */
+  OCR_ERR_CMD_DISCONNECTED: createError('OCR_ERR_CMD_DISCONNECTED', 'Charge point "%s" did not answer %s: %s', 502),
   OCR_ERR_CMD_UNKNOWN_ACTION: createError(
     'OCR_ERR_CMD_UNKNOWN_ACTION',
     'Action "%s" is not a CSMS-initiated action of %s',

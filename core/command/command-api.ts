@@ -162,7 +162,7 @@ export class CommandApi {
     for (const p of all) {
       if (p.timer) clearTimeout(p.timer);
       this.metrics.commands.inc({ action: p.action, outcome: 'disconnected' });
-      p.reject(new errors.OCR_ERR_CMD_DISCONNECTED(conn.cpId, p.action));
+      p.reject(new errors.OCR_ERR_CMD_DISCONNECTED(conn.cpId, p.action, 'it disconnected'));
     }
   }
 }

@@ -47,7 +47,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { BroadcastChannel, threadId as currentThreadId } from 'node:worker_threads';
-import { errors } from '../errors.js';
+import { errors, fromSerialized } from '../errors.js';
 
 /** Base of every channel name, overridable to run isolated servers in one process. */
 const DEFAULT_NAME = 'ocr:rpc';
@@ -87,13 +87,6 @@ function toWire(err: unknown): WireError {
       : { name: err.name, message: err.message };
   }
   return { name: 'Error', message: String(err) };
-}
-
-function fromWire(w: WireError): Error & { code?: string } {
-  const err = new Error(w.message) as Error & { code?: string };
-  err.name = w.name;
-  if (w.code !== undefined) err.code = w.code;
-  return err;
 }
 
 export interface ThreadRpcServerOptions {
@@ -335,7 +328,7 @@ export class ThreadRpcClient {
       clearTimeout(p.timer);
       this.#release();
       if (msg.ok) p.resolve(msg.v);
-      else p.reject(fromWire(msg.e));
+      else p.reject(fromSerialized(msg.e));
     }
   }
 
