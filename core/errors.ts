@@ -3,10 +3,11 @@
  *
  * Owns: the codes, message templates and HTTP status codes of errors raised *inside* the
  * router (boot-time contract violations, configuration errors, runtime faults), and the one
- * way to rebuild such an error received from another thread or node. Each code is
- * documented in docs/errors.md. Must not: produce anything that goes on the OCPP wire. The
- * single bridge to the wire is core/worker/pipeline.ts, which maps anything that is not a
- * CallError to an OCPP `InternalError` with an opaque reference.
+ * way to rebuild such an error received from another thread or node. Every code raised in
+ * core/, plugins/ and bin/ is a key of `errors`, made here and nowhere else, and is documented
+ * in docs/errors.md (core/errors.test.ts checks all three). Must not: produce anything that
+ * goes on the OCPP wire. The single bridge to the wire is core/worker/pipeline.ts, which maps
+ * anything that is not a CallError to an OCPP `InternalError` with an opaque reference.
  */
 
 export interface RouterError extends Error {
@@ -31,6 +32,8 @@ export interface RouterErrorCtor {
   (...args: RouterErrorArg[]): RouterError;
   readonly code: string;
   readonly statusCode?: number;
+  /** The message template, `%s` placeholders filled in order. */
+  readonly template: string;
 }
 
 function format(template: string, args: unknown[]): string {
@@ -62,6 +65,7 @@ export function createError(code: string, template: string, statusCode?: number)
     return err;
   }
   Object.defineProperty(RouterErrorImpl, 'code', { value: code });
+  Object.defineProperty(RouterErrorImpl, 'template', { value: template });
   if (statusCode !== undefined) Object.defineProperty(RouterErrorImpl, 'statusCode', { value: statusCode });
   return RouterErrorImpl as unknown as RouterErrorCtor;
 }
