@@ -11,6 +11,7 @@ import { availableParallelism } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { buildConfig, type RouterConfig } from './options.js';
 import { createLogger, type PinoLogger } from './log.js';
+import { errors } from './errors.js';
 import type { OcppVersion } from './protocol/dialect.js';
 import { createMetrics, registerAnalyticsMetrics, type Metrics } from './metrics.js';
 import { AnalyticsTotals, isSinkStats } from './analytics/thread-totals.js';
@@ -178,8 +179,7 @@ export async function createRouter(
     // From an `after` hook: not before the reply to the message that caused it.
     if (afterReply) await dispatcher.afterLane(cpId);
     const conn = connections.get(cpId);
-    if (!conn || conn.id !== connectionId)
-      throw Object.assign(new Error(`Charge point "${cpId}" is not connected`), { code: 'OCR_ERR_CMD_NOT_CONNECTED' });
+    if (!conn || conn.id !== connectionId) throw new errors.OCR_ERR_CMD_NOT_CONNECTED(cpId);
     return commands.call(cpId, action, payload, { timeoutMs, prevalidated: true });
   };
   // From workers: [cpId, connectionId, action, payload, timeoutMs, afterReply]

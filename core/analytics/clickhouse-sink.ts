@@ -506,9 +506,11 @@ export class ClickHouseSink implements AnalyticsSink {
   #replayChunk(table: string, rows: SpoolRow[]): Promise<void> {
     if (!isAnalyticsTable(table)) {
       // A stray directory in the spool: quarantine it rather than retry it forever.
-      const err = new errors.OCR_ERR_ANALYTICS_SPOOL(`unknown analytics table ${JSON.stringify(table)}`);
-      err.details = { permanent: true };
-      return Promise.reject(err);
+      return Promise.reject(
+        new errors.OCR_ERR_ANALYTICS_SPOOL(`unknown analytics table ${JSON.stringify(table)}`, {
+          details: { permanent: true },
+        }),
+      );
     }
     return this.#insert(table, rows);
   }

@@ -427,9 +427,7 @@ export class Spool {
       const ok = countLines(data.subarray(0, written));
       this.#stats.appended += ok;
       this.#stats.dropped += rows - ok;
-      const failed = new errors.OCR_ERR_ANALYTICS_SPOOL((err as Error).message, { cause: err });
-      failed.details = { appended: ok };
-      throw failed;
+      throw new errors.OCR_ERR_ANALYTICS_SPOOL((err as Error).message, { cause: err, details: { appended: ok } });
     }
     this.#stats.appended += accepted;
     this.#stats.dropped += rows - accepted;

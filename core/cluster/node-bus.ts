@@ -14,6 +14,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
+import { errors, fromSerialized, type SerializedError } from '../errors.js';
 import type { PinoLogger } from '../log.js';
 
 export interface BusRequest {
@@ -23,25 +24,17 @@ export interface BusRequest {
   timeoutMs: number;
 }
 
-export interface BusError {
-  code: string;
-  message: string;
-  statusCode?: number;
-  callError?: unknown;
-  details?: unknown;
-}
-
 type Wire =
   | { t: 'req'; id: string; from: string; req: BusRequest }
   | { t: 'res'; id: string; ok: true; result: Record<string, unknown> }
-  | { t: 'res'; id: string; ok: false; error: BusError };
+  | { t: 'res'; id: string; ok: false; error: SerializedError };
 
 export class NodeBus {
   private readonly pub: Redis;
   private readonly sub: Redis;
   private readonly pending = new Map<
     string,
-    { resolve(v: Record<string, unknown>): void; reject(e: Error): void; timer: NodeJS.Timeout }
+    { req: BusRequest; resolve(v: Record<string, unknown>): void; reject(e: Error): void; timer: NodeJS.Timeout }
   >();
   private handler: ((req: BusRequest) => Promise<Record<string, unknown>>) | null = null;
 
@@ -91,7 +84,7 @@ export class NodeBus {
       this.pending.delete(msg.id);
       clearTimeout(p.timer);
       if (msg.ok) p.resolve(msg.result);
-      else p.reject(Object.assign(new Error(msg.error.message), msg.error));
+      else p.reject(fromSerialized(msg.error));
       return;
     }
     const { id, from, req } = msg;
@@ -101,19 +94,23 @@ export class NodeBus {
         .catch((err: Error) => this.log.warn({ err, to: from }, 'node bus: could not answer'));
     this.handler!(req).then(
       (result) => answer({ t: 'res', id, ok: true, result }),
-      (e: Error & BusError) =>
-        answer({
+      (e: unknown) => {
+        let err = e as (Error & Omit<SerializedError, 'message' | 'name'>) | null | undefined;
+        // An error without a code (a bug on this node) still reaches the caller with one.
+        if (err?.code === undefined) err = new errors.OCR_ERR_CMD_REMOTE(this.nodeId, err?.message ?? String(e));
+        return answer({
           t: 'res',
           id,
           ok: false,
           error: {
-            code: e.code ?? 'OCR_ERR_CMD_REMOTE',
-            message: e.message,
-            statusCode: e.statusCode,
-            callError: e.callError,
-            details: e.details,
+            code: err.code,
+            message: err.message,
+            statusCode: err.statusCode,
+            callError: err.callError,
+            details: err.details,
           },
-        }),
+        });
+      },
     );
   }
 
@@ -124,16 +121,9 @@ export class NodeBus {
       // The remote node times the CALL out itself; this margin only covers a lost answer.
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(
-          Object.assign(
-            new Error(
-              `Charge point "${req.cpId}" did not answer ${req.action} within ${req.timeoutMs}ms (via node ${nodeId})`,
-            ),
-            { code: 'OCR_ERR_CMD_TIMEOUT', statusCode: 504 },
-          ),
-        );
+        reject(new errors.OCR_ERR_CMD_TIMEOUT(req.cpId, req.action, req.timeoutMs, { details: { nodeId } }));
       }, req.timeoutMs + 2000);
-      this.pending.set(id, { resolve, reject, timer });
+      this.pending.set(id, { req, resolve, reject, timer });
     });
     let receivers: number;
     try {
@@ -143,17 +133,12 @@ export class NodeBus {
       );
     } catch (err) {
       this.settleLocally(id);
-      throw Object.assign(new Error(`Node bus unavailable: ${(err as Error).message}`), {
-        code: 'OCR_ERR_STATE_UNAVAILABLE',
-        statusCode: 503,
-      });
+      throw new errors.OCR_ERR_STATE_UNAVAILABLE(`node bus: ${(err as Error).message}`, { cause: err });
     }
     if (receivers === 0) {
       this.settleLocally(id);
-      throw Object.assign(new Error(`Charge point "${req.cpId}" is not connected (node ${nodeId} is gone)`), {
-        code: 'OCR_ERR_CMD_NOT_CONNECTED',
-        statusCode: 404,
-      });
+      // The node that holds it by the registry is gone (crashed, or the registry is stale).
+      throw new errors.OCR_ERR_CMD_NOT_CONNECTED(req.cpId, { details: { nodeId } });
     }
     return result;
   }
@@ -169,7 +154,7 @@ export class NodeBus {
   async close(): Promise<void> {
     for (const [id, p] of this.pending) {
       clearTimeout(p.timer);
-      p.reject(Object.assign(new Error('Router shutting down'), { code: 'OCR_ERR_CMD_DISCONNECTED', statusCode: 502 }));
+      p.reject(new errors.OCR_ERR_CMD_DISCONNECTED(p.req.cpId, p.req.action, 'this router is shutting down'));
       this.pending.delete(id);
     }
     await Promise.all([

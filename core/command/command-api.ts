@@ -59,9 +59,8 @@ export class CommandApi {
     if (!opts.prevalidated) {
       const check = v.validate(action, 'request', payload);
       if (!check.ok) {
-        const err = new errors.OCR_ERR_CMD_INVALID_PAYLOAD(action, check.error.description);
-        err.details = { path: check.error.details.path, keyword: check.error.details.keyword };
-        return Promise.reject(err);
+        const details = { path: check.error.details.path, keyword: check.error.details.keyword };
+        return Promise.reject(new errors.OCR_ERR_CMD_INVALID_PAYLOAD(action, check.error.description, { details }));
       }
     }
     if (conn.outInFlight && (conn.outQueue?.length ?? 0) >= this.maxQueued)
@@ -126,6 +125,7 @@ export class CommandApi {
   settleFrame(conn: Connection, p: PendingCall, bytes: Uint8Array): boolean {
     const f = parseFrame(decoder.decode(bytes), conn.version);
     let error: { code: string; description: string; details: Record<string, unknown> } | undefined;
+    let invalidWhy = 'not a CALLRESULT or CALLERROR frame';
     if (f.type === CALLRESULT) {
       const check = validatorFor(conn.version).validate(p.action, 'response', f.payload, conn.lenient);
       if (check.ok) {
@@ -133,6 +133,7 @@ export class CommandApi {
         p.resolve(f.payload);
         return true;
       }
+      invalidWhy = check.error.description;
       error = {
         code: 'InvalidResponse',
         description: `Charger answered ${p.action} with an invalid payload: ${check.error.description}`,
@@ -145,9 +146,9 @@ export class CommandApi {
     }
     const invalid = error.code === 'InvalidResponse';
     this.metrics.commands.inc({ action: p.action, outcome: invalid ? 'invalid_response' : 'call_error' });
-    const err = new Error(error.description || error.code) as CommandError;
-    err.code = invalid ? 'OCR_ERR_CMD_INVALID_RESPONSE' : 'OCR_ERR_CMD_CALL_ERROR';
-    err.statusCode = 502;
+    const err: CommandError = invalid
+      ? new errors.OCR_ERR_CMD_INVALID_RESPONSE(conn.cpId, p.action, invalidWhy)
+      : new errors.OCR_ERR_CMD_CALL_ERROR(conn.cpId, p.action, error.code, error.description);
     err.callError = error;
     p.reject(err);
     return false;
@@ -161,7 +162,7 @@ export class CommandApi {
     for (const p of all) {
       if (p.timer) clearTimeout(p.timer);
       this.metrics.commands.inc({ action: p.action, outcome: 'disconnected' });
-      p.reject(new errors.OCR_ERR_CMD_DISCONNECTED(conn.cpId, p.action));
+      p.reject(new errors.OCR_ERR_CMD_DISCONNECTED(conn.cpId, p.action, 'it disconnected'));
     }
   }
 }

@@ -14,7 +14,7 @@ import t, { type Test } from 'tap';
 import { errors } from '../errors.js';
 import { MemoryStateStore } from '../state/memory-store.js';
 import { serveStateStore } from '../state/remote-store.js';
-import { OCR_ERR_STATE_RPC_UNKNOWN, ThreadRpcClient, ThreadRpcServer } from './thread-rpc.js';
+import { ThreadRpcClient, ThreadRpcServer } from './thread-rpc.js';
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const uniqueName = () => `ocr:rpc:test:${randomUUID()}`;
@@ -120,7 +120,7 @@ t.test('errors travel as { name, message, code }, never a stack', async (t) => {
   t.equal(err.name, 'Error');
   t.notMatch(err.stack ?? '', /SERVER-SIDE-STACK/, 'the server’s stack does not travel');
   await t.rejects(client.call('test', 'throwString', []), { message: 'just a string' }, 'non-Error throws');
-  await t.rejects(client.call('nope', 'x', []), { code: OCR_ERR_STATE_RPC_UNKNOWN.code }, 'unknown namespace');
+  await t.rejects(client.call('nope', 'x', []), { code: errors.OCR_ERR_STATE_RPC_UNKNOWN.code }, 'unknown namespace');
   await t.rejects(
     client.call('test', 'uncloneable', []),
     { name: 'DataCloneError' },

@@ -47,13 +47,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { BroadcastChannel, threadId as currentThreadId } from 'node:worker_threads';
-import { createError, errors } from '../errors.js';
-
-/**
- * Raised by the server for a namespace (or, in RemoteStateStore, a method) nobody serves.
- * @internal TODO(integrator): move into the catalog in core/errors.ts and docs/errors.md.
- */
-export const OCR_ERR_STATE_RPC_UNKNOWN = createError('OCR_ERR_STATE_RPC_UNKNOWN', 'No RPC handler for %s');
+import { errors, fromSerialized } from '../errors.js';
 
 /** Base of every channel name, overridable to run isolated servers in one process. */
 const DEFAULT_NAME = 'ocr:rpc';
@@ -93,13 +87,6 @@ function toWire(err: unknown): WireError {
       : { name: err.name, message: err.message };
   }
   return { name: 'Error', message: String(err) };
-}
-
-function fromWire(w: WireError): Error & { code?: string } {
-  const err = new Error(w.message) as Error & { code?: string };
-  err.name = w.name;
-  if (w.code !== undefined) err.code = w.code;
-  return err;
 }
 
 export interface ThreadRpcServerOptions {
@@ -191,7 +178,7 @@ export class ThreadRpcServer {
         cid: req.cid,
         id: req.id,
         ok: false,
-        e: toWire(new OCR_ERR_STATE_RPC_UNKNOWN(`namespace "${req.ns}"`)),
+        e: toWire(new errors.OCR_ERR_STATE_RPC_UNKNOWN(`namespace "${req.ns}"`)),
       };
     } else {
       try {
@@ -341,7 +328,7 @@ export class ThreadRpcClient {
       clearTimeout(p.timer);
       this.#release();
       if (msg.ok) p.resolve(msg.v);
-      else p.reject(fromWire(msg.e));
+      else p.reject(fromSerialized(msg.e));
     }
   }
 

@@ -14,6 +14,7 @@
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import { isDateTime } from './date-time.js';
+import { errors } from '../errors.js';
 import { CallError, type CallErrorCode } from './call-error.js';
 import type { OcppVersion } from './dialect.js';
 import { actionCatalog, loadSchemas } from './schemas.js';
@@ -207,7 +208,7 @@ export function validateOutgoing(version: OcppVersion, action: string, payload: 
   if (!v.has(action, 'request')) throw new CallError('InternalError', `Unknown action ${action}`);
   const check = v.validate(action, 'request', payload);
   if (!check.ok)
-    throw Object.assign(new Error(`Invalid ${action} request: ${check.error.description}`), {
-      code: 'OCR_ERR_CMD_INVALID_PAYLOAD',
+    throw new errors.OCR_ERR_CMD_INVALID_PAYLOAD(action, check.error.description, {
+      details: { path: check.error.details.path, keyword: check.error.details.keyword },
     });
 }

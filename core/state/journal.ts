@@ -27,6 +27,7 @@
  */
 import { appendFile, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { errors } from '../errors.js';
 import type { StateStore } from './store.js';
 
 export type JournalMethod = 'set' | 'del' | 'hset' | 'hdel' | 'indexAdd' | 'indexRemove';
@@ -148,9 +149,7 @@ export class StateJournal {
   async append(entries: JournalEntry[]): Promise<void> {
     if (this.closed) throw new Error('state journal closed');
     if (this.size + entries.length > this.maxEntries)
-      throw Object.assign(new Error(`state journal full (${this.maxEntries} entries)`), {
-        code: 'OCR_ERR_STATE_UNAVAILABLE',
-      });
+      throw new errors.OCR_ERR_STATE_UNAVAILABLE(`state journal full (${this.maxEntries} entries)`);
     for (const e of entries) if (!JOURNAL_METHODS.has(e.m)) throw new Error(`not a journaled method: ${e.m}`);
     const text = entries.map((e) => JSON.stringify(e)).join('\n') + '\n';
     await this.file_(async () => {

@@ -16,21 +16,15 @@
  * validator rejects braces before an id reaches us, and the builders throw as a second line
  * of defence rather than build a key that is subtly wrong in Cluster mode.
  */
-import { createError } from '../errors.js';
-
-/**
- * Thrown when a key part is empty or contains `{`/`}`.
- * @internal TODO(integrator): move into the catalog in core/errors.ts and docs/errors.md.
- */
-export const OCR_ERR_STATE_KEY_INVALID = createError('OCR_ERR_STATE_KEY_INVALID', 'Invalid state key part %s: %s');
+import { errors } from '../errors.js';
 
 function checkPart(what: string, part: string): string {
   if (typeof part !== 'string' || part.length === 0) {
-    throw new OCR_ERR_STATE_KEY_INVALID(what, 'must be a non-empty string');
+    throw new errors.OCR_ERR_STATE_KEY_INVALID(what, 'must be a non-empty string');
   }
   // indexOf twice is cheaper than a regex on this (hot) path and reads just as clearly.
   if (part.indexOf('{') !== -1 || part.indexOf('}') !== -1) {
-    throw new OCR_ERR_STATE_KEY_INVALID(
+    throw new errors.OCR_ERR_STATE_KEY_INVALID(
       what,
       `"${part}" contains "{" or "}", which would break the Redis Cluster hash tag`,
     );

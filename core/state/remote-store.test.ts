@@ -8,7 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import { BroadcastChannel } from 'node:worker_threads';
 import t from 'tap';
-import { OCR_ERR_STATE_RPC_UNKNOWN, ThreadRpcClient, ThreadRpcServer } from '../dispatch/thread-rpc.js';
+import { ThreadRpcClient, ThreadRpcServer } from '../dispatch/thread-rpc.js';
 import { errors } from '../errors.js';
 import { storeSuite } from '../../test/helpers/store-suite.js';
 import { MemoryStateStore } from './memory-store.js';
@@ -78,7 +78,7 @@ t.test('only StateStore methods are served; close is not', async (t) => {
   const { memory, client, cleanup } = await setup();
   t.teardown(cleanup);
   for (const m of ['close', 'constructor', '__proto__', 'toString', 'sweep', 'nope']) {
-    await t.rejects(client.call('state', m, []), { code: OCR_ERR_STATE_RPC_UNKNOWN.code }, `"${m}" refused`);
+    await t.rejects(client.call('state', m, []), { code: errors.OCR_ERR_STATE_RPC_UNKNOWN.code }, `"${m}" refused`);
   }
   await t.resolves(memory.ping(), 'the shared store is still open');
 });

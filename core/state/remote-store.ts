@@ -17,7 +17,6 @@
  * interface (the handler dispatches by name, so the name is checked against a fixed list).
  */
 import type { ThreadRpcClient, ThreadRpcServer } from '../dispatch/thread-rpc.js';
-import { OCR_ERR_STATE_RPC_UNKNOWN } from '../dispatch/thread-rpc.js';
 import { errors } from '../errors.js';
 import type { IndexRangeOptions, SetOptions, StateStore } from './store.js';
 
@@ -52,7 +51,7 @@ const SERVED = new Set<string>([
  */
 export function serveStateStore(server: ThreadRpcServer, store: StateStore): void {
   server.handle(STATE_NAMESPACE, (method, args) => {
-    if (!SERVED.has(method)) throw new OCR_ERR_STATE_RPC_UNKNOWN(`state method "${method}"`);
+    if (!SERVED.has(method)) throw new errors.OCR_ERR_STATE_RPC_UNKNOWN(`state method "${method}"`);
     const fn = (store as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[method];
     return fn.apply(store, args);
   });

@@ -273,10 +273,8 @@ export class Pipeline {
       }
       hook = 'response-validation';
       const out = validator.validate(action, 'response', result, false);
-      if (!out.ok) {
-        const bug = new Error(`Invalid ${action} response from plugin: ${out.error.description}`);
-        throw Object.assign(bug, { code: 'OCR_ERR_PLUGIN_INVALID_RESPONSE', details: out.error.details });
-      }
+      if (!out.ok)
+        throw new errors.OCR_ERR_PLUGIN_INVALID_RESPONSE(action, out.error.description, { details: out.error.details });
     } catch (err) {
       this.learnRows(entry, ctx);
       const ce = this.toCallError(err, { plugin, hook, conn, messageId: id, action });
