@@ -4,7 +4,7 @@
  * Owns: the column list of every table (`COLUMNS`, the one source of truth: DDL, defaults
  * and type coercion are all derived from it), `migrate()` (idempotent CREATE / ADD COLUMN),
  * and `rowEncoder()` (row → JSONEachRow line with every column present and typed).
- * Must not: buffer, retry or talk to the spool; that is clickhouse-sink.ts. Must not use
+ * Must not: buffer, retry or talk to the spool (row-buffer.ts, replayer.ts). Must not use
  * anything ClickHouse 18.16 lacks unless detected at runtime: no DateTime64, no TTL, no
  * `ADD COLUMN IF NOT EXISTS`, and LowCardinality only when the server supports it without
  * experimental flags.

@@ -4,7 +4,8 @@
  * Owns: NDJSON segment files under `<dir>/<table>/`, the size bound of the directory, and
  * the claim protocol that lets any number of threads and processes replay one directory
  * without delivering a segment twice. Must not: know ClickHouse, retry on a timer or log
- * per row; the sink (clickhouse-sink.ts) decides when to append and when to replay.
+ * per row; the row buffer (row-buffer.ts) decides when to append, the replayer
+ * (replayer.ts) when to replay.
  *
  * A segment's life, one file renamed through these names (rename(2) is atomic within a
  * file system, so exactly one renamer wins and the others get ENOENT):
