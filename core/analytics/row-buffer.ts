@@ -25,7 +25,7 @@
  * Rows are encoded once, in write(), into the exact JSONEachRow line ClickHouse takes (typed,
  * every column present): the same bytes go to ClickHouse or to the spool, so a replayer in
  * another thread or process only has to insert them. Why in write() and not at the flush:
- * see `rowEncoder` in schema.ts (measured on the MeterValues path of bench/).
+ * see `rowEncoder` in schema.ts.
  *
  * Back-pressure instead of loss: rows the spool cannot take stay in memory (they count
  * against maxBufferRows), and once the rows in memory reach the admission mark (nine tenths
@@ -204,11 +204,10 @@ export abstract class RowBuffer {
       }
     }
     // Take every table's rows first, then deliver each in one insert or one spool append:
-    // every step of a delivery waits for an event-loop turn, and a worker under load turns
-    // its loop every 100-300 ms (it runs the batches in hand first; core/worker/entry.ts),
-    // so a flush that went chunk by chunk fell behind the rows written meanwhile
-    // (MeterValues at eight in flight: 5,000-row chunks at ≈ 80 ms each, the buffers at
-    // their bound within a second; bench/RESULTS.md, "Why MeterValues k = 8 dropped rows").
+    // each step of a delivery waits for an event-loop turn, and a loaded worker turns its
+    // loop only every 100-300 ms (it runs the batches in hand first; core/worker/entry.ts),
+    // so a flush delivering chunk by chunk falls behind the rows written meanwhile
+    // (bench/RESULTS.md, "Why MeterValues k = 8 dropped rows").
     // Rows written during the awaits go to fresh buffers and count against maxBufferRows
     // afresh: memory is bounded by maxBufferRows plus the rows of the flush in flight.
     const taken: Array<{ table: AnalyticsTable; buf: EncodedRows; chunk: EncodedChunk; buffer: Buffer }> = [];
@@ -313,8 +312,8 @@ class EncodedRows {
   #len = 0;
   // Lines not yet in #buf. Copied PENDING_LINES at a time: one join and one UTF-8 write of
   // a flat string cost much less than a write per line, each of which flattens a
-  // concatenated string first (Buffer#write was 5-11% of worker CPU per line on the
-  // MeterValues profile). Few enough lines to die young.
+  // concatenated string first (bench/RESULTS.md, "Where the time goes"). Few enough lines
+  // to die young.
   #pending: string[] = [];
   /** See take() and recycle(). */
   #spare: Buffer | null = null;
@@ -343,9 +342,9 @@ class EncodedRows {
    * Hands out everything buffered, as one chunk (a view of `buffer`), and starts afresh with twice
    * what was used (shrinking by half at most): at a steady rate the next buffer never has to
    * grow (each growth copies it). The new buffer is the one given back by recycle() when it
-   * fits: a fresh multi-megabyte Buffer per flush and table is external memory that V8 answers
-   * with full mark-compacts (MeterValues at 10,000 msg/s: ≈ 50 MB a second per thread, a
-   * mark-compact every ≈ 0.5 s pausing the thread 2-6 ms; bench/RESULTS.md, "inline").
+   * fits: a fresh multi-megabyte Buffer per flush and table is external memory, which V8
+   * answers with full mark-compacts that pause the thread (bench/RESULTS.md, "The GC finding
+   * behind the p99 change").
    */
   take(): { chunk: EncodedChunk; buffer: Buffer } {
     this.#commit();

@@ -392,10 +392,10 @@ export class Spool {
     }
     // Synchronous writes, and rolls finished in the background (#retire): an append is one
     // step, whatever its size. Each await of an asynchronous write waits for an event-loop
-    // turn, and a loaded worker turns its loop every 100-300 ms: appends of a few MB crossing
-    // segment rolls (fsync, close, rename, open) then took 0.5-1 s each, and the sink's
-    // buffers filled meanwhile (bench/RESULTS.md, "Why MeterValues k = 8 dropped rows"). A
-    // write to the page cache costs the thread about what copying the bytes costs.
+    // turn, and a loaded worker turns its loop only every 100-300 ms, so an append of a few
+    // MB crossing segment rolls (fsync, close, rename, open) would span many turns while the
+    // sink's buffers fill (bench/RESULTS.md, "Why MeterValues k = 8 dropped rows"). A write
+    // to the page cache costs the thread about what copying the bytes costs.
     let written = 0;
     try {
       while (rest.length > 0) {
