@@ -7,19 +7,32 @@
  * shedding at upgrade, and routing each frame by its peek: CALL/SEND into the charger's
  * ordered lane, CALLRESULT/CALLERROR to the pending CSMS CALL. Must not: parse payloads or
  * run plugins (workers do).
+ *
+ *   transport/ (uWS or Bun adapter) ── upgrade, open, message, drain, close ──► Gateway
+ *     Gateway ─┬─► security/  Basic auth at upgrade
+ *              ├─► state/     the charger's record; lastSeenAt, flushed periodically
+ *              ├─► registry/  this node's live connections
+ *              ├─► command/   CALLRESULT / CALLERROR of a pending CSMS CALL
+ *              └─► dispatch/  CALL into the charger's lane, connect and disconnect events
+ *
+ * A folder of its own because it is the socket thread's connection layer and fits none of
+ * its neighbours: transport/ only adapts a server library and must not know the router,
+ * registry/ holds in-memory data without I/O, dispatch/ moves frames to and from workers.
+ * The gateway does I/O (the charger registry in the state store) and decides policy (who
+ * may connect, which frames need a worker).
  */
-import { isEmptyPayload, peekFrame } from './protocol/peek.js';
-import { versionOfSubprotocol, type OcppVersion } from './protocol/dialect.js';
-import { ItemKind } from './dispatch/envelope.js';
-import { Connection, type ConnectionRegistry } from './registry/connection-registry.js';
-import { basicAuthPassword, verifyPassword, VerifiedCache } from './security/credentials.js';
-import type { Dispatcher } from './dispatch/pool.js';
-import type { CommandApi } from './command/command-api.js';
-import type { StoreChargerRegistry } from './state/registry.js';
-import type { Metrics } from './metrics.js';
-import type { PinoLogger } from './log.js';
-import type { RouterConfig } from './options.js';
-import type { Socket, UpgradeDecision, UpgradeRequest } from './transport/transport.js';
+import { isEmptyPayload, peekFrame } from '../protocol/peek.js';
+import { versionOfSubprotocol, type OcppVersion } from '../protocol/dialect.js';
+import { ItemKind } from '../dispatch/envelope.js';
+import { Connection, type ConnectionRegistry } from '../registry/connection-registry.js';
+import { basicAuthPassword, verifyPassword, VerifiedCache } from '../security/credentials.js';
+import type { Dispatcher } from '../dispatch/pool.js';
+import type { CommandApi } from '../command/command-api.js';
+import type { StoreChargerRegistry } from '../state/registry.js';
+import type { Metrics } from '../metrics.js';
+import type { PinoLogger } from '../log.js';
+import type { RouterConfig } from '../options.js';
+import type { Socket, UpgradeDecision, UpgradeRequest } from '../transport/transport.js';
 
 /**
  * Charge point identity: OCPP 2.0.1 Part 2 A00 limits it to 48 characters from the
