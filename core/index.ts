@@ -18,7 +18,7 @@ import { AnalyticsTotals, isSinkStats } from './analytics/thread-totals.js';
 import { ConnectionRegistry } from './registry/connection-registry.js';
 import { Dispatcher } from './dispatch/pool.js';
 import { CommandApi } from './command/command-api.js';
-import { Gateway } from './gateway.js';
+import { Gateway } from './gateway/gateway.js';
 import { HttpApi, type Readiness } from './api/http-api.js';
 import { ApiKeyStore } from './api/api-keys.js';
 import { createTransport } from './transport/create.js';

@@ -3,7 +3,7 @@
  * rows a 10-value MeterValues makes (core plugin's meterRow shape, 100 chargers taking turns),
  * encoded into the table buffer, flushed to a local spool every `--flush` rows like the timer
  * would. What the encoder (core/analytics/schema.ts rowEncoder) and the buffer
- * (clickhouse-sink.ts EncodedRows) cost per row, without the pipeline around them.
+ * (core/analytics/row-buffer.ts EncodedRows) cost per row, without the pipeline around them.
  *
  *   node --import tsx bench/micro/analytics-write.ts [--rows=500000] [--rounds=5] [--flush=5000] [--table=meter_values|status_events]
  *   node --cpu-prof --cpu-prof-dir=/tmp/prof --import tsx bench/micro/analytics-write.ts

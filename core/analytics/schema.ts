@@ -4,7 +4,7 @@
  * Owns: the column list of every table (`COLUMNS`, the one source of truth: DDL, defaults
  * and type coercion are all derived from it), `migrate()` (idempotent CREATE / ADD COLUMN),
  * and `rowEncoder()` (row → JSONEachRow line with every column present and typed).
- * Must not: buffer, retry or talk to the spool; that is clickhouse-sink.ts. Must not use
+ * Must not: buffer, retry or talk to the spool (row-buffer.ts, replayer.ts). Must not use
  * anything ClickHouse 18.16 lacks unless detected at runtime: no DateTime64, no TTL, no
  * `ADD COLUMN IF NOT EXISTS`, and LowCardinality only when the server supports it without
  * experimental flags.
@@ -301,24 +301,21 @@ function dateTimeCol(v: unknown): number {
  * batch of 5000 good ones.
  *
  * Why text straight from the row, rather than a typed row object that JSON.stringify
- * serialised later: the MeterValues profile of bench/ (10 rows per message) had the
- * analytics path at a third of worker CPU, split between building the typed object,
- * stringifying it generically and the old-generation GC of row objects buffered for up to
- * a flush interval. Encoded once, a row is garbage at once and its bytes wait in a buffer.
+ * serialises at the flush: building the typed object, stringifying it generically and the
+ * old-generation GC of row objects kept for up to a flush interval are what made the
+ * analytics path expensive. Encoded once, a row is garbage at once and its bytes wait in a
+ * buffer (bench/RESULTS.md, "Where the time goes").
  *
  * Why generated code (`new Function`, from COLUMNS only, every name checked against
  * IDENT): a loop over the columns reads `row[name]` with a different key each time, a
- * megamorphic keyed load; that loop measured 24% of worker CPU on the same profile. The
- * generated function reads `row.cp_id`, `row.value`… at sites of their own, which stay
- * monomorphic for a plugin's row shape.
+ * megamorphic keyed load. The generated function reads `row.cp_id`, `row.value`… at sites
+ * of their own, which stay monomorphic for a plugin's row shape.
  *
  * Why the last row's text is reused: the rows of one message repeat their leading columns
  * (time, charger, EVSE, transaction: 9 of 15 for a MeterValues row), so a row starts from
- * the text of the longest run of leading columns equal to the last row's and encodes the
- * rest. bench/micro/analytics-write.ts, 10-value MeterValues rows: ≈ 25 % less CPU per row
- * than encoding every column (RESULTS.md, "Analytics rows"). Writing bytes straight into
- * the buffer from JS instead (keys and cached values copied, numbers digit by digit) was
- * tried and measured ≈ 50 % slower than these ropes, which V8 flattens and copies natively.
+ * the text of the longest run of leading columns equal to the last row's and encodes only
+ * the rest. The text is built as ropes, which V8 flattens and copies natively: cheaper than
+ * writing the bytes into the buffer from JS (bench/RESULTS.md, "Analytics rows").
  */
 export function rowEncoder(table: AnalyticsTable): RowEncoder {
   const cols = Object.entries(COLUMNS[table]);
@@ -374,8 +371,8 @@ export function rowEncoder(table: AnalyticsTable): RowEncoder {
     if (j === ${cols.length}) return P[${cols.length - 1}] + '}\\n';
     let t = '';
     // Reading a character flattens a rope in place (V8): the reused text is then copied as one
-    // piece by every later join, not walked node by node for each row (≈ 10 % of the row's
-    // cost, bench/micro/analytics-write.ts). Its first character is always '{'.
+    // piece by every later join, not walked node by node for each row (bench/RESULTS.md,
+    // "Analytics rows"). Its first character is always '{'.
     if (j > 0 && (t = P[j - 1]).charCodeAt(0) !== 0x7b) j = 0;
     // Until the line is whole, nothing matches: a value whose String() throws leaves P and L
     // half updated, and the next row must not reuse them.

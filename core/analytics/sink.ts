@@ -6,7 +6,8 @@
  * to ClickHouse, or to the local spool when ClickHouse is not configured or not reachable.
  * Must not: block a reply on ClickHouse (STYLE.md §9), or lose a row it accepted while
  * its process runs: when neither ClickHouse nor the spool takes rows, they stay in memory
- * and `admit()` turns new messages away instead.
+ * and `admit()` turns new messages away instead. Also the types the parts of a sink share
+ * (SinkStats, SinkLogger).
  */
 
 /** Tables that analytics rows go to. Columns are described in core/analytics/schema.ts. */
@@ -25,6 +26,14 @@ export interface SinkStats {
   failures: number;
   /** Messages refused (CALLERROR, the charger retries) because the sink was full: see admit(). */
   refused: number;
+}
+
+/** The subset of a pino logger the analytics sink and its parts use. */
+export interface SinkLogger {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
 }
 
 export interface AnalyticsSink {

@@ -4,7 +4,8 @@
  * Owns: NDJSON segment files under `<dir>/<table>/`, the size bound of the directory, and
  * the claim protocol that lets any number of threads and processes replay one directory
  * without delivering a segment twice. Must not: know ClickHouse, retry on a timer or log
- * per row; the sink (clickhouse-sink.ts) decides when to append and when to replay.
+ * per row; the row buffer (row-buffer.ts) decides when to append, the replayer
+ * (replayer.ts) when to replay.
  *
  * A segment's life, one file renamed through these names (rename(2) is atomic within a
  * file system, so exactly one renamer wins and the others get ENOENT):
@@ -391,10 +392,10 @@ export class Spool {
     }
     // Synchronous writes, and rolls finished in the background (#retire): an append is one
     // step, whatever its size. Each await of an asynchronous write waits for an event-loop
-    // turn, and a loaded worker turns its loop every 100-300 ms: appends of a few MB crossing
-    // segment rolls (fsync, close, rename, open) then took 0.5-1 s each, and the sink's
-    // buffers filled meanwhile (bench/RESULTS.md, "Why MeterValues k = 8 dropped rows"). A
-    // write to the page cache costs the thread about what copying the bytes costs.
+    // turn, and a loaded worker turns its loop only every 100-300 ms, so an append of a few
+    // MB crossing segment rolls (fsync, close, rename, open) would span many turns while the
+    // sink's buffers fill (bench/RESULTS.md, "Why MeterValues k = 8 dropped rows"). A write
+    // to the page cache costs the thread about what copying the bytes costs.
     let written = 0;
     try {
       while (rest.length > 0) {

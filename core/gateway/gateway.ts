@@ -4,22 +4,36 @@
  *
  * Owns: URL and identity validation, subprotocol negotiation, Basic auth at upgrade (async,
  * never blocking other upgrades), unknown-charger policy, duplicate-connection policy, load
- * shedding at upgrade, and routing each frame by its peek: CALL/SEND into the charger's
- * ordered lane, CALLRESULT/CALLERROR to the pending CSMS CALL. Must not: parse payloads or
- * run plugins (workers do).
+ * shedding at upgrade, routing each frame by its peek (CALL/SEND into the charger's ordered
+ * lane, CALLRESULT/CALLERROR to the pending CSMS CALL, Heartbeat answered here when nothing
+ * else takes part in it), the bad-frame limit, lenient mode per charger and model, and the
+ * periodic lastSeenAt flush. Must not: parse payloads or run plugins (workers do).
+ *
+ *   transport/ (uWS or Bun adapter) ── upgrade, open, message, drain, close ──► Gateway
+ *     Gateway ─┬─► security/  Basic auth at upgrade
+ *              ├─► state/     the charger's record; lastSeenAt, flushed periodically
+ *              ├─► registry/  this node's live connections
+ *              ├─► command/   CALLRESULT / CALLERROR of a pending CSMS CALL
+ *              └─► dispatch/  CALL into the charger's lane, connect and disconnect events
+ *
+ * A folder of its own because it is the socket thread's connection layer and fits none of
+ * its neighbours: transport/ only adapts a server library and must not know the router,
+ * registry/ holds in-memory data without I/O, dispatch/ moves frames to and from workers.
+ * The gateway does I/O (the charger registry in the state store) and decides policy (who
+ * may connect, which frames need a worker).
  */
-import { isEmptyPayload, peekFrame } from './protocol/peek.js';
-import { versionOfSubprotocol, type OcppVersion } from './protocol/dialect.js';
-import { ItemKind } from './dispatch/envelope.js';
-import { Connection, type ConnectionRegistry } from './registry/connection-registry.js';
-import { basicAuthPassword, verifyPassword, VerifiedCache } from './security/credentials.js';
-import type { Dispatcher } from './dispatch/pool.js';
-import type { CommandApi } from './command/command-api.js';
-import type { StoreChargerRegistry } from './state/registry.js';
-import type { Metrics } from './metrics.js';
-import type { PinoLogger } from './log.js';
-import type { RouterConfig } from './options.js';
-import type { Socket, UpgradeDecision, UpgradeRequest } from './transport/transport.js';
+import { isEmptyPayload, peekFrame } from '../protocol/peek.js';
+import { versionOfSubprotocol, type OcppVersion } from '../protocol/dialect.js';
+import { ItemKind } from '../dispatch/envelope.js';
+import { Connection, type ConnectionRegistry } from '../registry/connection-registry.js';
+import { basicAuthPassword, verifyPassword, VerifiedCache } from '../security/credentials.js';
+import type { Dispatcher } from '../dispatch/pool.js';
+import type { CommandApi } from '../command/command-api.js';
+import type { StoreChargerRegistry } from '../state/registry.js';
+import type { Metrics } from '../metrics.js';
+import type { PinoLogger } from '../log.js';
+import type { RouterConfig } from '../options.js';
+import type { Socket, UpgradeDecision, UpgradeRequest } from '../transport/transport.js';
 
 /**
  * Charge point identity: OCPP 2.0.1 Part 2 A00 limits it to 48 characters from the
@@ -92,11 +106,9 @@ export class Gateway {
 
   /**
    * Writes lastSeenAt of chargers seen since the last flush: one hash write each, at most
-   * LAST_SEEN_WRITES_IN_FLIGHT at a time, and never two flushes at once. Before, a flush
-   * issued every write at once (17,000 per process at 100,000 chargers), and during a Redis
-   * outage each minute's flush queued another full set behind the last. (The RSS step seen at
-   * a flush in the storm's hold is garbage that V8 returns later; bounding writes did not
-   * change it: bench/RESULTS.md, hold.)
+   * LAST_SEEN_WRITES_IN_FLIGHT at a time, and never two flushes at once. A process may hold
+   * tens of thousands of chargers: their writes must not all be in flight together, and
+   * during a Redis outage a flush must not queue another full set behind the last.
    */
   async flushLastSeen(): Promise<void> {
     if (this.flushingLastSeen) return;
@@ -124,12 +136,12 @@ export class Gateway {
 
   /**
    * Heartbeat answered on the socket thread: saves the two thread hops of a message whose
-   * only effect is "the charger is alive" (issue #3's prototype: Heartbeat CPU per round trip
-   * from 1.5x to 1.0x of a bare uWS responder). Only when (a) no plugin but core takes part in
-   * Heartbeat for this version, (b) the payload is exactly {} (anything else, e.g. 2.x
-   * customData, is validated in a worker), and (c) the charger has nothing in its lane, so the
-   * reply cannot overtake an earlier message's reply. Liveness is conn.lastSeen, written to the
-   * registry by flushLastSeen().
+   * only effect is "the charger is alive", which keeps its CPU per round trip close to a bare
+   * uWS responder's (bench/RESULTS.md, targets of issue #3). Only when (a) no plugin but core
+   * takes part in Heartbeat for this version, (b) the payload is exactly {} (anything else,
+   * e.g. 2.x customData, is validated in a worker), and (c) the charger has nothing in its
+   * lane, so the reply cannot overtake an earlier message's reply. Liveness is
+   * conn.lastSeen, written to the registry by flushLastSeen().
    */
   private heartbeat(conn: Connection, id: string, now: number): void {
     if (now !== this.currentTimeMs) {
@@ -287,8 +299,8 @@ export class Gateway {
         // this very answer might hold); workers only run the observer hooks.
         const ok = this.commands.settleFrame(conn, pending, bytes);
         // Workers record CALLERRORs and run onCallResult / onCallError hooks; a valid
-        // CALLRESULT that no plugin observes needs neither (fan-out bench: it was parsed and
-        // validated a second time in a worker for nothing).
+        // CALLRESULT that no plugin observes needs neither, so it is not parsed and validated
+        // a second time in a worker (bench/RESULTS.md, "Fan-out").
         if (!ok || this.callResultHooks.get(conn.version)?.has(pending.action))
           this.dispatcher.reply(conn, bytes, pending);
       }
