@@ -10,7 +10,7 @@
  */
 import { isEmptyPayload, peekFrame } from './protocol/peek.js';
 import { versionOfSubprotocol, type OcppVersion } from './protocol/dialect.js';
-import { ItemKind } from './dispatch/envelope.js';
+import { ItemKind } from './thread-contract/envelope.js';
 import { Connection, type ConnectionRegistry } from './registry/connection-registry.js';
 import { basicAuthPassword, verifyPassword, VerifiedCache } from './security/credentials.js';
 import type { Dispatcher } from './dispatch/pool.js';

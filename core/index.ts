@@ -21,7 +21,7 @@ import { Gateway } from './gateway.js';
 import { HttpApi, type Readiness } from './api/http-api.js';
 import { ApiKeyStore } from './api/api-keys.js';
 import { createTransport } from './transport/create.js';
-import { ThreadRpcServer } from './dispatch/thread-rpc.js';
+import { ThreadRpcServer } from './thread-contract/thread-rpc.js';
 import { MemoryStateStore } from './state/memory-store.js';
 import { createRedisStore } from './state/create.js';
 import { serveStateStore } from './state/remote-store.js';

@@ -50,8 +50,15 @@
  * batch being built (Stopping) or in piscina's queue until their worker is up (Warming).
  */
 import { Piscina } from 'piscina';
-import { BatchWriter, readBatch, type DecodedBatch } from './codec.js';
-import { ItemFlag, ItemKind, Outcome, type FrameResultMeta, type ItemMeta, type PingResult } from './envelope.js';
+import { BatchWriter, readBatch, type DecodedBatch } from '../thread-contract/codec.js';
+import {
+  ItemFlag,
+  ItemKind,
+  Outcome,
+  type FrameResultMeta,
+  type ItemMeta,
+  type PingResult,
+} from '../thread-contract/envelope.js';
 import type { Connection, PendingCall } from '../registry/connection-registry.js';
 import { CallError } from '../protocol/call-error.js';
 import { serializeCallError } from '../protocol/frame.js';

@@ -1,6 +1,9 @@
 /**
  * Batch codec between the socket thread and the workers.
  *
+ * Part of the thread contract (core/thread-contract/, see envelope.ts): imported by both
+ * sides, the socket thread's dispatcher and the workers' runtime.
+ *
  * Owns: the byte layout of a batch. Must not: know what items mean (envelope.ts).
  *
  *   ┌───────────┬────────────┬─────────┬───────┬─────────┬───────┬───┬───────────────────────┬╌╌╌╌╌╌╌╌╌
@@ -102,8 +105,8 @@ export class BatchWriter {
 
   /**
    * The batch as the reading side sees it, without encoding: for a batch run on this thread
-   * (pool.ts, inline). The writer must not be added to afterwards; its buffer may be reused
-   * (recycle()) once the batch is done with.
+   * (dispatch/pool.ts, inline). The writer must not be added to afterwards; its buffer may be
+   * reused (recycle()) once the batch is done with.
    */
   view(): DecodedBatch {
     return frameView(this.buf, this.metas);
