@@ -18,8 +18,8 @@
  * keeps growing and goes out when a batch comes back. So at low load a frame waits at most one
  * loop turn, and under load batches grow by themselves (fewer worker wake-ups per frame).
  * Saturation is counted in frames waiting, not batches: with N chargers and one request in
- * flight each, the router never holds more than N frames and never sheds load (bench/repro/
- * pool-saturated.ts found the earlier batch-count limit shedding at 200 chargers).
+ * flight each, the router never holds more than N frames and never sheds load
+ * (bench/repro/pool-saturated.ts).
  *
  * Inline batches: a batch may instead run on this thread (setInline: a BatchRuntime with the
  * `inline` plugins), with the same lanes and result path but no encoding (the runtime reads
@@ -28,26 +28,24 @@
  * `inline.maxBatch` items, and (3) this thread's event loop was less than `inline.maxLoad`
  * busy over the last LOAD_SAMPLE_MS, or the batch has fewer than `inline.minOffload` items:
  * handing a handful of frames to a worker costs this thread about what running them does, and
- * the worker as much again (10,000 msg/s on a slow VM: the load read ≈ 0.5, batches of 9-16
- * frames went to workers at twice the CPU per message; bench/RESULTS.md, "Open loop"). A
- * worker batch costs two thread wake-ups; on this
- * machine (a VM, where waking a thread on another core is expensive) that made a message at
- * 1,000 msg/s cost ≈ 8× what the bare transport spends on it (bench/RESULTS.md, "inline").
- * Under load the socket thread is busy and batches are large, so work goes to the workers as
- * before; (3) keeps the sockets' own work first.
+ * the worker as much again (bench/RESULTS.md, "`pool.inline.minOffload`"). Why run batches
+ * here at all: a worker batch costs two thread wake-ups, and waking a thread on another core
+ * is expensive (most of all on a VM): at fleet rates that is most of a message's cost
+ * (bench/RESULTS.md, "Inline batches"). Under load the socket thread is busy and batches are
+ * large, so work goes to the workers; (3) keeps the sockets' own work first.
  *
  * Worker threads stop when idle: after `idleTimeoutMs` without a batch for them, every worker
  * runs its plugins' close hooks and flushes its analytics (the same drain as at shutdown), then
- * the pool is destroyed; the next batch that needs a worker starts the pool again. Each worker
- * costs ≈ 27 MB of RSS (its isolate, modules and plugins), which is most of an idle router's
- * memory (bench/RESULTS.md, "hold"), while at fleet rates inline batches leave them idle.
+ * the pool is destroyed; the next batch that needs a worker starts the pool again. A worker's
+ * isolate, modules and plugins are most of an idle router's memory (bench/RESULTS.md,
+ * "Reconnect storm and hold"), while at fleet rates inline batches leave the workers idle.
  *
  *   Stopped ──batch for a worker, or load ≥ maxLoad──► Warming ──every ping answered──► Running
  *   Running ──idle idleTimeoutMs, nothing in flight──► Stopping ──drained, destroyed──► Stopped
  *
  * While the pool is not Running, inline-able batches run inline whatever the load (a cold start
- * took 0.5-1.3 s on a slow VM: queueing them would turn it into latency); the others wait in the
- * batch being built (Stopping) or in piscina's queue until their worker is up (Warming).
+ * loads every plugin in every worker: queueing them would turn it into latency); the others wait
+ * in the batch being built (Stopping) or in piscina's queue until their worker is up (Warming).
  */
 import { Piscina } from 'piscina';
 import { BatchWriter, readBatch, type DecodedBatch } from '../thread-contract/codec.js';
@@ -104,7 +102,7 @@ interface ItemCtx {
 /**
  * A charger's ordered lane. Keyed by charge point id, not by connection: when a charger
  * reconnects, the old connection's in-flight work, its Disconnect and the new connection's
- * Connect and frames stay in one order (review finding: per-connection lanes ran them at once).
+ * Connect and frames stay in one order.
  */
 interface LaneState {
   /** Idle: no item in the batch being built or in flight, and so none in the backlog or waiters (release() empties both). */
@@ -120,12 +118,11 @@ interface LaneState {
 
 /**
  * How long an idle lane stays in the map before it is swept (between one and two periods).
- * Why not deleted once idle, as before: a charger sending every 100 ms then added and deleted
- * its lane for every message, and the map's rehashed tables, live for a few hundred
- * milliseconds each, were the socket thread's largest source of promoted garbage at 10,000
- * StatusNotifications/s (≈ 15 % of what reached the old generation, whose growth sets the
- * rate of mark-compacts; bench/RESULTS.md, "Where the 10,000 msg/s tail comes from"). A lane
- * is a few dozen bytes; those of chargers quiet for a period go.
+ * Why not delete a lane once idle: a charger sending every 100 ms would add and delete its
+ * lane for every message, and the map's rehashed tables, each alive a few hundred
+ * milliseconds, are promoted garbage on the socket thread, whose old generation's growth sets
+ * the rate of mark-compacts (bench/RESULTS.md, "Where the 10,000 msg/s tail comes from"). A
+ * lane is a few dozen bytes; those of chargers quiet for a period go.
  */
 const LANE_SWEEP_MS = 1000;
 
@@ -571,9 +568,9 @@ export class Dispatcher {
     this.batchInline = true;
     // Sized like the batch just sent: a batch of hundreds of frames then never doubles its
     // buffer (each doubling copies it; see codec.ts). The buffer of a finished inline batch is
-    // reused: a new ArrayBuffer per batch is external memory V8 answers with full
-    // mark-compacts (10,000 msg/s of small batches: one every 200-300 ms, 3-5 ms each, on
-    // whichever thread allocated them; bench/RESULTS.md, "inline").
+    // reused: a new ArrayBuffer per batch is external memory, which V8 answers with full
+    // mark-compacts on whichever thread allocated it (bench/RESULTS.md, "The GC finding behind
+    // the p99 change").
     this.writer = new BatchWriter(Math.max(MIN_BATCH_BYTES, Math.ceil(writer.bytes * 1.25)), this.spare.pop());
     this.ctxs = [];
     this.laneKeys = [];
@@ -641,8 +638,8 @@ export class Dispatcher {
   ): void {
     this.metrics.batchSeconds.observe((performance.now() - t0) / 1000);
     // Replies are grouped per socket and written under one cork each: one syscall per
-    // charger per batch instead of one per reply (bench: uncorked sends were 42% of the
-    // socket thread at 8 in flight). Order within a charger is kept.
+    // charger per batch instead of one per reply (bench/RESULTS.md, "Figures behind the
+    // dispatcher and the batch codec"). Order within a charger is kept.
     const replies = new Map<Connection, Reply[]>();
     for (let i = 0; i < ctxs.length; i++) {
       const ctx = ctxs[i];
@@ -677,16 +674,16 @@ export class Dispatcher {
     this.touched.length = 0;
   }
 
-  /** Counts the frame's outcome; returns the reply bytes to send, if any. */
   /**
    * Metric children pre-bound per (version, action, outcome): prom-client's labelled inc/observe
-   * hashes the label object on every call (0.9 µs vs 0.6 µs per frame, measured on this
-   * machine), and this runs on the socket thread for every frame.
+   * hashes the label object on every call, and this runs on the socket thread for every frame
+   * (bench/RESULTS.md, "Figures behind the dispatcher and the batch codec").
    */
   private readonly frameMetrics = new Map<string, FrameMetric>();
   /** Frame metrics counted in the batch being applied; added to the counters once per batch. */
   private readonly touched: FrameMetric[] = [];
 
+  /** Counts the frame's outcome; returns the reply bytes to send, if any. */
   private applyFrame(conn: Connection, r: FrameResultMeta, reply: Reply | undefined): Reply | undefined {
     const [outcome, action, errorCode, deviations, identity, unmatched, micros] = r;
     const v = conn.version;
@@ -707,7 +704,7 @@ export class Dispatcher {
       if (label === action) this.frameMetrics.set(key, m);
     }
     // Counted here, added to the prom-client counter once per batch (countFrames): its inc()
-    // validates and hashes the labels on every call (2.6% of the socket thread per frame).
+    // validates and hashes the labels on every call.
     if (m.pending++ === 0) this.touched.push(m);
     m.seconds.observe(micros / 1e6);
     if (errorCode) this.metrics.callErrors.inc({ version: v, code: errorCode });
