@@ -15,7 +15,7 @@ import type { OcppVersion } from './protocol/dialect.js';
 import { createMetrics, registerAnalyticsMetrics, type Metrics } from './metrics.js';
 import { AnalyticsTotals, isSinkStats } from './analytics/thread-totals.js';
 import { ConnectionRegistry } from './registry/connection-registry.js';
-import { Dispatcher } from './dispatch/pool.js';
+import { Dispatcher } from './dispatch/dispatcher.js';
 import { CommandApi } from './command/command-api.js';
 import { Gateway } from './gateway.js';
 import { HttpApi, type Readiness } from './api/http-api.js';
