@@ -105,7 +105,7 @@ export class BatchWriter {
 
   /**
    * The batch as the reading side sees it, without encoding: for a batch run on this thread
-   * (dispatch/pool.ts, inline). The writer must not be added to afterwards; its buffer may be
+   * (dispatch/inline-policy.ts). The writer must not be added to afterwards; its buffer may be
    * reused (recycle()) once the batch is done with.
    */
   view(): DecodedBatch {

@@ -77,6 +77,6 @@ export interface PingResult {
    * valid CALLRESULT to any other CSMS CALL needs no worker at all (gateway.ts).
    */
   callResultHooks: Partial<Record<OcppVersion, string[]>>;
-  /** What the socket thread may run itself, by the plugins' `inline` declarations (dispatch/pool.ts). */
+  /** What the socket thread may run itself, by the plugins' `inline` declarations (dispatch/inline-policy.ts). */
   inline: InlineSupport;
 }

@@ -1,7 +1,7 @@
 /**
  * BatchRuntime: what one thread needs to run batches through the plugin pipeline: the plugin
  * table, the pipeline, and the in-batch ordering rule. A worker thread has one (entry.ts), and
- * so does the socket thread when it runs batches itself (pool.ts, "inline").
+ * so does the socket thread when it runs batches itself (the Dispatcher's InlinePolicy).
  *
  * Owns: decoding a batch, running each charger's items in order, encoding the results; the
  * plugins' close hooks. Must not: touch sockets, or create the thread's store, sink or command
