@@ -71,7 +71,7 @@ export function createError(code: string, template: string, statusCode?: number)
 }
 
 /**
- * An error as it travels between threads (core/dispatch/thread-rpc.ts) or nodes
+ * An error as it travels between threads (core/thread-contract/thread-rpc.ts) or nodes
  * (core/cluster/node-bus.ts): plain data, never a stack or a cause.
  */
 export interface SerializedError {

@@ -16,13 +16,13 @@ import type { OcppVersion } from './protocol/dialect.js';
 import { createMetrics, registerAnalyticsMetrics, type Metrics } from './metrics.js';
 import { AnalyticsTotals, isSinkStats } from './analytics/thread-totals.js';
 import { ConnectionRegistry } from './registry/connection-registry.js';
-import { Dispatcher } from './dispatch/pool.js';
+import { Dispatcher } from './dispatch/dispatcher.js';
 import { CommandApi } from './command/command-api.js';
 import { Gateway } from './gateway/gateway.js';
 import { HttpApi, type Readiness } from './api/http-api.js';
 import { ApiKeyStore } from './api/api-keys.js';
 import { createTransport } from './transport/create.js';
-import { ThreadRpcServer } from './dispatch/thread-rpc.js';
+import { ThreadRpcServer } from './thread-contract/thread-rpc.js';
 import { MemoryStateStore } from './state/memory-store.js';
 import { createRedisStore } from './state/create.js';
 import { serveStateStore } from './state/remote-store.js';
@@ -237,8 +237,8 @@ export async function createRouter(
   };
   const api = new HttpApi(config, apiKeys, registry, connections, route, metrics, readiness, log);
 
-  // The socket thread's own runtime for inline batches (pool.ts): the `inline` plugins over this
-  // thread's store (the journaling one with Redis: the journal lives here), its own sink.
+  // The socket thread's own runtime for inline batches (dispatch/inline-policy.ts): the
+  // `inline` plugins over this thread's store (the journaling one with Redis: the journal lives here), its own sink.
   let inlineRuntime: BatchRuntime | null = null;
   try {
     const pings = await dispatcher.start();

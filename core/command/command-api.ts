@@ -16,7 +16,7 @@ import type { Connection, ConnectionRegistry, PendingCall } from '../registry/co
 import { CALLERROR, CALLRESULT, parseFrame } from '../protocol/frame.js';
 
 const decoder = new TextDecoder();
-import type { Dispatcher } from '../dispatch/pool.js';
+import type { Dispatcher } from '../dispatch/dispatcher.js';
 import type { Metrics } from '../metrics.js';
 import type { PinoLogger } from '../log.js';
 

@@ -24,10 +24,10 @@
  */
 import { isEmptyPayload, peekFrame } from '../protocol/peek.js';
 import { versionOfSubprotocol, type OcppVersion } from '../protocol/dialect.js';
-import { ItemKind } from '../dispatch/envelope.js';
+import { ItemKind } from '../thread-contract/envelope.js';
 import { Connection, type ConnectionRegistry } from '../registry/connection-registry.js';
 import { basicAuthPassword, verifyPassword, VerifiedCache } from '../security/credentials.js';
-import type { Dispatcher } from '../dispatch/pool.js';
+import type { Dispatcher } from '../dispatch/dispatcher.js';
 import type { CommandApi } from '../command/command-api.js';
 import type { StoreChargerRegistry } from '../state/registry.js';
 import type { Metrics } from '../metrics.js';

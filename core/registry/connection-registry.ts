@@ -3,7 +3,7 @@
  *
  * Owns: per-connection state that must never leave the socket thread: the socket, the
  * outbound CALL slot and its queue, counters of bad frames. Must not: do I/O other than
- * socket sends. Inbound ordering lanes are per charger and live in dispatch/pool.ts.
+ * socket sends. Inbound ordering lanes are per charger and live in dispatch/lanes.ts.
  */
 import type { OcppVersion } from '../protocol/dialect.js';
 import type { Socket } from '../transport/transport.js';

@@ -4,7 +4,7 @@
  * Must not: hold state itself.
  */
 import type { RouterConfig } from '../options.js';
-import type { ThreadRpcClient } from '../dispatch/thread-rpc.js';
+import type { ThreadRpcClient } from '../thread-contract/thread-rpc.js';
 import { RedisStateStore } from './redis-store.js';
 import { RemoteStateStore } from './remote-store.js';
 import type { StateStore } from './store.js';

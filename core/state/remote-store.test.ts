@@ -3,12 +3,12 @@
  * ThreadRpcClient. Both live on this thread: a BroadcastChannel delivers to the other
  * instances of its name in the posting thread too, so the suite needs no worker (the first
  * subtest pins that). Cross-thread behaviour, RemoteStateStore from two real workers
- * included, is covered in core/dispatch/thread-rpc.test.ts.
+ * included, is covered in core/thread-contract/thread-rpc.test.ts.
  */
 import { randomUUID } from 'node:crypto';
 import { BroadcastChannel } from 'node:worker_threads';
 import t from 'tap';
-import { ThreadRpcClient, ThreadRpcServer } from '../dispatch/thread-rpc.js';
+import { ThreadRpcClient, ThreadRpcServer } from '../thread-contract/thread-rpc.js';
 import { errors } from '../errors.js';
 import { storeSuite } from '../../test/helpers/store-suite.js';
 import { MemoryStateStore } from './memory-store.js';

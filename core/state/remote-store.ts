@@ -16,7 +16,7 @@
  * 'close' is not on the served whitelist), or serve any method not in the StateStore
  * interface (the handler dispatches by name, so the name is checked against a fixed list).
  */
-import type { ThreadRpcClient, ThreadRpcServer } from '../dispatch/thread-rpc.js';
+import type { ThreadRpcClient, ThreadRpcServer } from '../thread-contract/thread-rpc.js';
 import { errors } from '../errors.js';
 import type { IndexRangeOptions, SetOptions, StateStore } from './store.js';
 

@@ -8,8 +8,8 @@
  */
 import { threadId, workerData } from 'node:worker_threads';
 import Piscina from 'piscina';
-import type { PingResult, PingTask } from '../dispatch/envelope.js';
-import { ThreadRpcClient } from '../dispatch/thread-rpc.js';
+import type { PingResult, PingTask } from '../thread-contract/envelope.js';
+import { ThreadRpcClient } from '../thread-contract/thread-rpc.js';
 import { createLogger } from '../log.js';
 import type { WorkerServices } from './context.js';
 import { BatchRuntime } from './runtime.js';
@@ -24,7 +24,7 @@ import type { RouterConfig } from '../options.js';
 export interface WorkerData {
   config: RouterConfig;
   nodeId: string;
-  /** Base name of this router's thread channels (see core/dispatch/thread-rpc.ts). */
+  /** Base name of this router's thread channels (see core/thread-contract/thread-rpc.ts). */
   channel: string;
 }
 

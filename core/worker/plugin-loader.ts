@@ -279,7 +279,7 @@ export async function loadPlugins(
 }
 
 /**
- * What the socket thread may run itself (pool.ts, "inline"): per version, the actions in which
+ * What the socket thread may run itself (the Dispatcher's InlinePolicy): per version, the actions in which
  * every participant (handler, onCall, onResult, after) is an inline plugin, and whether
  * connection events and charger replies qualify. Nothing of a version qualifies when any of
  * its `onError` hooks is not inline: an error anywhere must reach every observer.

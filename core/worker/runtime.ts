@@ -1,7 +1,7 @@
 /**
  * BatchRuntime: what one thread needs to run batches through the plugin pipeline: the plugin
  * table, the pipeline, and the in-batch ordering rule. A worker thread has one (entry.ts), and
- * so does the socket thread when it runs batches itself (pool.ts, "inline").
+ * so does the socket thread when it runs batches itself (the Dispatcher's InlinePolicy).
  *
  * Owns: decoding a batch, running each charger's items in order, encoding the results; the
  * plugins' close hooks. Must not: touch sockets, or create the thread's store, sink or command
@@ -15,7 +15,7 @@
  * The socket thread never puts one charger's items into two batches at once, so sequential
  * lanes inside a batch are enough for strict per-charger order across the whole router.
  */
-import { BatchWriter, readBatch, type DecodedBatch } from '../dispatch/codec.js';
+import { BatchWriter, readBatch, type DecodedBatch } from '../thread-contract/codec.js';
 import {
   ItemFlag,
   ItemKind,
@@ -24,7 +24,7 @@ import {
   type ItemMeta,
   type PingResult,
   type ReplyExtra,
-} from '../dispatch/envelope.js';
+} from '../thread-contract/envelope.js';
 import { Pipeline } from './pipeline.js';
 import { ContextFactory, type ConnMeta, type WorkerServices } from './context.js';
 import { inlineSupport, loadPlugins, type HookTable } from './plugin-loader.js';

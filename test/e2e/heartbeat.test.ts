@@ -56,7 +56,7 @@ t.test('never overtakes an earlier message of the same charger', async (t) => {
 
 t.test('idle lanes stay for a while (no map churn per message) and are swept once quiet', async (t) => {
   const r = await startRouter(t);
-  const lanes = (r.router.dispatcher as unknown as { lanes: Map<string, unknown> }).lanes;
+  const lanes = (r.router.dispatcher as unknown as { lanes: { table: Map<string, unknown> } }).lanes.table;
   const cs = await Promise.all(['LANE-1', 'LANE-2', 'LANE-3'].map((id) => TestCharger.connect(r.url(id))));
   t.teardown(() => Promise.all(cs.map((c) => c.close())));
   for (const c of cs) await c.call('StatusNotification', { connectorId: 1, errorCode: 'NoError', status: 'Available' });

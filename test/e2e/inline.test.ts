@@ -1,5 +1,5 @@
 /**
- * Inline batches (core/dispatch/pool.ts): the socket thread runs messages itself when every
+ * Inline batches (core/dispatch/inline-policy.ts): the socket thread runs messages itself when every
  * plugin taking part declares `inline`, and sends the rest to the workers. Asserted as a user
  * would see it: which thread answered (the thread-probe fixture), what was stored, what the
  * metrics say, and that nothing changes for the charger.

@@ -1,5 +1,5 @@
 /**
- * Idle worker threads stop (pool.idleTimeoutMs, core/dispatch/pool.ts): after the timeout
+ * Idle worker threads stop (pool.idleTimeoutMs, core/dispatch/worker-pool.ts): after the timeout
  * without a batch for them they drain (plugins' close hooks, analytics flushed) and exit; the
  * next batch that needs a worker starts them again. Asserted as an operator sees it: the
  * threads gauge, the rows in the spool, which thread answered, nothing lost or unanswered.

@@ -1,6 +1,10 @@
 /**
  * Thread RPC: request/response calls from piscina worker threads to the main thread.
  *
+ * Part of the thread contract (core/thread-contract/, see envelope.ts): the server is created
+ * in index.ts, a client in each worker (worker/entry.ts), and state/remote-store.ts carries
+ * StateStore calls over them.
+ *
  * Owns: the handshake, the message shapes, per-call timeouts and error transport between
  * one ThreadRpcServer (main thread) and any number of ThreadRpcClients (one per worker,
  * or several in one thread). Used by RemoteStateStore so that every worker shares the one

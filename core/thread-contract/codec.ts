@@ -1,6 +1,9 @@
 /**
  * Batch codec between the socket thread and the workers.
  *
+ * Part of the thread contract (core/thread-contract/, see envelope.ts): imported by both
+ * sides, the socket thread's dispatcher and the workers' runtime.
+ *
  * Owns: the byte layout of a batch. Must not: know what items mean (envelope.ts).
  *
  *   ┌───────────┬────────────┬─────────┬───────┬─────────┬───────┬───┬───────────────────────┬╌╌╌╌╌╌╌╌╌
@@ -8,19 +11,19 @@
  *   └───────────┴────────────┴─────────┴───────┴─────────┴───────┴───┴───────────────────────┴╌╌╌╌╌╌╌╌╌
  *
  * Why this layout: frame text is carried as raw UTF-8 bytes, length-prefixed, in one
- * ArrayBuffer that is *transferred* (not cloned) to the other thread. The issue #3 prototype
- * measured this cheaper than posting string arrays or a msgpackr-encoded array of strings;
- * msgpackr remains the codec for the structured metadata. The socket thread never decodes or
- * re-encodes frame text: it copies uWS's bytes in and sends the reply bytes out.
+ * ArrayBuffer that is *transferred* (not cloned) to the other thread, which costs less than
+ * posting string arrays or a msgpackr-encoded array of strings (bench/RESULTS.md, "Figures
+ * behind the dispatcher and the batch codec"); msgpackr is the codec for the structured
+ * metadata only. The socket thread never decodes or re-encodes frame text: it copies uWS's
+ * bytes in and sends the reply bytes out.
  * The meta is copied out of msgpackr's shared output buffer (never transfer `packed.buffer`,
  * STYLE.md §9).
  *
  * Why the meta goes last: finish() then transfers the writer's own buffer as it is (its
  * unused tail included) instead of copying every frame into a right-sized one; with the
- * initial size taken from the previous batch (`sizeHint`), a batch's frames are copied once,
- * from uWS's buffer into this one. On the MeterValues profile at 1,000 chargers × 8 in
- * flight (batches of hundreds of 1.3 KB frames), the doubling and the final copy were 10%
- * of the socket thread.
+ * initial size taken from the previous batch (`initial`), a batch's frames are copied once,
+ * from uWS's buffer into this one, where growing the buffer and a final copy would copy them
+ * again (bench/RESULTS.md, "Changes this session").
  */
 import { Packr } from 'msgpackr';
 
@@ -102,8 +105,8 @@ export class BatchWriter {
 
   /**
    * The batch as the reading side sees it, without encoding: for a batch run on this thread
-   * (pool.ts, inline). The writer must not be added to afterwards; its buffer may be reused
-   * (recycle()) once the batch is done with.
+   * (dispatch/inline-policy.ts). The writer must not be added to afterwards; its buffer may be
+   * reused (recycle()) once the batch is done with.
    */
   view(): DecodedBatch {
     return frameView(this.buf, this.metas);

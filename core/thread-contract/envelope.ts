@@ -1,6 +1,12 @@
 /**
  * Typed items exchanged between the socket thread and the workers [piscina types.ts].
  *
+ * core/thread-contract/ holds what crosses between the socket thread and the worker threads:
+ * this file (what a batch item means), codec.ts (its bytes) and thread-rpc.ts (calls from a
+ * worker back to the socket thread). It is a folder of its own because both sides import it:
+ * dispatch/ and index.ts on the socket thread, worker/ and state/ in the workers; so neither
+ * side reaches into the other's folder to agree on the contract.
+ *
  * Owns: the meaning of each batch item's metadata tuple. Must not: encode bytes (codec.ts).
  * Tuples rather than objects: msgpackr packs them smaller and faster, and the batch is hot.
  * Result i of a batch answers item i; the socket thread keeps its own per-item context
@@ -71,6 +77,6 @@ export interface PingResult {
    * valid CALLRESULT to any other CSMS CALL needs no worker at all (gateway.ts).
    */
   callResultHooks: Partial<Record<OcppVersion, string[]>>;
-  /** What the socket thread may run itself, by the plugins' `inline` declarations (pool.ts). */
+  /** What the socket thread may run itself, by the plugins' `inline` declarations (dispatch/inline-policy.ts). */
   inline: InlineSupport;
 }
