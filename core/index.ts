@@ -238,7 +238,8 @@ export async function createRouter(
   const api = new HttpApi(config, apiKeys, registry, connections, route, metrics, readiness, log);
 
   // The socket thread's own runtime for inline batches (dispatch/inline-policy.ts): the
-  // `inline` plugins over this thread's store (the journaling one with Redis: the journal lives here), its own sink.
+  // `inline` plugins over this thread's store (the journaling one with Redis: the journal
+  // lives here), its own sink.
   let inlineRuntime: BatchRuntime | null = null;
   try {
     const pings = await dispatcher.start();
