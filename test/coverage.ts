@@ -27,7 +27,8 @@ type Totals = Record<Metric, { total: number; covered: number }>;
 export const THRESHOLDS: Record<string, Partial<Record<Metric, number>>> = {
   'core/protocol': { lines: 97, branches: 94, functions: 90 },
   'core/worker': { lines: 95, branches: 93, functions: 95 },
-  'core/dispatch': { lines: 96, branches: 92, functions: 96 },
+  'core/dispatch': { lines: 95, branches: 92, functions: 92 },
+  'core/thread-contract': { lines: 98, branches: 94, functions: 98 },
 };
 
 /** A fresh directory for V8 to write coverage into (set as NODE_V8_COVERAGE). */
