@@ -75,9 +75,6 @@ import {
   type Settled,
 } from './lib/matrix.js';
 
-// Until the other drivers import them from bench/lib/matrix.ts.
-export { SERVERS, batchFigures, gitInfo, packageVersion, settle, type RouterState } from './lib/matrix.js';
-
 // ── options ───────────────────────────────────────────────────────────────────────────────
 
 export interface MatrixOptions extends ServerOptions, Quiet {
