@@ -464,7 +464,7 @@ export interface StormServerResult {
   chargers: number;
   processes: number;
   threadsPerProcess: number;
-  /** All generators together over the storm (the single generator of earlier versions). */
+  /** All generators together over the storm (each one: `generators`); the field older storm reports have too. */
   generator: { cpuMs: number };
   generators: {
     pid: number;
