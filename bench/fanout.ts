@@ -15,24 +15,20 @@
  *   GetVariables).
  *
  * Servers (same operator route and contract as the router's, core/api/http-api.ts):
- *  - `router`: SERVERS.router of e2e-throughput.ts (bench/reference/router.ts, state in
+ *  - `router`: SERVERS.router of bench/lib/matrix.ts (bench/reference/router.ts, state in
  *    process), with one API key whose SHA-256 is given in its config (`api.keys`), as an
  *    operator configures one; the API on the chargers' port (api.port 0, the default).
  *  - `uws-bare`: bench/reference/uws-operator.ts, bare uWS passing bytes through (the floor).
  *  - `ocpp-rpc`: bench/reference/ocpp-rpc-operator.ts, ocpp-rpc strict mode, `client.call()`.
  * The key is random per run; every server checks SHA-256(key) against the configured hash.
  *
- * Owns: the servers of this scenario, the repetitions × concurrency × servers loop,
- * aggregation and the report (markdown on stdout, JSON to --out). Must not: generate load
- * itself, or reach into core/.
+ * Owns: the servers of this scenario, the cells (concurrency), aggregation and the report
+ * (markdown on stdout, JSON to --out); the repetition loop is bench/lib/matrix.ts's. Must
+ * not: generate load itself, or reach into core/.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg, totalmem, release } from 'node:os';
-import { dirname, join, relative, resolve } from 'node:path';
-import { DEFAULT_MATRIX, SERVERS, gitInfo, packageVersion, settle, type MatrixOptions } from './e2e-throughput.js';
-import { runResultChild, startServer, type ServerHandle } from './lib/proc.js';
-import { spread, fmtSpread, type Spread } from './lib/stats.js';
+import { join } from 'node:path';
+import { fmtSpread, spread, type Spread } from './lib/stats.js';
 import {
   COMMANDS,
   DEFAULT_COMMAND,
@@ -41,8 +37,32 @@ import {
   type FanoutResult,
 } from './lib/fanout-gen.js';
 import type { BenchVersion } from './lib/ocpp-payloads.js';
-
-const root = join(import.meta.dirname, '..');
+import {
+  SERVERS,
+  baselineOf,
+  commandLine,
+  countKinds,
+  flagSpec,
+  fmtKinds,
+  groupBy,
+  isMain,
+  log,
+  parseFlags,
+  requireKnown,
+  requireOneGeneratorFleet,
+  requireTiming,
+  requireVersion,
+  root,
+  runGenerator,
+  runRepetitions,
+  spreadOf,
+  startRecording,
+  startScript,
+  versions,
+  writeReport,
+  type ServerOptions,
+  type Settled,
+} from './lib/matrix.js';
 
 interface Options {
   servers: string[];
@@ -61,71 +81,51 @@ interface Options {
   out: string;
 }
 
+const DEFAULTS: Options = {
+  servers: ['uws-bare', 'ocpp-rpc', 'router'],
+  chargers: 1000,
+  rounds: 5,
+  concurrency: [64],
+  command: '' as FanoutCommand,
+  version: '1.6',
+  warmup: 500,
+  timeoutMs: 10_000,
+  reps: 3,
+  threads: 0,
+  routerConfig: {},
+  quietCores: 0.3,
+  quietWaitSec: 5,
+  out: join(root, 'bench/results/fanout-latest.json'),
+};
+
+const FLAGS = flagSpec<Options>(
+  ['servers', 'chargers', 'version', 'reps', 'threads', 'router-config', 'quiet-cores', 'quiet-wait', 'out'],
+  {
+    rounds: ['rounds', 'num'],
+    concurrency: ['concurrency', 'nums'],
+    command: ['command', 'str'],
+    // Warm-up commands, not seconds.
+    warmup: ['warmup', 'num'],
+    'timeout-ms': ['timeoutMs', 'num'],
+  },
+);
+
 function parse(argv: string[]): Options {
-  const o: Options = {
-    servers: ['uws-bare', 'ocpp-rpc', 'router'],
-    chargers: 1000,
-    rounds: 5,
-    concurrency: [64],
-    command: '' as FanoutCommand,
-    version: '1.6',
-    warmup: 500,
-    timeoutMs: 10_000,
-    reps: 3,
-    threads: 0,
-    routerConfig: {},
-    quietCores: 0.3,
-    quietWaitSec: 5,
-    out: join(root, 'bench/results/fanout-latest.json'),
-  };
-  for (const a of argv) {
-    const m = /^--([a-z-]+)=(.*)$/.exec(a);
-    if (!m) throw new Error(`expected --name=value, got ${a}`);
-    const [, k, v] = m as unknown as [string, string, string];
-    const num = (s = v) => {
-      const n = Number(s);
-      if (!Number.isFinite(n) || n < 0) throw new Error(`--${k} must be a non-negative number, got "${s}"`);
-      return n;
-    };
-    if (k === 'servers')
-      o.servers = v
-        .split(',')
-        .map((s) => s.trim())
-        .filter(Boolean);
-    else if (k === 'chargers') o.chargers = num();
-    else if (k === 'rounds') o.rounds = num();
-    else if (k === 'concurrency') o.concurrency = v.split(',').map((s) => num(s.trim()));
-    else if (k === 'command') o.command = v as FanoutCommand;
-    else if (k === 'version') o.version = v as BenchVersion;
-    else if (k === 'warmup') o.warmup = num();
-    else if (k === 'timeout-ms') o.timeoutMs = num();
-    else if (k === 'reps') o.reps = num();
-    else if (k === 'threads') o.threads = num();
-    else if (k === 'router-config') o.routerConfig = JSON.parse(v) as Record<string, unknown>;
-    else if (k === 'quiet-cores') o.quietCores = num();
-    else if (k === 'quiet-wait') o.quietWaitSec = num();
-    else if (k === 'out') o.out = resolve(v);
-    else
-      throw new Error(
-        `unknown option --${k} (known: servers, chargers, rounds, concurrency, command, version, warmup, timeout-ms, reps, threads, router-config, quiet-cores, quiet-wait, out)`,
-      );
-  }
-  if (!['1.6', '2.0.1'].includes(o.version)) throw new Error('--version must be 1.6 or 2.0.1');
+  const { o } = parseFlags(argv, DEFAULTS, FLAGS);
+  requireVersion(o.version);
   if (!o.command) o.command = DEFAULT_COMMAND[o.version];
   if (!COMMANDS[o.version][o.command])
     throw new Error(
       `--command ${o.command} is not simulated for OCPP ${o.version} (known: ${Object.keys(COMMANDS[o.version]).join(', ')})`,
     );
-  for (const s of o.servers)
-    if (!FANOUT_SERVERS[s]) throw new Error(`unknown server "${s}" (known: ${Object.keys(FANOUT_SERVERS).join(', ')})`);
-  if (!Number.isInteger(o.chargers) || o.chargers < 1 || o.chargers > 5000)
-    throw new Error('--chargers must be 1..5000 (one generator process)');
+  requireKnown('server', o.servers, Object.keys(FANOUT_SERVERS));
+  requireOneGeneratorFleet(o.chargers);
   if (!Number.isInteger(o.rounds) || o.rounds < 1 || o.rounds > 100) throw new Error('--rounds must be 1..100');
   for (const c of o.concurrency)
     if (!Number.isInteger(c) || c < 1 || c > 1024) throw new Error('--concurrency values must be integers 1..1024');
   if (o.timeoutMs < 100 || o.timeoutMs > 600_000)
     throw new Error('--timeout-ms must be 100..600000 (the router accepts that range)');
-  if (o.reps < 1 || o.reps > 20) throw new Error('--reps must be 1..20');
+  requireTiming({ reps: o.reps });
   if ((o.routerConfig.api as { port?: unknown } | undefined)?.port)
     throw new Error("--router-config must not set api.port: bench/reference/router.ts reports the chargers' port only");
   return o;
@@ -136,8 +136,8 @@ function parse(argv: string[]): Options {
 interface FanoutServer {
   script: string;
   describe: string;
-  args(o: Options, m: MatrixOptions, keySha256: string): string[];
-  nodeArgs?(m: MatrixOptions): string[];
+  args(o: Options, m: ServerOptions, keySha256: string): string[];
+  nodeArgs?(m: ServerOptions): string[];
 }
 
 const FANOUT_SERVERS: Record<string, FanoutServer> = {
@@ -168,30 +168,20 @@ const FANOUT_SERVERS: Record<string, FanoutServer> = {
   },
 };
 
-/** The e2e matrix options SERVERS and settle() read (router state in process, no Redis). */
-function matrixFor(o: Options): MatrixOptions {
-  return {
-    ...DEFAULT_MATRIX,
-    threads: o.threads,
-    version: o.version,
-    routerConfig: o.routerConfig,
-    routerState: 'memory',
-    quietCores: o.quietCores,
-    quietWaitSec: o.quietWaitSec,
-  };
-}
+/** What SERVERS.router reads: threads and extra config, state in process (no Redis). */
+const serverOptions = (o: Options): ServerOptions => ({
+  threads: o.threads,
+  routerState: 'memory',
+  routerConfig: o.routerConfig,
+  profile: false,
+});
 
-function runGenerator(
-  opts: Partial<FanoutOptions> & Pick<FanoutOptions, 'port' | 'apiPort' | 'apiKey' | 'command'>,
-  o: Options,
-  concurrency: number,
-): Promise<FanoutResult> {
+function budgetMs(o: Options, concurrency: number): number {
   // Connects, then (worst case) every command timing out, capped at 30 min.
-  const budgetMs = Math.min(
+  return Math.min(
     30 * 60_000,
     120_000 + Math.ceil((o.chargers * o.rounds + o.warmup) / concurrency) * (o.timeoutMs + 5000),
   );
-  return runResultChild<FanoutResult>(join(root, 'bench/lib/fanout-gen.ts'), opts, budgetMs, root);
 }
 
 // ── aggregation and report ────────────────────────────────────────────────────────────────
@@ -200,7 +190,7 @@ interface FanoutRun {
   rep: number;
   server: string;
   concurrency: number;
-  settle: { waitedMs: number; foreignCores: number };
+  settle: Settled;
   result: FanoutResult;
 }
 
@@ -226,21 +216,16 @@ interface FanoutCell {
 }
 
 function summarize(runs: FanoutRun[]): FanoutCell[] {
-  const groups = new Map<string, FanoutRun[]>();
-  for (const r of runs)
-    groups.set(`${r.server}|${r.concurrency}`, [...(groups.get(`${r.server}|${r.concurrency}`) ?? []), r]);
-  return [...groups.values()].map((rs) => {
-    const f = (g: (x: FanoutResult) => number | undefined) => spread(rs.map((r) => g(r.result) ?? NaN));
+  return groupBy(runs, (r) => `${r.server}|${r.concurrency}`).map((rs) => {
+    const f = spreadOf(rs.map((r) => r.result));
     const ratio = (g: (x: FanoutResult) => number | undefined) =>
       spread(
         rs.map((r) => {
-          const b = runs.find((x) => x.server === 'ocpp-rpc' && x.concurrency === r.concurrency && x.rep === r.rep);
+          const b = baselineOf(runs, r, 'ocpp-rpc', (x, y) => x.concurrency === y.concurrency);
           return b && r.server !== 'ocpp-rpc' ? (g(r.result) ?? NaN) / (g(b.result) ?? NaN) : NaN;
         }),
       );
-    const failures: Record<string, number> = {};
-    for (const r of rs)
-      for (const [k, v] of Object.entries(r.result.measured.failures)) failures[k] = (failures[k] ?? 0) + v;
+    const failures = countKinds(rs, (r) => Object.entries(r.result.measured.failures));
     return {
       server: rs[0].server,
       concurrency: rs[0].concurrency,
@@ -297,11 +282,7 @@ function markdown(o: Options, cells: FanoutCell[], runs: FanoutRun[]): string {
   );
   for (const c of sorted) {
     const nf = Object.values(c.failures).reduce((a, b) => a + b, 0);
-    const fails = nf
-      ? `${nf} of ${c.commands} (${Object.entries(c.failures)
-          .map(([k, v]) => `${v} ${k}`)
-          .join(', ')})`
-      : '0';
+    const fails = nf ? `${nf} of ${c.commands} (${fmtKinds(c.failures)})` : '0';
     L.push(
       `| ${c.concurrency} | ${c.server}${c.chargerProblems ? ' ᶜ' : ''} | ${fmtSpread(c.commandsPerSec)} | ${fmtSpread(c.p50Ms, 2)} | ${fmtSpread(c.p99Ms, 2)} | ${fmtSpread(c.p999Ms, 1)} | ${fmtSpread(c.maxMs, 1)} | ${fails} | ${fmtSpread(c.serverCpuUsPerCommand, 1)} | ${fmtSpread(c.serverCores, 2)} | ${fmtSpread(c.generatorCores, 2)} | ${fmtSpread(c.foreignCores, 2)} | ${fmtSpread(c.vsOcppRpc.commandsPerSec, 2)} | ${fmtSpread(c.vsOcppRpc.cpuPerCommand, 2)} |`,
     );
@@ -322,107 +303,73 @@ function markdown(o: Options, cells: FanoutCell[], runs: FanoutRun[]): string {
 
 // ── the loop ──────────────────────────────────────────────────────────────────────────────
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-if (import.meta.url === `file://${process.argv[1]}`) {
+if (isMain(import.meta.url)) {
   const o = parse(process.argv.slice(2));
-  const command = `node --import tsx bench/fanout.ts ${process.argv.slice(2).join(' ')}`.trim();
-  const log = (s: string) => process.stderr.write(s + '\n');
-  const started = Date.now();
-  const gitStart = gitInfo();
-  const loadStart = loadavg().map((x) => +x.toFixed(2));
-  const m = matrixFor(o);
+  const command = commandLine('bench/fanout.ts', process.argv.slice(2));
+  const rec = startRecording();
+  const m = serverOptions(o);
   const apiKey = `bench_${randomBytes(24).toString('base64url')}`;
   const sha256 = createHash('sha256').update(apiKey).digest('hex');
   const runs: FanoutRun[] = [];
   const servers: Record<string, { describe: string; script: string; threads: number }> = {};
-  const total = o.reps * o.concurrency.length * o.servers.length;
-  let n = 0;
-  for (let rep = 1; rep <= o.reps; rep++) {
-    const hs: ServerHandle[] = [];
-    try {
-      for (const name of o.servers) {
-        const def = FANOUT_SERVERS[name];
-        const h = await startServer(name, join(root, def.script), def.args(o, m, sha256), {
-          nodeArgs: def.nodeArgs?.(m),
-          cwd: root,
-        });
-        hs.push(h);
-        servers[name] ??= { describe: def.describe, script: def.script, threads: h.threads };
-      }
-      for (const concurrency of o.concurrency) {
-        const order = hs.map((_, i) => hs[(i + rep - 1) % hs.length]);
-        for (const h of order) {
-          const s = await settle(
-            hs.map((x) => x.pid),
-            m,
-          );
-          const result = await runGenerator(
-            {
-              port: h.port,
-              apiPort: h.port,
-              apiKey,
-              serverPid: h.pid,
-              version: o.version,
-              command: o.command,
-              chargers: o.chargers,
-              rounds: o.rounds,
-              concurrency,
-              warmupCommands: o.warmup,
-              timeoutMs: o.timeoutMs,
-              idPrefix: `fo${rep}-${h.kind}-${concurrency}-${Date.now().toString(36)}`,
-            },
-            o,
-            concurrency,
-          );
-          n++;
-          if (!result.preflight.ok)
-            throw new Error(
-              `pre-flight failed for ${h.kind}: ${result.preflight.problem} (status ${result.preflight.status}, body ${result.preflight.body})`,
-            );
-          runs.push({ rep, server: h.kind, concurrency, settle: s, result });
-          const x = result.measured;
-          const nf = Object.values(x.failures).reduce((a, b) => a + b, 0);
-          log(
-            `[${n}/${total}] rep ${rep} ${h.kind.padEnd(8)} C=${concurrency}  ${x.ok}/${x.commands} ok in ${x.seconds} s  ${x.commandsPerSec} cmd/s  p50 ${(x.latencyUs.p50 / 1000).toFixed(2)}  p99 ${(x.latencyUs.p99 / 1000).toFixed(2)}  max ${(x.latencyUs.max / 1000).toFixed(1)} ms  server ${result.server?.cpuUsPerCommand ?? '?'} µs/cmd (${result.server?.cores ?? '?'} cores)  gen ${result.generator.cores} cores  other ${result.machine.foreignCores}  failures ${nf}  chargers: ${result.chargers.callsReceived} CALLs${result.chargers.triggeredSent ? `, ${result.chargers.triggeredAnswered}/${result.chargers.triggeredSent} triggered Heartbeats answered` : ''}`,
-          );
-          for (const smp of [...result.connect.failures, ...x.failureSamples, ...result.chargers.samples].slice(0, 5))
-            log(`    ${smp}`);
-          if (await Promise.race([h.exited.then(() => true), sleep(0).then(() => false)]))
-            throw new Error(`${h.kind} exited during the run; stderr:\n${h.stderr.join('\n')}`);
-        }
-      }
-    } finally {
-      for (const h of hs) await h.stop();
-    }
-  }
+  await runRepetitions({
+    reps: o.reps,
+    servers: o.servers,
+    cells: o.concurrency,
+    quiet: o,
+    start: (name) => {
+      const def = FANOUT_SERVERS[name];
+      return startScript(name, def.script, def.args(o, m, sha256), def.nodeArgs?.(m));
+    },
+    ready: async (h) => {
+      const def = FANOUT_SERVERS[h.kind];
+      servers[h.kind] ??= { describe: def.describe, script: def.script, threads: h.threads };
+    },
+    run: async ({ h, cell: concurrency, rep, settle: s, progress }) => {
+      const opts: Partial<FanoutOptions> = {
+        port: h.port,
+        apiPort: h.port,
+        apiKey,
+        serverPid: h.pid,
+        version: o.version,
+        command: o.command,
+        chargers: o.chargers,
+        rounds: o.rounds,
+        concurrency,
+        warmupCommands: o.warmup,
+        timeoutMs: o.timeoutMs,
+        idPrefix: `fo${rep}-${h.kind}-${concurrency}-${Date.now().toString(36)}`,
+      };
+      const result = await runGenerator<FanoutResult>('bench/lib/fanout-gen.ts', opts, budgetMs(o, concurrency));
+      // The generator checks one command's answer before measuring (a wrong answer measures something else).
+      if (!result.preflight.ok)
+        throw new Error(
+          `pre-flight failed for ${h.kind}: ${result.preflight.problem} (status ${result.preflight.status}, body ${result.preflight.body})`,
+        );
+      runs.push({ rep, server: h.kind, concurrency, settle: s, result });
+      const x = result.measured;
+      const nf = Object.values(x.failures).reduce((a, b) => a + b, 0);
+      log(
+        `${progress} rep ${rep} ${h.kind.padEnd(8)} C=${concurrency}  ${x.ok}/${x.commands} ok in ${x.seconds} s  ${x.commandsPerSec} cmd/s  p50 ${(x.latencyUs.p50 / 1000).toFixed(2)}  p99 ${(x.latencyUs.p99 / 1000).toFixed(2)}  max ${(x.latencyUs.max / 1000).toFixed(1)} ms  server ${result.server?.cpuUsPerCommand ?? '?'} µs/cmd (${result.server?.cores ?? '?'} cores)  gen ${result.generator.cores} cores  other ${result.machine.foreignCores}  failures ${nf}  chargers: ${result.chargers.callsReceived} CALLs${result.chargers.triggeredSent ? `, ${result.chargers.triggeredAnswered}/${result.chargers.triggeredSent} triggered Heartbeats answered` : ''}`,
+      );
+      for (const smp of [...result.connect.failures, ...x.failureSamples, ...result.chargers.samples].slice(0, 5))
+        log(`    ${smp}`);
+    },
+  });
   const cells = summarize(runs);
   const report = {
     kind: 'fanout',
     date: new Date().toISOString(),
     command,
     options: o,
-    machine: {
-      cpu: cpus()[0]?.model ?? 'unknown',
-      cores: cpus().length,
-      memGiB: Math.round(totalmem() / 2 ** 30),
-      kernel: release(),
-      loadavgStart: loadStart,
-      loadavgEnd: loadavg().map((x) => +x.toFixed(2)),
-    },
-    node: { version: process.version, uws: packageVersion('uWebSockets.js'), ocppRpc: packageVersion('ocpp-rpc') },
-    git: gitStart && {
-      commit: gitStart.commit,
-      dirty: gitStart.dirty,
-      changedDuringRun: gitInfo()?.fingerprint !== gitStart.fingerprint,
-    },
+    machine: rec.machine(),
+    node: versions('version', 'uws', 'ocppRpc'),
+    git: rec.git(),
     servers,
     runs,
     cells,
-    wallSeconds: Math.round((Date.now() - started) / 1000),
+    wallSeconds: rec.wallSeconds(),
   };
-  mkdirSync(dirname(o.out), { recursive: true });
-  writeFileSync(o.out, JSON.stringify(report, null, 2) + '\n');
-  log(`wrote ${relative(root, o.out)}`);
+  writeReport(o.out, report);
   process.stdout.write(markdown(o, cells, runs) + '\n');
 }

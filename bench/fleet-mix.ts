@@ -6,8 +6,8 @@
  * Start/StopTransaction until the transaction plugin exists** (the router answers them
  * NotSupported): a session is its StatusNotifications (Preparing → Charging → Finishing →
  * Available) with MeterValues while charging. Each server of the e2e matrix (SERVERS of
- * e2e-throughput.ts) in its own fresh process, measured in the same repetition; the router with
- * its state in process, as in bench/open-loop.ts.
+ * bench/lib/matrix.ts) in its own fresh process, measured in the same repetition; the router
+ * with its state in process, as in bench/open-loop.ts.
  *
  *   node --import tsx bench/fleet-mix.ts [--servers=uws-bare,ocpp-rpc,router] [--chargers=1000]
  *        [--speedup=300] [--reps=3] [--duration=10] [--warmup=2] [--drain=5] [--threads=0] [--version=1.6]
@@ -19,27 +19,48 @@
  * drain, errors (CALLERRORs, closes), server CPU µs per reply and cores, generator cores and
  * send lag, other load. Markdown on stdout, JSON (every run, every option) to --out.
  *
- * Owns: the servers × repetitions loop, aggregation and the report. Must not: generate load
- * itself, or reach into core/.
+ * Owns: the mix's options, aggregation (per action and over all) and the report; the servers
+ * and the repetition loop are bench/lib/matrix.ts's. Must not: generate load itself, or reach
+ * into core/.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg, totalmem, release } from 'node:os';
-import { dirname, join, relative, resolve } from 'node:path';
-import { DEFAULT_MATRIX, SERVERS, gitInfo, packageVersion, settle, type MatrixOptions } from './e2e-throughput.js';
+import { join } from 'node:path';
 import { preflight } from './lib/preflight.js';
-import { runResultChild, startServer, type ServerHandle } from './lib/proc.js';
-import { spread, fmtSpread, type Spread } from './lib/stats.js';
-import type { BenchVersion } from './lib/ocpp-payloads.js';
+import { fmtSpread, type Spread } from './lib/stats.js';
 import {
   DEFAULT_FLEET_MIX,
   FLEET_ACTIONS,
   fleetCallTexts,
-  type ActionFigures,
   type FleetMixOptions,
   type FleetMixResult,
 } from './lib/fleet-mix-gen.js';
-
-const root = join(import.meta.dirname, '..');
+import type { BenchVersion } from './lib/ocpp-payloads.js';
+import {
+  SERVERS,
+  commandLine,
+  flagSpec,
+  generatorBudgetMs,
+  isMain,
+  log,
+  logSamples,
+  parseFlags,
+  requireKnown,
+  requireOneGeneratorFleet,
+  requirePreflight,
+  requireTiming,
+  requireVersion,
+  root,
+  runGenerator,
+  runRepetitions,
+  samplesOf,
+  spreadOf,
+  startRecording,
+  startServerOf,
+  versions,
+  writeReport,
+  type ReportHead,
+  type ServerOptions,
+  type Settled,
+} from './lib/matrix.js';
 
 export interface FleetMixMatrix {
   servers: string[];
@@ -84,55 +105,38 @@ const DEFAULTS: FleetMixMatrix = {
   out: join(root, 'bench/results/fleet-mix-latest.json'),
 };
 
+const FLAGS = flagSpec<FleetMixMatrix>(
+  [
+    'servers',
+    'chargers',
+    'reps',
+    'duration',
+    'warmup',
+    'drain',
+    'threads',
+    'version',
+    'router-config',
+    'quiet-cores',
+    'quiet-wait',
+    'out',
+  ],
+  {
+    speedup: ['speedup', 'num'],
+    heartbeat: ['heartbeatSec', 'num'],
+    meter: ['meterSec', 'num'],
+    session: ['sessionSec', 'num'],
+    'session-prob': ['sessionProb', 'num'],
+    'fault-prob': ['faultProb', 'num'],
+  },
+);
+
 function parse(argv: string[]): FleetMixMatrix {
-  const o: FleetMixMatrix = { ...DEFAULTS };
-  const list = (v: string) =>
-    v
-      .split(',')
-      .map((s) => s.trim())
-      .filter(Boolean);
-  for (const a of argv) {
-    const m = /^--([a-z-]+)=(.*)$/.exec(a);
-    if (!m) throw new Error(`expected --name=value, got ${a}`);
-    const [, k, v] = m as unknown as [string, string, string];
-    const num = () => {
-      const n = Number(v);
-      if (!Number.isFinite(n) || n < 0) throw new Error(`--${k} must be a non-negative number, got "${v}"`);
-      return n;
-    };
-    if (k === 'servers') o.servers = list(v);
-    else if (k === 'chargers') o.chargers = num();
-    else if (k === 'speedup') o.speedup = num();
-    else if (k === 'reps') o.reps = num();
-    else if (k === 'duration') o.duration = num();
-    else if (k === 'warmup') o.warmup = num();
-    else if (k === 'drain') o.drain = num();
-    else if (k === 'threads') o.threads = num();
-    else if (k === 'version') o.version = v as BenchVersion;
-    else if (k === 'heartbeat') o.heartbeatSec = num();
-    else if (k === 'meter') o.meterSec = num();
-    else if (k === 'session') o.sessionSec = num();
-    else if (k === 'session-prob') o.sessionProb = num();
-    else if (k === 'fault-prob') o.faultProb = num();
-    else if (k === 'router-config') o.routerConfig = JSON.parse(v) as Record<string, unknown>;
-    else if (k === 'quiet-cores') o.quietCores = num();
-    else if (k === 'quiet-wait') o.quietWaitSec = num();
-    else if (k === 'out') o.out = resolve(v);
-    else
-      throw new Error(
-        `unknown option --${k} (known: servers, chargers, speedup, reps, duration, warmup, drain, threads, version, heartbeat, meter, session, session-prob, fault-prob, router-config, quiet-cores, quiet-wait, out)`,
-      );
-  }
-  for (const s of o.servers)
-    if (!SERVERS[s]) throw new Error(`unknown server "${s}" (known: ${Object.keys(SERVERS).join(', ')})`);
-  if (!['1.6', '2.0.1'].includes(o.version)) throw new Error('--version must be 1.6 or 2.0.1');
-  if (!Number.isInteger(o.chargers) || o.chargers < 1 || o.chargers > 5000)
-    throw new Error('--chargers must be 1..5000 (one generator process)');
+  const { o } = parseFlags(argv, DEFAULTS, FLAGS);
+  requireKnown('server', o.servers, Object.keys(SERVERS));
+  requireVersion(o.version);
+  requireOneGeneratorFleet(o.chargers);
   if (o.speedup < 1 || o.speedup > 10_000) throw new Error('--speedup must be 1..10000');
-  if (o.reps < 1 || o.reps > 20) throw new Error('--reps must be 1..20');
-  if (o.duration < 1 || o.duration > 120) throw new Error('--duration must be 1..120 seconds');
-  if (o.warmup > 60) throw new Error('--warmup must be at most 60 seconds');
-  if (o.drain < 0.1 || o.drain > 60) throw new Error('--drain must be 0.1..60 seconds');
+  requireTiming(o);
   // At most 2 CALLs per charger per 10 ms of real time from each periodic stream.
   for (const [k, v] of [
     ['heartbeat', o.heartbeatSec],
@@ -146,33 +150,20 @@ function parse(argv: string[]): FleetMixMatrix {
   return o;
 }
 
-function matrixFor(o: FleetMixMatrix): MatrixOptions {
-  return {
-    ...DEFAULT_MATRIX,
-    threads: o.threads,
-    version: o.version,
-    routerConfig: o.routerConfig,
-    routerState: 'memory',
-    quietCores: o.quietCores,
-    quietWaitSec: o.quietWaitSec,
-    profile: process.env.BENCH_PROFILE === '1',
-  };
-}
-
-function runGenerator(
-  opts: Partial<FleetMixOptions> & Pick<FleetMixOptions, 'port'>,
-  o: FleetMixMatrix,
-): Promise<FleetMixResult> {
-  const budgetMs = 120_000 + (o.warmup + o.duration + o.drain) * 1000;
-  return runResultChild<FleetMixResult>(join(root, 'bench/lib/fleet-mix-gen.ts'), opts, budgetMs, root);
-}
+/** What SERVERS read: the router's threads and extra config, state in process; BENCH_PROFILE=1 profiles it. */
+const serverOptions = (o: FleetMixMatrix): ServerOptions => ({
+  threads: o.threads,
+  routerState: 'memory',
+  routerConfig: o.routerConfig,
+  profile: process.env.BENCH_PROFILE === '1',
+});
 
 // ── aggregation ───────────────────────────────────────────────────────────────────────────
 
 export interface FleetMixRun {
   rep: number;
   server: string;
-  settle: { waitedMs: number; foreignCores: number };
+  settle: Settled;
   result: FleetMixResult;
 }
 
@@ -210,7 +201,7 @@ function summarize(runs: FleetMixRun[], servers: string[]): FleetMixCell[] {
     if (!rs.length) continue;
     for (const action of ['all', ...FLEET_ACTIONS] as const) {
       const figs = rs.map((r) => (action === 'all' ? r.result.window.all : r.result.window.perAction[action]));
-      const f = (g: (x: ActionFigures) => number) => spread(figs.map(g));
+      const f = spreadOf(figs);
       const cell: FleetMixCell = {
         server,
         action,
@@ -226,7 +217,7 @@ function summarize(runs: FleetMixRun[], servers: string[]): FleetMixCell[] {
         callErrors: figs.reduce((n, x) => n + x.callError, 0),
       };
       if (action === 'all') {
-        const g = (h: (x: FleetMixResult) => number | undefined) => spread(rs.map((r) => h(r.result) ?? NaN));
+        const g = spreadOf(rs.map((r) => r.result));
         Object.assign(cell, {
           serverCpuUsPerMsg: g((x) => x.server?.cpuUsPerMessage),
           serverCores: g((x) => x.server?.cores),
@@ -239,7 +230,7 @@ function summarize(runs: FleetMixRun[], servers: string[]): FleetMixCell[] {
             (n, r) => n + r.result.errors.closed + r.result.errors.unparsed + r.result.connect.failed,
             0,
           ),
-          errorSamples: rs.flatMap((r) => [...r.result.connect.failures, ...r.result.errors.samples]).slice(0, 5),
+          errorSamples: rs.flatMap((r) => samplesOf(r.result)).slice(0, 5),
         });
       }
       cells.push(cell);
@@ -248,19 +239,13 @@ function summarize(runs: FleetMixRun[], servers: string[]): FleetMixCell[] {
   return cells;
 }
 
-interface FleetMixReport {
+interface FleetMixReport extends ReportHead {
   kind: 'fleet-mix';
-  date: string;
-  command: string;
-  machine: { cpu: string; cores: number; memGiB: number; kernel: string; loadavgStart: number[]; loadavgEnd: number[] };
   node: { version: string; uws: string; ws: string; ocppRpc: string };
-  git: { commit: string; dirty: boolean; changedDuringRun: boolean } | null;
   options: FleetMixMatrix;
-  servers: Record<string, { describe: string; threads: number }>;
   preflight: Record<string, unknown>;
   runs: FleetMixRun[];
   cells: FleetMixCell[];
-  wallSeconds: number;
 }
 
 function markdown(rep: FleetMixReport): string {
@@ -300,13 +285,9 @@ function markdown(rep: FleetMixReport): string {
 
 // ── the loop ──────────────────────────────────────────────────────────────────────────────
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-async function main(o: FleetMixMatrix, command: string, log: (s: string) => void): Promise<FleetMixReport> {
-  const started = Date.now();
-  const gitStart = gitInfo();
-  const loadStart = loadavg().map((x) => +x.toFixed(2));
-  const m = matrixFor(o);
+async function main(o: FleetMixMatrix, command: string): Promise<FleetMixReport> {
+  const rec = startRecording();
+  const m = serverOptions(o);
   const runs: FleetMixRun[] = [];
   const serverInfo: FleetMixReport['servers'] = {};
   const pre: Record<string, unknown> = {};
@@ -317,112 +298,74 @@ async function main(o: FleetMixMatrix, command: string, log: (s: string) => void
       const [, , a, p] = JSON.parse(t) as [number, string, string, unknown];
       return [a, p] as const;
     });
-  const total = o.reps * o.servers.length;
-  let n = 0;
-  for (let rep = 1; rep <= o.reps; rep++) {
-    const servers: ServerHandle[] = [];
-    try {
-      for (const name of o.servers) {
-        const def = SERVERS[name];
-        const h = await startServer(name, join(root, def.script), def.args(m), {
-          nodeArgs: def.nodeArgs?.(m),
-          cwd: root,
-        });
-        servers.push(h);
-        serverInfo[name] ??= {
-          describe: def.describe + (name === 'router' ? '; state in process' : ''),
-          threads: h.threads,
-        };
-        const p = await preflight(h.port, o.version, [], 5000, extra);
-        pre[`${name}#${rep}`] = p;
-        if (!p.ok)
-          throw new Error(
-            `pre-flight failed for ${name}: ${JSON.stringify({ problems: p.problems, answers: p.answers })}`,
-          );
-      }
-      const order = servers.map((_, i) => servers[(i + rep - 1) % servers.length]);
-      for (const h of order) {
-        const s = await settle(
-          servers.map((x) => x.pid),
-          m,
-        );
-        const result = await runGenerator(
-          {
-            port: h.port,
-            serverPid: h.pid,
-            version: o.version,
-            chargers: o.chargers,
-            speedup: o.speedup,
-            heartbeatSec: o.heartbeatSec,
-            meterSec: o.meterSec,
-            sessionSec: o.sessionSec,
-            sessionProb: o.sessionProb,
-            faultProb: o.faultProb,
-            seed: rep,
-            warmupSec: o.warmup,
-            durationSec: o.duration,
-            drainMs: o.drain * 1000,
-            idPrefix: `fm${rep}-${h.kind}-${Date.now().toString(36)}`,
-          },
-          o,
-        );
-        runs.push({ rep, server: h.kind, settle: s, result });
-        n++;
-        const w = result.window;
-        const pa = FLEET_ACTIONS.map(
-          (a) => `${a} ${w.perAction[a].sendRate}/s p99 ${(w.perAction[a].latencyUs.p99 / 1000).toFixed(2)}`,
-        ).join(', ');
-        log(
-          `[${n}/${total}] rep ${rep} ${h.kind.padEnd(8)} sent ${w.all.sendRate}/s (expected ${w.expectedRate})  replies ${w.all.replyRate}/s  p50 ${(w.all.latencyUs.p50 / 1000).toFixed(2)}  p99 ${(w.all.latencyUs.p99 / 1000).toFixed(2)}  p99.9 ${(w.all.latencyUs.p999 / 1000).toFixed(2)} ms  [${pa}]  missing ${result.missing}  server ${result.server?.cpuUsPerMessage ?? '?'} µs/msg (${result.server?.cores ?? '?'} cores)  gen ${result.generator.cores} cores  other ${result.machine.foreignCores}  sessions ${w.sessions} faults ${w.faults}  errors ${result.errors.total + result.connect.failed}`,
-        );
-        if (result.connect.failed || result.errors.total)
-          log(`    ${[...result.connect.failures, ...result.errors.samples].join('\n    ')}`);
-        if (await Promise.race([h.exited.then(() => true), sleep(0).then(() => false)]))
-          throw new Error(`${h.kind} exited during the run; stderr:\n${h.stderr.join('\n')}`);
-      }
-    } finally {
-      for (const h of servers) await h.stop();
-    }
-  }
+  await runRepetitions({
+    reps: o.reps,
+    servers: o.servers,
+    // One cell: the mix is the workload.
+    cells: [null],
+    quiet: o,
+    start: (name) => startServerOf(name, m),
+    ready: async (h, rep) => {
+      serverInfo[h.kind] ??= {
+        describe: SERVERS[h.kind].describe + (h.kind === 'router' ? '; state in process' : ''),
+        threads: h.threads,
+      };
+      const p = await preflight(h.port, o.version, [], 5000, extra);
+      requirePreflight(pre, h, rep, p);
+    },
+    run: async ({ h, rep, settle: s, progress }) => {
+      const opts: Partial<FleetMixOptions> = {
+        port: h.port,
+        serverPid: h.pid,
+        version: o.version,
+        chargers: o.chargers,
+        speedup: o.speedup,
+        heartbeatSec: o.heartbeatSec,
+        meterSec: o.meterSec,
+        sessionSec: o.sessionSec,
+        sessionProb: o.sessionProb,
+        faultProb: o.faultProb,
+        seed: rep,
+        warmupSec: o.warmup,
+        durationSec: o.duration,
+        drainMs: o.drain * 1000,
+        idPrefix: `fm${rep}-${h.kind}-${Date.now().toString(36)}`,
+      };
+      const result = await runGenerator<FleetMixResult>(
+        'bench/lib/fleet-mix-gen.ts',
+        opts,
+        generatorBudgetMs(o.warmup + o.duration + o.drain),
+      );
+      runs.push({ rep, server: h.kind, settle: s, result });
+      const w = result.window;
+      const pa = FLEET_ACTIONS.map(
+        (a) => `${a} ${w.perAction[a].sendRate}/s p99 ${(w.perAction[a].latencyUs.p99 / 1000).toFixed(2)}`,
+      ).join(', ');
+      log(
+        `${progress} rep ${rep} ${h.kind.padEnd(8)} sent ${w.all.sendRate}/s (expected ${w.expectedRate})  replies ${w.all.replyRate}/s  p50 ${(w.all.latencyUs.p50 / 1000).toFixed(2)}  p99 ${(w.all.latencyUs.p99 / 1000).toFixed(2)}  p99.9 ${(w.all.latencyUs.p999 / 1000).toFixed(2)} ms  [${pa}]  missing ${result.missing}  server ${result.server?.cpuUsPerMessage ?? '?'} µs/msg (${result.server?.cores ?? '?'} cores)  gen ${result.generator.cores} cores  other ${result.machine.foreignCores}  sessions ${w.sessions} faults ${w.faults}  errors ${result.errors.total + result.connect.failed}`,
+      );
+      logSamples(result);
+    },
+  });
   return {
     kind: 'fleet-mix',
     date: new Date().toISOString(),
     command,
-    machine: {
-      cpu: cpus()[0]?.model ?? 'unknown',
-      cores: cpus().length,
-      memGiB: Math.round(totalmem() / 2 ** 30),
-      kernel: release(),
-      loadavgStart: loadStart,
-      loadavgEnd: loadavg().map((x) => +x.toFixed(2)),
-    },
-    node: {
-      version: process.version,
-      uws: packageVersion('uWebSockets.js'),
-      ws: packageVersion('ws'),
-      ocppRpc: packageVersion('ocpp-rpc'),
-    },
-    git: gitStart && {
-      commit: gitStart.commit,
-      dirty: gitStart.dirty,
-      changedDuringRun: gitInfo()?.fingerprint !== gitStart.fingerprint,
-    },
+    machine: rec.machine(),
+    node: versions('version', 'uws', 'ws', 'ocppRpc'),
+    git: rec.git(),
     options: o,
     servers: serverInfo,
     preflight: pre,
     runs,
     cells: summarize(runs, o.servers),
-    wallSeconds: Math.round((Date.now() - started) / 1000),
+    wallSeconds: rec.wallSeconds(),
   };
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+if (isMain(import.meta.url)) {
   const o = parse(process.argv.slice(2));
-  const command = `node --import tsx bench/fleet-mix.ts ${process.argv.slice(2).join(' ')}`.trim();
-  const log = (s: string) => process.stderr.write(s + '\n');
-  const report = await main(o, command, log);
-  mkdirSync(dirname(o.out), { recursive: true });
-  writeFileSync(o.out, JSON.stringify(report, null, 2) + '\n');
-  log(`wrote ${relative(root, o.out)}`);
+  const report = await main(o, commandLine('bench/fleet-mix.ts', process.argv.slice(2)));
+  writeReport(o.out, report);
   process.stdout.write(markdown(report) + '\n');
 }

@@ -21,14 +21,10 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { markdown, parseArgs, runMatrix, DEFAULT_MATRIX, type MatrixReport } from './e2e-throughput.js';
+import { exitAfter, root } from './lib/matrix.js';
 
-const root = join(import.meta.dirname, '..');
 const HARD_LIMIT_MS = 14 * 60_000;
-const watchdog = setTimeout(() => {
-  process.stderr.write(`bench: still running after ${HARD_LIMIT_MS / 60000} minutes; giving up\n`);
-  process.exit(2);
-}, HARD_LIMIT_MS);
-watchdog.unref();
+exitAfter(HARD_LIMIT_MS, `bench: still running after ${HARD_LIMIT_MS / 60000} minutes; giving up`, 2);
 
 const argv = process.argv.slice(2);
 const ceiling = !argv.includes('--no-ceiling');

@@ -13,7 +13,7 @@
  *        [--per-generator=16000] [--per-address=10000] [--warmup=0] [--router-config='{json}'] [--profile]
  *        [--out=bench/results/storm-latest.json]
  *
- * Servers: those of the e2e matrix (SERVERS of e2e-throughput.ts: one process each, `router` is
+ * Servers: those of the e2e matrix (SERVERS of bench/lib/matrix.ts: one process each, `router` is
  * createRouter() in-process with in-memory state), and `router-mp`: the real CLI in multi-process
  * mode (`bin/ocpp-router.js --processes P`, pool.threads per process, state in a throwaway Redis;
  * bench/lib/router-processes.ts).
@@ -39,11 +39,8 @@
  * the report. Must not: generate load itself (storm-gen.ts does, in its own processes).
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, totalmem, release } from 'node:os';
-import { dirname, join, relative, resolve } from 'node:path';
-import { execFileSync } from 'node:child_process';
-import { SERVERS, DEFAULT_MATRIX } from './e2e-throughput.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Histogram, type HistogramSummary } from './lib/histogram.js';
 import {
   machineCpuMs,
@@ -51,7 +48,6 @@ import {
   processTree,
   rssKB,
   sampleTree,
-  startServer,
   track,
   treeCpuMs,
   type TreeSample,
@@ -59,8 +55,25 @@ import {
 import { startRouterProcesses } from './lib/router-processes.js';
 import { redisInfo } from './lib/redis-server.js';
 import type { FromGen, GenConfig, GenPhase, StormVersion, ToGen } from './lib/storm-gen.js';
+import {
+  SERVERS,
+  commandLine,
+  exitAfter,
+  flagSpec,
+  fmtErrors,
+  isMain,
+  log,
+  machineInfo,
+  parseFlags,
+  requireKnown,
+  root,
+  shortCommit,
+  sleep,
+  splitList,
+  startServerOf,
+  writeReport,
+} from './lib/matrix.js';
 
-const root = join(import.meta.dirname, '..');
 const FD_LIMIT_PER_PROCESS = 18_000;
 
 interface Options {
@@ -85,64 +98,42 @@ interface Options {
 
 const ALL_SERVERS = [...Object.keys(SERVERS), 'router-mp'];
 
+const DEFAULTS: Options = {
+  servers: ['uws-bare', 'ws-json', 'ocpp-rpc', 'router'],
+  chargers: {},
+  hold: 20,
+  concurrency: 256,
+  version: '1.6',
+  threads: 0,
+  processes: 6,
+  processThreads: 1,
+  perGenerator: 16_000,
+  perAddress: 10_000,
+  warmup: 0,
+  routerConfig: {},
+  profile: false,
+  out: join(root, 'bench/results/storm-latest.json'),
+};
+
+// --chargers (one number, or per server) is read apart: it fills `chargers` per server.
+const FLAGS = flagSpec<Options>(['servers', 'version', 'threads', 'warmup', 'router-config', 'out'], {
+  hold: ['hold', 'num'],
+  concurrency: ['concurrency', 'num'],
+  processes: ['processes', 'num'],
+  'process-threads': ['processThreads', 'num'],
+  'per-generator': ['perGenerator', 'num'],
+  'per-address': ['perAddress', 'num'],
+  profile: ['profile', 'bool'],
+});
+
 function parse(argv: string[]): Options {
-  const o: Options = {
-    servers: ['uws-bare', 'ws-json', 'ocpp-rpc', 'router'],
-    chargers: {},
-    hold: 20,
-    concurrency: 256,
-    version: '1.6',
-    threads: 0,
-    processes: 6,
-    processThreads: 1,
-    perGenerator: 16_000,
-    perAddress: 10_000,
-    warmup: 0,
-    routerConfig: {},
-    profile: false,
-    out: join(root, 'bench/results/storm-latest.json'),
-  };
-  let chargers = '2000';
-  for (const a of argv) {
-    if (a === '--profile') {
-      o.profile = true;
-      continue;
-    }
-    const m = /^--([a-z-]+)=(.*)$/.exec(a);
-    if (!m) throw new Error(`expected --name=value, got ${a}`);
-    const [, k, v] = m as unknown as [string, string, string];
-    const num = () => {
-      const n = Number(v);
-      if (!Number.isFinite(n) || n < 0) throw new Error(`--${k} must be a non-negative number`);
-      return n;
-    };
-    if (k === 'servers')
-      o.servers = v
-        .split(',')
-        .map((s) => s.trim())
-        .filter(Boolean);
-    else if (k === 'chargers') chargers = v;
-    else if (k === 'hold') o.hold = num();
-    else if (k === 'concurrency') o.concurrency = num();
-    else if (k === 'version') o.version = v as StormVersion;
-    else if (k === 'threads') o.threads = num();
-    else if (k === 'processes') o.processes = num();
-    else if (k === 'process-threads') o.processThreads = num();
-    else if (k === 'per-generator') o.perGenerator = num();
-    else if (k === 'per-address') o.perAddress = num();
-    else if (k === 'warmup') o.warmup = num();
-    else if (k === 'router-config') o.routerConfig = JSON.parse(v) as Record<string, unknown>;
-    else if (k === 'out') o.out = resolve(v);
-    else throw new Error(`unknown option --${k}`);
-  }
-  for (const s of o.servers)
-    if (!ALL_SERVERS.includes(s)) throw new Error(`unknown server "${s}" (known: ${ALL_SERVERS.join(', ')})`);
+  const { o, get } = parseFlags(argv, DEFAULTS, FLAGS, { booleans: ['profile'], extra: ['chargers'] });
+  o.chargers = {};
+  const chargers = get('chargers') ?? '2000';
+  requireKnown('server', o.servers, ALL_SERVERS);
   const perServer = new Map<string, number>();
   let all: number | undefined;
-  for (const part of chargers
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean)) {
+  for (const part of splitList(chargers)) {
     const [a, b] = part.includes(':') ? (part.split(':') as [string, string]) : [undefined, part];
     const n = Number(b);
     if (!Number.isInteger(n) || n < 1) throw new Error(`--chargers: "${part}" is not a positive integer`);
@@ -173,8 +164,6 @@ function parse(argv: string[]): Options {
   if (o.warmup > 1000) throw new Error('--warmup must be at most 1000 per generator');
   return o;
 }
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 // ── source addresses ──────────────────────────────────────────────────────────────────────
 
@@ -423,8 +412,12 @@ async function startTarget(name: string, o: Options): Promise<Target> {
     };
   }
   const def = SERVERS[name];
-  const m = { ...DEFAULT_MATRIX, threads: o.threads, routerConfig: o.routerConfig };
-  const h = await startServer(name, join(root, def.script), def.args(m), { cwd: root });
+  const h = await startServerOf(name, {
+    threads: o.threads,
+    routerState: 'memory',
+    routerConfig: o.routerConfig,
+    profile: false,
+  });
   let gone = false;
   void h.exited.then(() => {
     gone = true;
@@ -471,7 +464,7 @@ export interface StormServerResult {
   chargers: number;
   processes: number;
   threadsPerProcess: number;
-  /** All generators together over the storm (the single generator of earlier versions). */
+  /** All generators together over the storm (each one: `generators`); the field older storm reports have too. */
   generator: { cpuMs: number };
   generators: {
     pid: number;
@@ -756,10 +749,11 @@ async function runServer(name: string, o: Options, nextAddress: { k: number }): 
 
 // ── report ────────────────────────────────────────────────────────────────────────────────
 
-const fmtFail = (f: Record<string, number>) => {
-  const e = Object.entries(f);
-  return e.length ? `${e.reduce((n, [, v]) => n + v, 0)} (${e.map(([k, v]) => `${v} ${k}`).join(', ')})` : '0';
-};
+const fmtFail = (f: Record<string, number>) =>
+  fmtErrors(
+    Object.values(f).reduce((n, v) => n + v, 0),
+    f,
+  );
 const mb = (kb: number) => (kb / 1024).toFixed(0);
 
 function markdown(o: Options, rows: StormServerResult[]): string {
@@ -809,35 +803,27 @@ function markdown(o: Options, rows: StormServerResult[]): string {
   return L.join('\n');
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+if (isMain(import.meta.url)) {
   const o = parse(process.argv.slice(2));
-  const command = `node --import tsx bench/storm.ts ${process.argv.slice(2).join(' ')}`.trim();
+  const command = commandLine('bench/storm.ts', process.argv.slice(2));
   const started = Date.now();
   // Whole-run bound: per server its storm budget, hold and slack.
   const budgetMs = o.servers.reduce(
     (a, s) => a + 240_000 + (Math.ceil(o.chargers[s] / o.concurrency) + 2) * 20_000 + o.hold * 1000,
     0,
   );
-  setTimeout(() => {
-    process.stderr.write(`storm: exceeded its ${Math.round(budgetMs / 1000)} s budget\n`);
-    process.exit(3);
-  }, budgetMs).unref();
+  exitAfter(budgetMs, `storm: exceeded its ${Math.round(budgetMs / 1000)} s budget`, 3);
   const rows: StormServerResult[] = [];
   const nextAddress = { k: 0 };
-  let commit = 'unknown';
-  try {
-    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8' }).trim();
-  } catch {
-    /* no git */
-  }
+  const commit = shortCommit();
   for (const name of o.servers) {
     const r = await runServer(name, o, nextAddress);
     rows.push(r);
     const s = r.storm;
-    process.stderr.write(
-      `${name.padEnd(9)} booted ${s.booted}/${s.attempted} in ${s.bootAllMs} ms  ${s.connectsPerSec} connects/s  ${s.bootsPerSec} boots/s  failures ${fmtFail(s.failures)}  RSS ${mb(r.rssKB.holdStart)} MB = ${r.perConnection.totalKB} KB/conn (Δ ${r.perConnection.rssKB})  drops ${r.hold.drops}\n`,
+    log(
+      `${name.padEnd(9)} booted ${s.booted}/${s.attempted} in ${s.bootAllMs} ms  ${s.connectsPerSec} connects/s  ${s.bootsPerSec} boots/s  failures ${fmtFail(s.failures)}  RSS ${mb(r.rssKB.holdStart)} MB = ${r.perConnection.totalKB} KB/conn (Δ ${r.perConnection.rssKB})  drops ${r.hold.drops}`,
     );
-    for (const x of [...s.failureSamples, ...r.hold.dropSamples]) process.stderr.write(`    ${x}\n`);
+    for (const x of [...s.failureSamples, ...r.hold.dropSamples]) log(`    ${x}`);
   }
   const report = {
     kind: 'storm',
@@ -845,12 +831,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     command,
     commit,
     options: o,
-    machine: {
-      cpu: cpus()[0]?.model ?? 'unknown',
-      cores: cpus().length,
-      memGiB: Math.round(totalmem() / 2 ** 30),
-      kernel: release(),
-    },
+    machine: machineInfo(),
     node: process.version,
     servers: Object.fromEntries(
       rows.map((r) => [r.server, { describe: r.describe, threads: r.threadsPerProcess, processes: r.processes }]),
@@ -858,9 +839,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     results: Object.fromEntries(rows.map((r) => [r.server, r])),
     wallSeconds: Math.round((Date.now() - started) / 1000),
   };
-  mkdirSync(dirname(o.out), { recursive: true });
-  writeFileSync(o.out, JSON.stringify(report, null, 2) + '\n');
-  process.stderr.write(`wrote ${relative(root, o.out)}\n`);
+  writeReport(o.out, report);
   process.stdout.write(markdown(o, rows) + '\n');
   process.exit(0);
 }

@@ -14,7 +14,7 @@
  *   store         RedisStateStore (what the product runs)
  *   script        (hset only) every HSET of a tick in one EVALSHA, each under pcall: what
  *                 coalescing a batch's state writes would save on the client (not adopted:
- *                 RESULTS.md, "Why the gaps remain")
+ *                 bench/results/HISTORY.md, "State in Redis: client side")
  * Prints µs of this process's CPU per command per round (the first round includes warm-up), and
  * the redis-server's CPU per command over the last rounds beside it (read from /proc in 10 ms
  * ticks: meaningful from ≈ 100,000 commands per round).
