@@ -74,6 +74,7 @@ import {
   type ServerOptions,
   type Settled,
 } from './lib/matrix.js';
+import { baselineCheckout } from './lib/baseline.js';
 
 // ── options ───────────────────────────────────────────────────────────────────────────────
 
@@ -94,6 +95,8 @@ export interface MatrixOptions extends ServerOptions, Quiet {
    */
   serverCpus: number[] | null;
   out: string | null;
+  /** `--baseline=<git revision>`: the commit whose router `router-base` runs beside `router`. */
+  baseline: string | null;
   /** Printed in the report as the command that produced it. */
   command: string;
 }
@@ -117,6 +120,7 @@ export const DEFAULT_MATRIX: MatrixOptions = {
   // 96 runs in the standard matrix: at most 2 s of waiting each keeps `npm run bench` bounded.
   quietWaitSec: 2,
   out: null,
+  baseline: null,
   command: '',
 };
 
@@ -133,6 +137,7 @@ const FLAGS = flagSpec<MatrixOptions>(
     'quiet-wait': ['quietWaitSec', 'num'],
     // Resolved by the command line only: run.ts passes none.
     out: ['out', 'str'],
+    baseline: ['baseline', 'str'],
   },
 );
 
@@ -146,6 +151,10 @@ export function parseArgs(argv: string[], defaults: MatrixOptions = DEFAULT_MATR
     if (otherCpus(o.serverCpus).length === 0)
       throw new Error('--server-cpus must leave at least one CPU to the generator');
   }
+  if (o.baseline) {
+    o.baselineDir = baselineCheckout(o.baseline).dir;
+    if (!o.servers.includes('router-base')) o.servers = [...o.servers, 'router-base'];
+  } else if (o.servers.includes('router-base')) throw new Error('server router-base needs --baseline=<git revision>');
   requireKnown('server', o.servers, Object.keys(SERVERS));
   requireKnown('action', o.actions, BENCH_ACTIONS);
   if (!['raw', 'ws'].includes(o.client)) throw new Error('--client must be raw or ws');

@@ -228,6 +228,8 @@ export interface ServerOptions {
   routerConfig: Record<string, unknown>;
   /** Run the router under --cpu-prof (profiles in bench/results/profiles). */
   profile: boolean;
+  /** Checkout of another commit that `router-base` runs (bench/lib/baseline.ts). */
+  baselineDir?: string;
 }
 
 /** What a driver provides to the servers it starts. */
@@ -238,6 +240,8 @@ export interface ServerEnv {
 
 export interface ServerDef {
   script: string;
+  /** Where the script and its code are (default: this checkout). */
+  root?(o: ServerOptions): string;
   describe: string;
   /** `env` omitted: no Redis runs, the router keeps its state in process. */
   args(o: ServerOptions, env?: ServerEnv): string[];
@@ -245,6 +249,23 @@ export interface ServerDef {
   /** Keeps its state in the driver's Redis under these options (its CPU is then measured beside). */
   usesRedis?(o: ServerOptions): boolean;
 }
+
+/** How bench/reference/router.ts is run, whichever commit's it is. */
+const ROUTER_RUN: Pick<ServerDef, 'args' | 'usesRedis' | 'nodeArgs'> = {
+  args: (o, env) => [
+    JSON.stringify(
+      mergeConfig(
+        {
+          pool: { threads: o.threads },
+          ...(env?.redisUrl && o.routerState === 'redis' ? { redis: { url: env.redisUrl } } : {}),
+        },
+        o.routerConfig,
+      ),
+    ),
+  ],
+  usesRedis: (o) => o.routerState === 'redis',
+  nodeArgs: (o) => (o.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(root, 'bench/results/profiles')}`] : []),
+};
 
 /**
  * The servers every WebSocket driver compares (a script printing its ready line, see
@@ -270,19 +291,17 @@ export const SERVERS: Record<string, ServerDef> = {
     script: 'bench/reference/router.ts',
     describe:
       'this router via createRouter(): core plugin + bench Authorize fixture (one state read per message), analytics to a local spool',
-    args: (o, env) => [
-      JSON.stringify(
-        mergeConfig(
-          {
-            pool: { threads: o.threads },
-            ...(env?.redisUrl && o.routerState === 'redis' ? { redis: { url: env.redisUrl } } : {}),
-          },
-          o.routerConfig,
-        ),
-      ),
-    ],
-    usesRedis: (o) => o.routerState === 'redis',
-    nodeArgs: (o) => (o.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(root, 'bench/results/profiles')}`] : []),
+    ...ROUTER_RUN,
+  },
+  'router-base': {
+    script: 'bench/reference/router.ts',
+    describe:
+      "the router of the --baseline commit, run by its own bench/reference/router.ts, with this checkout's options",
+    root: (o) => {
+      if (!o.baselineDir) throw new Error('server router-base needs --baseline=<git revision>');
+      return o.baselineDir;
+    },
+    ...ROUTER_RUN,
   },
 };
 
@@ -291,13 +310,18 @@ export const needsRedis = (servers: readonly string[], o: ServerOptions): boolea
   servers.some((s) => SERVERS[s].usesRedis?.(o));
 
 /** Starts `script` (relative to the root) as server `name`, fresh, and waits for its ready line. */
-export const startScript = (name: string, script: string, args: string[], nodeArgs?: string[]): Promise<ServerHandle> =>
-  startServer(name, join(root, script), args, { nodeArgs, cwd: root });
+export const startScript = (
+  name: string,
+  script: string,
+  args: string[],
+  nodeArgs?: string[],
+  dir: string = root,
+): Promise<ServerHandle> => startServer(name, join(dir, script), args, { nodeArgs, cwd: dir });
 
 /** Starts SERVERS[name] under `o`; the router keeps its state in `redis` when `o` says so. */
 export function startServerOf(name: string, o: ServerOptions, redis: BenchRedis | null = null): Promise<ServerHandle> {
   const def = SERVERS[name];
-  return startScript(name, def.script, def.args(o, { redisUrl: redis?.url ?? null }), def.nodeArgs?.(o));
+  return startScript(name, def.script, def.args(o, { redisUrl: redis?.url ?? null }), def.nodeArgs?.(o), def.root?.(o));
 }
 
 /**
