@@ -97,7 +97,12 @@ t.test('ClickHouse away: frames answered at once, rows spooled, delivered when i
         (await r.api('GET', '/metrics')).body as string,
       )?.[1],
     );
-  t.ok(await until(async () => (await sample('replayed')) >= 5, 5000), '/metrics: rows replayed from the spool');
+  t.ok(
+    await until(async () => (await sample('replayed')) >= 5, {
+      what: 'ocr_analytics_rows_total{outcome="replayed"} >= 5',
+    }),
+    '/metrics: rows replayed from the spool',
+  );
   t.ok((await sample('spooled')) >= 5, '/metrics: rows spooled while ClickHouse was away');
   t.equal(await sample('dropped'), 0, '/metrics: none dropped');
 });
@@ -143,7 +148,9 @@ t.test(
     t.equal((await c.call('Heartbeat', {}))[0], 3, 'Heartbeat still answered');
     const metric = async (re: RegExp) => Number(re.exec((await r.api('GET', '/metrics')).body as string)?.[1]);
     t.ok(
-      await until(async () => (await metric(/^ocr_analytics_refused_messages_total (\S+)$/m)) >= 1, 3000),
+      await until(async () => (await metric(/^ocr_analytics_refused_messages_total (\S+)$/m)) >= 1, {
+        what: 'ocr_analytics_refused_messages_total >= 1',
+      }),
       '/metrics counts the refusal',
     );
 
