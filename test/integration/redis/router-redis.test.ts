@@ -28,9 +28,9 @@ t.test('state in Redis', async (t) => {
   t.same(await redis.zrange('ocr:idx:chargers', '0', '-1'), ['R-1']);
   await c.close();
   // Ownership is released on disconnect (compare-and-delete on the session).
-  const end = Date.now() + 5000;
-  while (Date.now() < end && (await redis.hget('ocr:{R-1}:core:charger', 'nodeId')))
-    await new Promise((res) => setTimeout(res, 50));
+  await waitUntil(async () => (await redis.hget('ocr:{R-1}:core:charger', 'nodeId')) === null, {
+    what: 'the disconnect to release the ownership (nodeId)',
+  });
   t.equal(await redis.hget('ocr:{R-1}:core:charger', 'nodeId'), null);
   t.ok(await redis.hget('ocr:{R-1}:core:charger', 'disconnectedAt'));
 });
