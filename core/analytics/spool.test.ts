@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { threadId } from 'node:worker_threads';
+import { until } from '../../test/helpers/wait.js';
 import { Spool, type SpoolRow } from './spool.js';
 
 const CLAIMER_ENV = 'OCR_SPOOL_TEST_CLAIMER';
@@ -28,16 +29,23 @@ async function claimerMain(dir: string): Promise<void> {
   process.stdout.write('ready\n');
   await new Promise<void>((resolve) => process.stdin.once('data', () => resolve()));
   const res = await spool.replay(async (_table, rows) => {
-    await sleep(Math.random() * 3);
+    await jitter();
     process.stdout.write(JSON.stringify(rows.map((r) => r.id)) + '\n');
   });
   process.stdout.write(`done ${res.rows}\n`);
   process.stdin.destroy();
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
+/**
+ * A delivery that takes 0-3 ms, at random: the subject of the exactly-once race (replayers
+ * interleave differently on every run), not a wait for anything.
+ */
+function jitter(): Promise<void> {
+  return new Promise((r) => setTimeout(r, Math.random() * 3));
 }
+
+/** The time in a segment's name: when it was opened (`<ms, 13 digits>-<owner>-…`). */
+const openedAt = (name: string) => Number(name.slice(0, 13));
 
 function rowsOf(n: number, from = 0, pad = ''): SpoolRow[] {
   return Array.from({ length: n }, (_, i) => ({ id: from + i, cp_id: `CP${from + i}`, pad }));
@@ -110,14 +118,15 @@ async function runTests(): Promise<void> {
 
     const aged = new Spool({ dir: tempDir('age'), segmentMaxAgeMs: 20 });
     await aged.append('ocpp_events', rowsOf(1));
-    await sleep(30);
+    const [open] = files(aged.dir, 'ocpp_events');
+    await until(() => Date.now() - openedAt(open) >= 20, { what: 'the open segment to be 20 ms old' });
     await aged.append('ocpp_events', rowsOf(1, 1));
     await aged.settled();
     const names = files(aged.dir, 'ocpp_events');
     t.equal(names.filter((n) => n.endsWith('.ndjson')).length, 1, 'old segment rolled by the next append');
     t.equal(names.filter((n) => n.endsWith('.open')).length, 1);
-    await sleep(30);
-    await aged.rollAged();
+    // rollAged() takes the time to judge by: 20 ms from now, the open segment is that old.
+    await aged.rollAged(Date.now() + 20);
     t.equal(
       files(aged.dir, 'ocpp_events').filter((n) => n.endsWith('.open')).length,
       0,
@@ -175,20 +184,25 @@ async function runTests(): Promise<void> {
     const drainer = new Spool({ dir });
     const accepted = await writer.append('call_errors', rowsOf(100, 0, 'x'.repeat(20)));
     t.ok(accepted < 100, 'writer full');
-    await writer.roll();
+    await writer.roll(); // measures the directory (full)
+    // The writer measures at most every fullRescanMs: wait out the period after its last measurement.
+    let measuredBy = Date.now();
+    const rescanDue = () =>
+      until(() => Date.now() - measuredBy > 200, { what: 'fullRescanMs (200 ms) to pass since the writer measured' });
     const delivered: unknown[] = [];
     await drainer.replay(async (_table, rows) => {
       delivered.push(...rows.map((r) => r.id));
     });
     t.equal(delivered.length, accepted, 'drained by the other instance');
-    await sleep(250);
+    await rescanDue();
     t.equal(await writer.append('call_errors', rowsOf(5, 100)), 5, 'the writer sees the room after its rescan');
     // Within fullRescanMs of a rescan it trusts its count: one measurement per period at most.
     t.equal((await writer.append('call_errors', rowsOf(100, 105, 'x'.repeat(20)))) < 100, true, 'full again');
     await writer.roll(); // measures (full), closes the segment for the drainer
+    measuredBy = Date.now();
     await drainer.replay(async () => {});
     t.equal(await writer.append('call_errors', rowsOf(1, 300, 'x'.repeat(20))), 0, 'not measured again yet: refused');
-    await sleep(250);
+    await rescanDue();
     t.equal(
       await writer.append('call_errors', rowsOf(1, 301, 'x'.repeat(20))),
       1,
@@ -359,7 +373,7 @@ async function runTests(): Promise<void> {
     const local: number[] = [];
     const locals = Array.from({ length: 3 }, () =>
       new Spool({ dir, replayChunkRows: 7 }).replay(async (_tb, rows) => {
-        await sleep(Math.random() * 3);
+        await jitter();
         local.push(...rows.map((r) => r.id as number));
       }),
     );

@@ -2,6 +2,7 @@ import t from 'tap';
 import { mkdtempSync, readFileSync, writeFileSync, appendFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { until } from '../../test/helpers/wait.js';
 import { StateJournal, groupOf } from './journal.js';
 import { JournalingStore } from './journaling-store.js';
 import { MemoryStateStore } from './memory-store.js';
@@ -28,14 +29,8 @@ function flaky(inner: MemoryStateStore): StateStore & { down: boolean } {
   });
 }
 
-const until = async (fn: () => boolean | Promise<boolean>, ms = 3000) => {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await fn()) return true;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return false;
-};
+/** The journal's replay runs on its own retry timer: wait for it to empty the journal. */
+const drained = (journal: StateJournal) => until(() => journal.size === 0, { what: 'the journal to drain' });
 
 t.test('groupOf', async (t) => {
   t.equal(groupOf('ocr:{CP-1}:core:status'), 'CP-1');
@@ -69,7 +64,7 @@ t.test('journaled writes are answered, replayed in order, and ordering holds acr
   redis.down = false;
   // Still pending: a new write of A must queue behind the journal, not overtake it.
   await store.hset('ocr:{A}:core:status', { 1: 'Finishing' });
-  t.ok(await until(() => journal.size === 0));
+  t.ok(await drained(journal), 'journal drained');
   t.same(await mem.hgetall('ocr:{A}:core:status'), { 1: 'Finishing', 2: 'Charging' });
   t.equal(readFileSync(file, 'utf8'), '', 'file truncated once drained');
   await journal.close();
@@ -92,7 +87,7 @@ t.test('reload: skips what the watermark says was applied; torn lines skipped', 
   const journal = new StateJournal(file, mem, quiet, { retryMs: 10 });
   await journal.open();
   t.equal(journal.size, 1, 'only the unapplied entry is loaded');
-  t.ok(await until(() => journal.size === 0));
+  t.ok(await drained(journal), 'journal drained');
   t.same(
     await mem.hgetall('ocr:{A}:s'),
     { 1: 'newer-live-value', 2: 'new' },
@@ -112,7 +107,7 @@ t.test('a write the store refuses is dropped, not blocking the rest', async (t) 
     { g: 'A', m: 'hset', a: ['ocr:{A}:str', { f: 'v' }] },
     { g: 'A', m: 'hset', a: ['ocr:{A}:ok', { f: 'v' }] },
   ]);
-  t.ok(await until(() => journal.size === 0));
+  t.ok(await drained(journal), 'journal drained');
   t.equal(journal.stats.dropped, 1);
   t.same(await mem.hgetall('ocr:{A}:ok'), { f: 'v' });
   await t.rejects(journal.append([{ g: 'A', m: 'incr' as never, a: [] }]), /not a journaled method/);
@@ -131,7 +126,7 @@ t.test('a failed disk write fails that append only; the journal keeps working', 
   t.notOk(journal.pending('A'), 'nothing pending for a write that is not on disk');
   rmdirSync(file);
   await journal.append([{ g: 'A', m: 'hset', a: ['ocr:{A}:s', { 2: 'y' }] }]);
-  t.ok(await until(() => journal.size === 0));
+  t.ok(await drained(journal), 'journal drained');
   t.same(await mem.hgetall('ocr:{A}:s'), { 2: 'y' });
   await journal.close();
 });

@@ -5,12 +5,11 @@
  */
 import t from 'tap';
 import { storeSuite } from '../../test/helpers/store-suite.js';
+import { until } from '../../test/helpers/wait.js';
 import { getJSON, setJSON } from './json.js';
 import { chargerIndexKey, chargerKey, connectorStatusKey, cpKey, cpPrefix, globalKey } from './keys.js';
 import { compareLex, MemoryStateStore } from './memory-store.js';
 import { scopeStore } from './scoped-store.js';
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 t.test('StateStore suite', async (t) => {
   storeSuite(t, async () => {
@@ -26,7 +25,8 @@ t.test('sweep deletes expired keys nobody reads', async (t) => {
   await store.hset('h', { f: '1' });
   await store.set('b', '1');
   t.equal(store.size, 3);
-  await sleep(80);
+  // `size` reads no key, so only the sweep timer can make it drop.
+  await until(() => store.size === 2, { what: 'the sweep timer to delete the expired key' });
   t.equal(store.size, 2, 'the expired key is gone without being accessed');
   t.equal(store.sweep(), 0);
 });
@@ -35,7 +35,10 @@ t.test('sweep disabled: expiry stays exact, memory is reclaimed on access', asyn
   const store = new MemoryStateStore({ sweepIntervalMs: 0 });
   t.teardown(() => store.close());
   await store.set('a', '1', { ttlMs: 10 });
-  await sleep(30);
+  // Its expiry (set from Date.now() during set()) lies within 10 ms of this; wait on the clock
+  // the store reads, not a guess. Expired means now > expiry (Redis's keyIsExpired).
+  const setBy = Date.now();
+  await until(() => Date.now() > setBy + 10, { what: 'the 10 ms TTL to pass' });
   t.equal(store.size, 1, 'still held');
   t.equal(await store.get('a'), null, 'but expired on access');
   t.equal(store.size, 0);

@@ -9,15 +9,29 @@
  */
 import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { Worker } from 'node:worker_threads';
+import { BroadcastChannel, threadId, Worker } from 'node:worker_threads';
 import t, { type Test } from 'tap';
+import { until } from '../../test/helpers/wait.js';
 import { errors } from '../errors.js';
 import { MemoryStateStore } from '../state/memory-store.js';
 import { serveStateStore } from '../state/remote-store.js';
 import { ThreadRpcClient, ThreadRpcServer } from './thread-rpc.js';
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const uniqueName = () => `ocr:rpc:test:${randomUUID()}`;
+
+/**
+ * Every message posted on channel `name` by others, as the server and clients see it: a
+ * BroadcastChannel delivers to every other instance of its name, so an extra one observes
+ * the traffic without taking part. Closed in teardown.
+ */
+function observe(t: Test, name: string): Array<{ t: string; [k: string]: unknown }> {
+  const seen: Array<{ t: string; [k: string]: unknown }> = [];
+  const bc = new BroadcastChannel(name);
+  bc.onmessage = (ev) => seen.push(ev.data as { t: string });
+  bc.unref();
+  t.teardown(() => bc.close());
+  return seen;
+}
 
 interface Driven {
   threadId: number;
@@ -80,7 +94,8 @@ async function pair(t: Test, clientOpts: ConstructorParameters<typeof ThreadRpcC
       case 'hang':
         return new Promise(() => {});
       case 'slow':
-        await sleep(args[0] as number);
+        // The subject: a handler that takes args[0] ms (longer than its caller's timeout).
+        await new Promise((resolve) => setTimeout(resolve, args[0] as number));
         return 'slow done';
       case 'uncloneable':
         return () => {};
@@ -94,7 +109,7 @@ async function pair(t: Test, clientOpts: ConstructorParameters<typeof ThreadRpcC
     server.close();
   });
   await client.ready;
-  return { name, server, client };
+  return { name, server, client, threadId: clientOpts.threadId ?? threadId };
 }
 
 t.test('same thread: BroadcastChannel delivers, calls round-trip', async (t) => {
@@ -134,13 +149,18 @@ t.test('errors travel as { name, message, code }, never a stack', async (t) => {
 });
 
 t.test('timeouts reject with OCR_ERR_STATE_RPC_TIMEOUT; late answers are dropped', async (t) => {
-  const { client } = await pair(t);
+  const { name, client, threadId: tid } = await pair(t);
+  const traffic = observe(t, `${name}:${tid}`);
   const t0 = Date.now();
   await t.rejects(client.call('test', 'hang', [], 50), { code: errors.OCR_ERR_STATE_RPC_TIMEOUT.code });
   const elapsed = Date.now() - t0;
   t.ok(elapsed >= 45 && elapsed < 500, `timed out after ${elapsed}ms`);
   await t.rejects(client.call('test', 'slow', [80], 20), { code: errors.OCR_ERR_STATE_RPC_TIMEOUT.code });
-  await sleep(100);
+  // Once the late answer is on the channel, the next call's answer can only come after it
+  // (one sender, one receiver: in order), so the client has to drop it first.
+  await until(() => traffic.some((m) => m.t === 'res' && m.v === 'slow done'), {
+    what: 'the late answer of the timed-out call to be posted',
+  });
   t.equal(
     await client.call('test', 'slow', [1]),
     'slow done',
@@ -150,9 +170,11 @@ t.test('timeouts reject with OCR_ERR_STATE_RPC_TIMEOUT; late answers are dropped
 
 t.test('ready: waits for a server that starts later, or times out', async (t) => {
   const name = uniqueName();
+  const hellos = observe(t, `${name}:hello`);
   const client = new ThreadRpcClient({ name, readyTimeoutMs: 2000, helloIntervalMs: 20 });
   const early = client.call('echo', 'early', []);
-  await sleep(60);
+  // No server yet: the client repeats its hello; after two, it is known to be waiting.
+  await until(() => hellos.filter((m) => m.t === 'hello').length >= 2, { what: 'the client to say hello twice' });
   const server = new ThreadRpcServer({ name });
   server.handle('echo', (method) => method);
   t.teardown(() => {
@@ -176,7 +198,7 @@ t.test('close: pending calls fail, later calls fail, the server drops the channe
   client.close();
   await t.rejects(pending, { code: errors.OCR_ERR_STATE_UNAVAILABLE.code });
   await t.rejects(client.call('echo', 'x', []), { code: errors.OCR_ERR_STATE_UNAVAILABLE.code });
-  await sleep(20);
+  await until(() => server.channelCount === 0, { what: 'the server to handle the bye' });
   t.equal(server.channelCount, 0, 'bye closed the per-client channel');
   t.doesNotThrow(() => client.close(), 'close is idempotent');
 });
@@ -212,9 +234,10 @@ t.test('two clients sharing one thread id each get their own answers', async (t)
   );
   t.equal((ra[0] as { from: number }).from, 7, 'from is the client’s threadId');
   a.close();
-  await sleep(20);
-  t.equal(server.channelCount, 1, 'the channel stays while b uses it');
+  // a's bye and b's call reach the server's one channel instance in the order they were
+  // posted, so once b is answered the server has handled the bye.
   t.same(await b.call('echo', 'still', []), { method: 'still', args: [], from: 7 });
+  t.equal(server.channelCount, 1, 'the channel stays while b uses it');
 });
 
 t.test('worker threads: two workers at once, errors and timeouts across threads', async (t) => {

@@ -19,6 +19,24 @@
  * a missed deadline does).
  */
 
+/**
+ * The time source and the one timer of a Deadlines. The default is the process's own
+ * (performance.now, setTimeout); tests pass a fake one to step time instead of sleeping
+ * (test/helpers/clock.ts).
+ */
+export interface DeadlineClock {
+  /** Milliseconds on a monotonic scale (performance.now()). */
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(timer: unknown): void;
+}
+
+const realClock: DeadlineClock = {
+  now: () => performance.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (timer) => clearTimeout(timer as NodeJS.Timeout),
+};
+
 export class Deadline {
   prev: Deadline | null = null;
   next: Deadline | null = null;
@@ -37,9 +55,15 @@ class PendingList {
 
 export class Deadlines {
   readonly #lists = new Map<number, PendingList>();
+  readonly #clock: DeadlineClock;
   #pending = 0;
-  #timer: NodeJS.Timeout | null = null;
+  #timer: unknown = null;
   #granularityMs = 100;
+
+  /** @param clock the time source; the default is the real one (see DeadlineClock). */
+  constructor(clock: DeadlineClock = realClock) {
+    this.#clock = clock;
+  }
 
   /** Calls `expire` once `timeoutMs` have passed, unless settle() was called with the result first. */
   add(timeoutMs: number, expire: () => void): Deadline {
@@ -48,7 +72,7 @@ export class Deadlines {
       this.#lists.set(timeoutMs, (list = new PendingList()));
       this.#granularityMs = Math.min(this.#granularityMs, Math.max(1, Math.floor(timeoutMs / 10)));
     }
-    const d = new Deadline(list, performance.now() + timeoutMs, expire);
+    const d = new Deadline(list, this.#clock.now() + timeoutMs, expire);
     d.prev = list.last;
     if (list.last !== null) list.last.next = d;
     else list.first = d;
@@ -76,13 +100,13 @@ export class Deadlines {
   }
 
   #arm(at: number): void {
-    const now = performance.now();
-    this.#timer = setTimeout(() => this.#sweep(), Math.max(at - now, this.#granularityMs));
+    const now = this.#clock.now();
+    this.#timer = this.#clock.setTimeout(() => this.#sweep(), Math.max(at - now, this.#granularityMs));
   }
 
   #sweep(): void {
     this.#timer = null;
-    const now = performance.now();
+    const now = this.#clock.now();
     let next = Infinity;
     for (const list of this.#lists.values()) {
       let d = list.first;
@@ -98,7 +122,7 @@ export class Deadlines {
 
   /** Stops the timer; pending deadlines never fire (the thread is closing). */
   close(): void {
-    if (this.#timer !== null) clearTimeout(this.#timer);
+    if (this.#timer !== null) this.#clock.clearTimeout(this.#timer);
     this.#timer = null;
     for (const list of this.#lists.values()) list.first = list.last = null;
     this.#pending = 0;

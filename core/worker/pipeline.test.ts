@@ -2,6 +2,7 @@
 import t from 'tap';
 import { createHarness } from '../testing/harness.js';
 import { CallError, definePlugin } from '../plugin-api.js';
+import { until } from '../../test/helpers/wait.js';
 
 const plugin = (name: string, setup: Parameters<typeof definePlugin>[0]['setup']) => ({
   name,
@@ -63,6 +64,9 @@ t.test('isolation: invalid result, throw, falsy rejection, deadline → Internal
         // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- what is tested
         api.handle('1.6', 'StatusNotification', () => Promise.reject(undefined));
         api.handle('1.6', 'MeterValues', async (ctx) => {
+          // The subject: a handler slower than its 50 ms deadline. Its timer, not a promise that
+          // only the deadline's abort settles, so that something keeps the process up until the
+          // deadline fires, whether or not the deadline's own timer does.
           await new Promise((r) => setTimeout(r, 500));
           return ctx.signal.aborted ? {} : {};
         });
@@ -126,8 +130,9 @@ t.test('ctx.state is scoped per plugin and charger; ctx.send goes through the co
   t.teardown(() => h.close());
   const r = await h.call('1.6', 'BootNotification', { chargePointVendor: 'V', chargePointModel: 'M' }, { cp: 'CP9' });
   t.same(r.sent, [{ cpId: 'CP9', action: 'GetConfiguration', payload: { key: ['K'] } }]);
-  await new Promise((res) => setTimeout(res, 10));
-  t.match(JSON.parse((await h.store.get('ocr:{CP9}:cfg:config'))!), { configurationKey: [{ key: 'K' }] });
+  // The after hook is detached: it stores the answer once the charger's reply came back.
+  const stored = await until(() => h.store.get('ocr:{CP9}:cfg:config'), { what: 'the after hook to store the config' });
+  t.match(JSON.parse(stored), { configurationKey: [{ key: 'K' }] });
 });
 
 t.test(

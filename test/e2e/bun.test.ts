@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TestCharger } from '../helpers/charger.js';
 import { freePort } from '../services/spawn.js';
+import { until } from '../helpers/wait.js';
 
 /**
  * Bun is found on the PATH (or at OCR_TEST_BUN) rather than installed by every `npm ci`
@@ -49,20 +50,12 @@ t.test('runs on Bun', async (t) => {
   t.teardown(() => {
     if (child.exitCode === null) child.kill('SIGKILL');
   });
-  let key = '';
-  for (let i = 0; i < 200 && !key; i++) {
-    key = /\n {2}(ocr_\S+)\n/.exec(stderr)?.[1] ?? '';
-    if (!key) await new Promise((r) => setTimeout(r, 50));
-  }
+  const key = await until(() => /\n {2}(ocr_\S+)\n/.exec(stderr)?.[1], { what: 'the router to print the API key' });
   t.ok(key, 'API key printed');
-  for (let i = 0; i < 100; i++) {
-    try {
-      if ((await fetch(`http://127.0.0.1:${port}/health`)).ok) break;
-    } catch {
-      /* starting */
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await until(async () => (await fetch(`http://127.0.0.1:${port}/health`)).ok, {
+    what: '/health to answer',
+    everyMs: 100,
+  });
 
   const c16 = await TestCharger.connect(`ws://127.0.0.1:${port}/ocpp/BUN-16`, {
     onCall: (a, p) => (a === 'Reset' ? { status: p.type === 'Soft' ? 'Accepted' : 'Rejected' } : undefined),

@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TestCharger } from '../helpers/charger.js';
 import { freePort } from '../services/spawn.js';
+import { until } from '../helpers/wait.js';
 
 const root = join(import.meta.dirname, '..', '..');
 /**
@@ -77,13 +78,15 @@ async function startCli(
     }
     rmSync(dir, { recursive: true, force: true });
   });
-  for (let i = 0; i < 300; i++) {
-    const line = out.split('\n').find((l) => l.includes('"router listening"'));
-    if (line) return { port, pid: child.pid!, listening: JSON.parse(line) as Record<string, unknown> };
-    if (child.exitCode !== null) break;
-    await new Promise((r) => setTimeout(r, 50));
+  // The listening line; `true` if the CLI exited without one (no use waiting on).
+  const line = await until(
+    () => out.split('\n').find((l) => l.includes('"router listening"')) ?? child.exitCode !== null,
+    { what: 'the CLI to log "router listening"', timeoutMs: 15_000, everyMs: 50 },
+  ).catch((err: Error) => err);
+  if (typeof line !== 'string') {
+    throw new Error(`router did not start (${line === true ? 'exited' : line.message}):\n${out}`);
   }
-  throw new Error(`router did not start:\n${out}`);
+  return { port, pid: child.pid!, listening: JSON.parse(line) as Record<string, unknown> };
 }
 
 t.test('the CLI runs compiled JavaScript: no TypeScript loader, no esbuild helper processes', async (t) => {

@@ -8,16 +8,11 @@ import { createClient } from '@clickhouse/client';
 import { startRouter } from '../helpers/router.js';
 import { TestCharger } from '../helpers/charger.js';
 import { createTestDatabase, useClickHouse } from '../helpers/services.js';
+import { until } from '../helpers/wait.js';
 
-async function poll<T>(fn: () => Promise<T | undefined>, ms = 15_000): Promise<T | undefined> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return undefined;
-}
+/** Rows reach ClickHouse on the sink's flush (every 100 ms here), then its insert. */
+const poll = <T>(what: string, fn: () => Promise<T | undefined>) =>
+  until(fn, { what, timeoutMs: 15_000, everyMs: 100 });
 
 t.test('1.6 and 2.0.1 chargers: boot, heartbeat, status, meter values → API and ClickHouse', async (t) => {
   const chUrl = await useClickHouse(t);
@@ -157,7 +152,7 @@ t.test('1.6 and 2.0.1 chargers: boot, heartbeat, status, meter values → API an
   // Analytics land in ClickHouse.
   const q = async (query: string) =>
     await (await ch.query({ query, format: 'JSONEachRow' })).json<Record<string, unknown>>();
-  const meter = await poll(async () => {
+  const meter = await poll('3 meter values in ClickHouse', async () => {
     const rows = await q(
       `SELECT cp_id, evse_id, transaction_id, measurand, phase, unit, value FROM ${database}.meter_values ORDER BY cp_id, measurand`,
     );
@@ -196,7 +191,7 @@ t.test('1.6 and 2.0.1 chargers: boot, heartbeat, status, meter values → API an
     ],
     'meter values read back (2.x multiplier applied, signed data not a number)',
   );
-  const status = await poll(async () => {
+  const status = await poll('2 status events in ClickHouse', async () => {
     const rows = await q(
       `SELECT cp_id, evse_id, connector_id, status, error_code, vendor_error_code FROM ${database}.status_events ORDER BY cp_id`,
     );
@@ -213,18 +208,18 @@ t.test('1.6 and 2.0.1 chargers: boot, heartbeat, status, meter values → API an
     },
     { cp_id: 'CP-201', evse_id: 1, connector_id: 2, status: 'Occupied', error_code: '', vendor_error_code: '' },
   ]);
-  const events = await poll(async () => {
+  const events = await poll('6 OCPP events in ClickHouse', async () => {
     const rows = await q(
       `SELECT cp_id, kind FROM ${database}.ocpp_events WHERE kind NOT IN ('connected', 'disconnected') ORDER BY cp_id, kind`,
     );
     return rows.length >= 6 ? rows : undefined;
   });
-  const connected = await poll(async () => {
+  const connected = await poll('2 connections in ClickHouse', async () => {
     const rows = await q(`SELECT cp_id FROM ${database}.ocpp_events WHERE kind = 'connected' ORDER BY cp_id`);
     return rows.length >= 2 ? rows : undefined;
   });
   t.same(connected, [{ cp_id: 'CP-16' }, { cp_id: 'CP-201' }], 'connections recorded');
-  const callErrors = await poll(async () => {
+  const callErrors = await poll('a CALLERROR in ClickHouse', async () => {
     const rows = await q(`SELECT cp_id, direction, action, message_id, error_code FROM ${database}.call_errors`);
     return rows.length >= 1 ? rows : undefined;
   });
@@ -234,7 +229,7 @@ t.test('1.6 and 2.0.1 chargers: boot, heartbeat, status, meter values → API an
     'CALLERRORs recorded',
   );
   t.same(
-    events?.map((e) => `${String(e.cp_id)}:${String(e.kind)}`),
+    events.map((e) => `${String(e.cp_id)}:${String(e.kind)}`),
     [
       'CP-16:boot',
       'CP-16:signed_meter_value',
@@ -258,40 +253,46 @@ t.test('a charger that offers no subprotocol gets the configured default', async
   t.equal(boot[0], 3, 'spoken as 2.0.1');
 });
 
-t.test('an unsupported subprotocol is closed after the handshake (OCPP-J §3.1)', async (t) => {
+// Tests that need nothing but a router with the default options share one, in this order: the
+// first counts upgrades and connections from zero. Each closes its chargers before the next
+// (the router forgets a connection as its close frame arrives, before the charger sees it closed).
+t.test('on one router with the default options', async (t) => {
   const r = await startRouter(t);
-  // The server completes the handshake without a Sec-WebSocket-Protocol header; a strict
-  // client (ws) then aborts on its side, others get closed with 1002 right after open.
-  await t.rejects(TestCharger.connect(r.url('WRONG-PROTO'), { protocols: 'ocpp1.5' }), { message: /no subprotocol/i });
-  const metrics = await r.api('GET', '/metrics');
-  t.match(metrics.body, /ocr_upgrades_total\{outcome="no_protocol"\} 1/);
-  t.equal(r.router.connections.size, 0);
-});
 
-t.test('charge point ids: URL-decoded and validated', async (t) => {
-  const r = await startRouter(t);
-  const c = await TestCharger.connect(r.url('AB:CD.01-x'));
-  t.teardown(() => c.close());
-  t.equal((await c.call('Heartbeat', {}))[0], 3);
-  t.equal((await r.api('GET', `/api/v1/chargers/${encodeURIComponent('AB:CD.01-x')}`)).status, 200);
-  await t.rejects(TestCharger.connect(`ws://127.0.0.1:${r.router.port}/ocpp/${encodeURIComponent('a{b}')}`), {
-    message: 'HTTP 400',
+  t.test('an unsupported subprotocol is closed after the handshake (OCPP-J §3.1)', async (t) => {
+    // The server completes the handshake without a Sec-WebSocket-Protocol header; a strict
+    // client (ws) then aborts on its side, others get closed with 1002 right after open.
+    await t.rejects(TestCharger.connect(r.url('WRONG-PROTO'), { protocols: 'ocpp1.5' }), {
+      message: /no subprotocol/i,
+    });
+    const metrics = await r.api('GET', '/metrics');
+    t.match(metrics.body, /ocr_upgrades_total\{outcome="no_protocol"\} 1/);
+    t.equal(r.router.connections.size, 0);
   });
-  await t.rejects(TestCharger.connect(`ws://127.0.0.1:${r.router.port}/ocpp/${'x'.repeat(65)}`), {
-    message: 'HTTP 400',
-  });
-  await t.rejects(TestCharger.connect(`ws://127.0.0.1:${r.router.port}/other/CP1`), { message: 'HTTP 404' });
-});
 
-t.test('a second connection with the same identity replaces the first', async (t) => {
-  const r = await startRouter(t);
-  const a = await TestCharger.connect(r.url('DUP'));
-  const b = await TestCharger.connect(r.url('DUP'));
-  t.teardown(() => b.close());
-  const closedA = await a.closed;
-  t.equal(closedA.code, 4000);
-  t.equal((await b.call('Heartbeat', {}))[0], 3);
-  t.equal(r.router.connections.size, 1);
+  t.test('charge point ids: URL-decoded and validated', async (t) => {
+    const c = await TestCharger.connect(r.url('AB:CD.01-x'));
+    t.teardown(() => c.close());
+    t.equal((await c.call('Heartbeat', {}))[0], 3);
+    t.equal((await r.api('GET', `/api/v1/chargers/${encodeURIComponent('AB:CD.01-x')}`)).status, 200);
+    await t.rejects(TestCharger.connect(`ws://127.0.0.1:${r.router.port}/ocpp/${encodeURIComponent('a{b}')}`), {
+      message: 'HTTP 400',
+    });
+    await t.rejects(TestCharger.connect(`ws://127.0.0.1:${r.router.port}/ocpp/${'x'.repeat(65)}`), {
+      message: 'HTTP 400',
+    });
+    await t.rejects(TestCharger.connect(`ws://127.0.0.1:${r.router.port}/other/CP1`), { message: 'HTTP 404' });
+  });
+
+  t.test('a second connection with the same identity replaces the first', async (t) => {
+    const a = await TestCharger.connect(r.url('DUP'));
+    const b = await TestCharger.connect(r.url('DUP'));
+    t.teardown(() => b.close());
+    const closedA = await a.closed;
+    t.equal(closedA.code, 4000);
+    t.equal((await b.call('Heartbeat', {}))[0], 3);
+    t.equal(r.router.connections.size, 1);
+  });
 });
 
 t.test('duplicateConnection: reject keeps the first', async (t) => {

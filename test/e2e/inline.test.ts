@@ -7,6 +7,7 @@
 import t from 'tap';
 import { spooledRows, startRouter } from '../helpers/router.js';
 import { TestCharger } from '../helpers/charger.js';
+import { until } from '../helpers/wait.js';
 
 const probes = [
   { name: 'core' },
@@ -46,54 +47,70 @@ const mv = (i: number) => ({
   ],
 });
 
-t.test('inline plugins run on the socket thread, the others in a worker; effects are stored either way', async (t) => {
+// The first two tests share one router (same options, own charger ids); the second closes it
+// to check what close() flushes, so it runs last.
+t.test('on one router with inline probes', async (t) => {
   const r = await startRouter(t, { plugins: probes, pool: anyLoad });
-  const c16 = await TestCharger.connect(r.url('INL-16'));
-  const c201 = await TestCharger.connect(r.url('INL-201'), { protocols: 'ocpp2.0.1' });
-  t.teardown(() => Promise.all([c16.close(), c201.close()]));
 
-  const a = await c16.call('DataTransfer', { vendorId: 'test.thread' });
-  t.same(
-    a.slice(0, 1).concat((a[2] as { data: string }).data),
-    [3, '0'],
-    '1.6: answered by the socket thread (threadId 0)',
+  t.test('ctx.send from an inline after hook: the CALL reaches the charger after the reply', async (t) => {
+    const c = await TestCharger.connect(r.url('INL-SEND'), { onCall: () => ({ status: 'Accepted' }) });
+    t.teardown(() => c.close());
+    const reply = await c.call('DataTransfer', { vendorId: 'test.thread' }, 'send');
+    t.equal((reply[2] as { data: string }).data, '0', 'ran on the socket thread');
+    const sent = await until(() => r.router.registry.store.get('ocr:{INL-SEND}:thread-probe:sent'), {
+      what: "the plugin to store the charger's answer",
+    });
+    t.same(JSON.parse(sent), { status: 'Accepted' }, "the charger's answer reached the plugin");
+    const order = c.received.map((f) => (f[0] === 2 ? `CALL ${f[2] as string}` : `reply ${f[1] as string}`));
+    t.same(order, ['reply send', 'CALL ChangeAvailability'], 'the reply first, then the CALL it caused');
+  });
+
+  t.test(
+    'inline plugins run on the socket thread, the others in a worker; effects are stored either way',
+    async (t) => {
+      // Counts of this test only: the router served the test before it too.
+      const m0 = batches((await r.api('GET', '/metrics')).body as string);
+      const c16 = await TestCharger.connect(r.url('INL-16'));
+      const c201 = await TestCharger.connect(r.url('INL-201'), { protocols: 'ocpp2.0.1' });
+      t.teardown(() => Promise.all([c16.close(), c201.close()]));
+
+      const a = await c16.call('DataTransfer', { vendorId: 'test.thread' });
+      t.same(
+        a.slice(0, 1).concat((a[2] as { data: string }).data),
+        [3, '0'],
+        '1.6: answered by the socket thread (threadId 0)',
+      );
+      const b = await c201.call('DataTransfer', { vendorId: 'test.thread' });
+      t.equal(b[0], 3);
+      t.not((b[2] as { data: string }).data, '0', '2.0.1: the plugin hooking it is not inline, so a worker answered');
+
+      t.equal(
+        (await c16.call('StatusNotification', { connectorId: 1, errorCode: 'NoError', status: 'Charging' }))[0],
+        3,
+      );
+      t.match(await r.router.registry.statuses('INL-16'), { 1: { status: 'Charging' } }, 'connector status stored');
+      for (let i = 0; i < 5; i++) t.equal((await c16.call('MeterValues', mv(i)))[0], 3, `MeterValues ${i} answered`);
+
+      const m1 = batches((await r.api('GET', '/metrics')).body as string);
+      const m = { socket: m1.socket - m0.socket, worker: m1.worker - m0.worker };
+      t.ok(m.socket >= 7, `socket-thread batches counted (${m.socket})`);
+      t.ok(m.worker >= 1, `worker batches counted (${m.worker})`);
+      t.match(
+        (await r.api('GET', '/metrics')).body,
+        /ocr_socket_thread_load \d/,
+        'the load that decides it is exported',
+      );
+
+      await r.router.close();
+      const rows = spooledRows(r.dir, 'meter_values').filter((x) => x.cp_id === 'INL-16');
+      t.equal(rows.length, 50, 'every meter value written to the spool by the time close() returns');
+      t.same(
+        rows.map((x) => x.value).sort((x, y) => Number(x) - Number(y)),
+        Array.from({ length: 50 }, (_, i) => i),
+        'each exactly once',
+      );
+    },
   );
-  const b = await c201.call('DataTransfer', { vendorId: 'test.thread' });
-  t.equal(b[0], 3);
-  t.not((b[2] as { data: string }).data, '0', '2.0.1: the plugin hooking it is not inline, so a worker answered');
-
-  t.equal((await c16.call('StatusNotification', { connectorId: 1, errorCode: 'NoError', status: 'Charging' }))[0], 3);
-  t.match(await r.router.registry.statuses('INL-16'), { 1: { status: 'Charging' } }, 'connector status stored');
-  for (let i = 0; i < 5; i++) t.equal((await c16.call('MeterValues', mv(i)))[0], 3, `MeterValues ${i} answered`);
-
-  const m = batches((await r.api('GET', '/metrics')).body as string);
-  t.ok(m.socket >= 7, `socket-thread batches counted (${m.socket})`);
-  t.ok(m.worker >= 1, `worker batches counted (${m.worker})`);
-  t.match((await r.api('GET', '/metrics')).body, /ocr_socket_thread_load \d/, 'the load that decides it is exported');
-
-  await r.router.close();
-  const rows = spooledRows(r.dir, 'meter_values').filter((x) => x.cp_id === 'INL-16');
-  t.equal(rows.length, 50, 'every meter value written to the spool by the time close() returns');
-  t.same(
-    rows.map((x) => x.value).sort((x, y) => Number(x) - Number(y)),
-    Array.from({ length: 50 }, (_, i) => i),
-    'each exactly once',
-  );
-});
-
-t.test('ctx.send from an inline after hook: the CALL reaches the charger after the reply', async (t) => {
-  const r = await startRouter(t, { plugins: probes, pool: anyLoad });
-  const c = await TestCharger.connect(r.url('INL-SEND'), { onCall: () => ({ status: 'Accepted' }) });
-  t.teardown(() => c.close());
-  const reply = await c.call('DataTransfer', { vendorId: 'test.thread' }, 'send');
-  t.equal((reply[2] as { data: string }).data, '0', 'ran on the socket thread');
-  const end = Date.now() + 5000;
-  let sent: string | null = null;
-  while (Date.now() < end && !(sent = await r.router.registry.store.get('ocr:{INL-SEND}:thread-probe:sent')))
-    await new Promise((res) => setTimeout(res, 20));
-  t.same(JSON.parse(sent ?? 'null'), { status: 'Accepted' }, "the charger's answer reached the plugin");
-  const order = c.received.map((f) => (f[0] === 2 ? `CALL ${f[2] as string}` : `reply ${f[1] as string}`));
-  t.same(order, ['reply send', 'CALL ChangeAvailability'], 'the reply first, then the CALL it caused');
 });
 
 t.test('one charger mixing inline and worker messages: replies and effects in sending order', async (t) => {

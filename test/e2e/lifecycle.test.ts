@@ -5,8 +5,8 @@
 import t from 'tap';
 import { startRouter } from '../helpers/router.js';
 import { TestCharger } from '../helpers/charger.js';
+import { until } from '../helpers/wait.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const plugin = (options: Record<string, unknown> = {}) => ({
   plugins: [{ name: 'core' }, { name: './test/fixtures/plugins/lifecycle.ts', options }],
 });
@@ -14,16 +14,22 @@ const plugin = (options: Record<string, unknown> = {}) => ({
 t.test("a reconnect never runs the old connection's work beside the new one's", async (t) => {
   const r = await startRouter(t, plugin());
   const a = await TestCharger.connect(r.url('LC-1'));
-  await sleep(10);
+  // b replaces a once a's onConnect (30 ms in a worker) went out: the first worker batch.
+  await until(
+    async () => /^ocr_batches_total\{thread="worker"\} [1-9]/m.test((await r.api('GET', '/metrics')).body as string),
+    { what: "a's onConnect to be sent to a worker", everyMs: 5 },
+  );
   const b = await TestCharger.connect(r.url('LC-1'));
   t.teardown(() => b.close());
   await a.closed;
   await b.call('Heartbeat', {});
-  let events: string[] = [];
-  for (let i = 0; i < 100 && events.length < 6; i++) {
-    await sleep(20);
-    events = JSON.parse((await r.router.registry.store.get('ocr:{LC-1}:lifecycle:events')) ?? '[]') as string[];
-  }
+  const events = await until(
+    async () => {
+      const list = JSON.parse((await r.router.registry.store.get('ocr:{LC-1}:lifecycle:events')) ?? '[]') as string[];
+      return list.length >= 6 && list;
+    },
+    { what: 'six lifecycle events of LC-1' },
+  );
   const ids = [...new Set(events.map((e) => e.split('#')[1]))];
   t.equal(ids.length, 2, 'two connections');
   const [first, second] = ids;
@@ -51,12 +57,11 @@ t.test('a hook awaiting ctx.send is answered even when every worker slot is take
     onCall: (action) => (action === 'GetConfiguration' ? { configurationKey: [] } : undefined),
   });
   t.teardown(() => c.close());
-  let cfg: string | null = null;
-  for (let i = 0; i < 200 && !cfg; i++) {
-    await sleep(10);
-    cfg = await r.router.registry.store.get('ocr:{LC-SEND}:lifecycle:config');
-  }
-  t.same(JSON.parse(cfg ?? 'null'), { configurationKey: [] });
+  const cfg = await until(() => r.router.registry.store.get('ocr:{LC-SEND}:lifecycle:config'), {
+    what: "onConnect to store the charger's GetConfiguration answer",
+    everyMs: 10,
+  });
+  t.same(JSON.parse(cfg), { configurationKey: [] });
   t.ok(Date.now() - started < 2000, `answered in ${Date.now() - started} ms, not at the hook deadline`);
 });
 
@@ -65,7 +70,7 @@ t.test('a CALL made by an after hook reaches the charger after the reply it foll
   for (let i = 0; i < 10; i++) {
     const c = await TestCharger.connect(r.url(`LC-AFTER-${i}`), { onCall: () => ({ configurationKey: [] }) });
     await c.call('BootNotification', { chargePointVendor: 'V', chargePointModel: 'M' }, `boot-${i}`);
-    for (let k = 0; k < 100 && c.incomingCalls.length === 0; k++) await sleep(5);
+    await until(() => c.incomingCalls.length > 0, { what: `the after hook's CALL to charger ${i}`, everyMs: 5 });
     const order = c.received.map((f) => (f[0] === 3 ? 'reply' : f[0] === 2 ? `call:${f[2] as string}` : String(f[0])));
     t.same(order.slice(0, 2), ['reply', 'call:GetConfiguration'], `charger ${i}`);
     await c.close();

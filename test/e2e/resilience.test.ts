@@ -12,8 +12,6 @@ import { TestCharger } from '../helpers/charger.js';
 import { until } from '../helpers/wait.js';
 import { startClickHouse } from '../services/clickhouse.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 t.test('saturated pool: fast InternalError for new CALLs, 503 for new connections, then recovery', async (t) => {
   const r = await startRouter(t, {
     plugins: [{ name: 'core' }, { name: './test/fixtures/plugins/crasher.ts' }],
@@ -29,10 +27,12 @@ t.test('saturated pool: fast InternalError for new CALLs, 503 for new connection
     else c = ch;
   }
   t.teardown(() => Promise.all([a, b, c].map((x) => x!.close())));
+  // All of this happens within the 200 ms the worker is busy with A: poll often.
+  const pool = r.router.dispatcher;
   const slowA = a!.call('DataTransfer', { vendorId: 'test.slow' }); // batch 1: in the worker
-  await sleep(40);
+  await until(() => pool.stats.inFlight === 1, { what: "A's batch to be in the worker", everyMs: 1 });
   const slowB = b!.call('DataTransfer', { vendorId: 'test.slow' }); // waits for the only batch slot: 1 frame pending = maxPendingFrames
-  await sleep(40);
+  await until(() => pool.stats.pendingFrames === 1, { what: "B's frame to wait for the batch slot", everyMs: 1 });
   const started = Date.now();
   const shed = await c!.call('StatusNotification', { connectorId: 1, errorCode: 'NoError', status: 'Available' });
   t.equal(shed[2], 'InternalError', 'answered at once with InternalError');
@@ -72,23 +72,19 @@ t.test('ClickHouse away: frames answered at once, rows spooled, delivered when i
   await ch.restart();
   const client = createClient({ url: ch.url });
   t.teardown(() => client.close());
-  let values: number[] = [];
-  const end = Date.now() + 60_000;
-  while (Date.now() < end) {
-    try {
+  // ClickHouse restarting, then the sink's backoff and replay: errors (table not created yet) count as "not yet".
+  const values = await until(
+    async () => {
       const rows = await (
         await client.query({
           query: "SELECT value FROM outage.meter_values WHERE cp_id = 'CH-DOWN' ORDER BY value",
           format: 'JSONEachRow',
         })
       ).json<{ value: number }>();
-      values = rows.map((x) => x.value);
-      if (values.length >= 5) break;
-    } catch {
-      /* table not created yet */
-    }
-    await sleep(250);
-  }
+      return rows.length >= 5 && rows.map((x) => x.value);
+    },
+    { what: 'the 5 spooled meter values in ClickHouse', timeoutMs: 60_000, everyMs: 250 },
+  );
   t.same(values, [0, 1, 2, 3, 4], 'every spooled row delivered exactly once');
   // What an operator's dashboard shows: the rows went to the spool, then from it to ClickHouse.
   const sample = async (outcome: string) =>
@@ -97,7 +93,12 @@ t.test('ClickHouse away: frames answered at once, rows spooled, delivered when i
         (await r.api('GET', '/metrics')).body as string,
       )?.[1],
     );
-  t.ok(await until(async () => (await sample('replayed')) >= 5, 5000), '/metrics: rows replayed from the spool');
+  t.ok(
+    await until(async () => (await sample('replayed')) >= 5, {
+      what: 'ocr_analytics_rows_total{outcome="replayed"} >= 5',
+    }),
+    '/metrics: rows replayed from the spool',
+  );
   t.ok((await sample('spooled')) >= 5, '/metrics: rows spooled while ClickHouse was away');
   t.equal(await sample('dropped'), 0, '/metrics: none dropped');
 });
@@ -133,7 +134,10 @@ t.test(
       const f = await c.call('MeterValues', mv(n));
       if (f[0] === 3) answered.push(n);
       else refused = f;
-      if (n % 10 === 9) await sleep(60); // let the flush find the spool full
+      // Pacing, not synchronisation: a pause after every 10 messages lets the flush (every 50 ms)
+      // move the rows to the spool, so the spool fills before the memory buffer does. Every
+      // assertion below holds either way.
+      if (n % 10 === 9) await new Promise((r) => setTimeout(r, 60));
     }
     t.match(
       refused,
@@ -143,7 +147,9 @@ t.test(
     t.equal((await c.call('Heartbeat', {}))[0], 3, 'Heartbeat still answered');
     const metric = async (re: RegExp) => Number(re.exec((await r.api('GET', '/metrics')).body as string)?.[1]);
     t.ok(
-      await until(async () => (await metric(/^ocr_analytics_refused_messages_total (\S+)$/m)) >= 1, 3000),
+      await until(async () => (await metric(/^ocr_analytics_refused_messages_total (\S+)$/m)) >= 1, {
+        what: 'ocr_analytics_refused_messages_total >= 1',
+      }),
       '/metrics counts the refusal',
     );
 
@@ -151,31 +157,32 @@ t.test(
     const client = createClient({ url: ch.url });
     t.teardown(() => client.close());
     // Once the held rows are in ClickHouse the router admits MeterValues again.
-    let again: unknown[] | undefined;
-    const end = Date.now() + 60_000;
-    while (Date.now() < end) {
-      again = await c.call('MeterValues', mv(answered.length + 10_000));
-      if (again[0] === 3) break;
-      await sleep(250);
-    }
-    t.equal(again?.[0], 3, 'MeterValues admitted again');
+    // The charger retries, as a refused one would (each attempt refused until then).
+    const again = await until(
+      async () => {
+        const f = await c.call('MeterValues', mv(answered.length + 10_000));
+        return f[0] === 3 && f;
+      },
+      { what: 'a MeterValues to be admitted again', timeoutMs: 60_000, everyMs: 250 },
+    );
+    t.equal(again[0], 3, 'MeterValues admitted again');
     const expected = answered.flatMap((n) => Array.from({ length: 10 }, (_, i) => n * 10 + i));
-    let values: number[] = [];
-    while (Date.now() < end) {
-      try {
+    const values = await until(
+      async () => {
         const rows = await (
           await client.query({
             query: "SELECT value FROM spoolfull.meter_values WHERE cp_id = 'CH-FULL' AND value < 100000 ORDER BY value",
             format: 'JSONEachRow',
           })
         ).json<{ value: number }>();
-        values = rows.map((x) => x.value);
-        if (values.length >= expected.length) break;
-      } catch {
-        /* table not created yet */
-      }
-      await sleep(250);
-    }
+        return rows.length >= expected.length && rows.map((x) => x.value);
+      },
+      {
+        what: `the ${expected.length} values of the answered MeterValues in ClickHouse`,
+        timeoutMs: 60_000,
+        everyMs: 250,
+      },
+    );
     t.same(values, expected, `every value of the ${answered.length} answered MeterValues stored exactly once`);
     // The only rows shed: the router's own call_errors record of each refusal, while full.
     const refusals = await metric(/^ocr_analytics_refused_messages_total (\S+)$/m);

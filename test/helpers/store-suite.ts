@@ -14,6 +14,7 @@
  */
 import type { Test } from 'tap';
 import type { StateStore } from '../../core/state/store.js';
+import { until } from './wait.js';
 
 export interface StoreFixture {
   store: StateStore;
@@ -23,7 +24,12 @@ export interface StoreFixture {
 
 export type MakeStore = () => Promise<StoreFixture>;
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+/**
+ * Waits until `ms` have passed since `since` (Date.now()) on the clock a store's TTLs run on
+ * (Redis on this host reads the same one). Keys must expire untouched: polling them would
+ * expire them by the reading (lazy expiry), which is not what these tests are about.
+ */
+const passed = (since: number, ms: number, what: string) => until(() => Date.now() > since + ms, { what });
 
 const WRONGTYPE = { name: 'ReplyError', message: /^WRONGTYPE/ };
 const NOT_INTEGER = { name: 'ReplyError', message: /^ERR value is not an integer/ };
@@ -73,7 +79,7 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
     const left = await s.pttl('k');
     t.ok(left > 0 && left <= ttlMs, `pttl within (0, ${ttlMs}]: ${left}`);
     t.equal(await s.get('k'), 'v', 'readable before expiry');
-    await sleep(Math.max(0, applied + ttlMs + 30 - Date.now()));
+    await passed(applied, ttlMs + 30, `the ${ttlMs} ms TTL (+30 ms) to pass`);
     t.equal(await s.get('k'), null, 'expired');
     t.equal(await s.pttl('k'), -2, 'expired key does not exist');
     t.equal(
@@ -179,7 +185,7 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
 
   withStore('hash TTL is kept by hset and reset by expiry', async (t, s) => {
     await s.set('h', 'tmp', { ttlMs: 60 });
-    await sleep(100);
+    await passed(Date.now(), 60 + 30, 'the 60 ms TTL (+30 ms) to pass');
     await s.hset('h', { f: '1' });
     t.same(await s.hgetall('h'), { f: '1' }, 'an expired string key does not block a new hash');
     t.equal(await s.pttl('h'), -1);

@@ -20,6 +20,7 @@ import { COLUMNS, TABLES, migrate } from '../../../core/analytics/schema.js';
 import { Spool } from '../../../core/analytics/spool.js';
 import { startClickHouse, freePort } from '../../services/index.js';
 import { createTestDatabase, uniqueName, useClickHouse, type TestLike } from '../../helpers/services.js';
+import { until } from '../../helpers/wait.js';
 
 const silent = pino({ level: 'silent' });
 const url = await useClickHouse(t);
@@ -52,14 +53,9 @@ function spoolFiles(dir: string): string[] {
     .map((e) => e.name);
 }
 
-/** Polls until `check` is true; fails with `what` after the deadline. */
-async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check().catch(() => false))) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+/** until() for ClickHouse round trips: polled every 100 ms for up to 15 s. */
+const eventually = (what: string, check: () => Promise<boolean>) =>
+  until(check, { what, timeoutMs: 15_000, everyMs: 100 });
 
 function sinkOptions(t: TestLike, database: string, over: Partial<ClickHouseSinkOptions> = {}): ClickHouseSinkOptions {
   return {
@@ -366,11 +362,14 @@ t.test(
     const drainer = new Spool({ dir });
     const delivered: string[] = [];
     for (let i = 0; i < 20 && sink.stats().buffered > 0; i++) {
-      await sink.spool.roll();
+      await sink.spool.roll(); // measures the spool (full)
+      const measuredBy = Date.now();
       await drainer.replay(async (_table, rows) => {
         for (const r of rows) delivered.push(String(r.payload).split(':')[0]);
       });
-      await new Promise((r) => setTimeout(r, 25));
+      // The sink's spool trusts that measurement for fullRescanMs (20 ms); then the flush
+      // measures again and finds the room the drainer made.
+      await until(() => Date.now() - measuredBy > 20, { what: 'fullRescanMs (20 ms) to pass since the roll' });
       await sink.flush();
     }
     t.equal(sink.stats().buffered, 0, 'every held row went to the spool as room came');

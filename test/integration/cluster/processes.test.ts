@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { TestCharger } from '../../helpers/charger.js';
 import { freePort } from '../../services/spawn.js';
 import { uniqueName, useRedis } from '../../helpers/services.js';
+import { until } from '../../helpers/wait.js';
 
 t.test('two router processes share a port, state and commands', async (t) => {
   const url = await useRedis(t);
@@ -35,14 +36,7 @@ t.test('two router processes share a port, state and commands', async (t) => {
     if (child.exitCode === null) child.kill('SIGKILL');
   });
 
-  const key = await (async () => {
-    for (let i = 0; i < 200; i++) {
-      const m = /\n {2}(ocr_\S+)\n/.exec(stderr);
-      if (m) return m[1];
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    throw new Error(`no API key printed: ${stderr}`);
-  })();
+  const key = await until(() => /\n {2}(ocr_\S+)\n/.exec(stderr)?.[1], { what: 'the supervisor to print the API key' });
   t.equal(
     JSON.parse(readFileSync(join(dir, 'api-keys.json'), 'utf8')).keys.length,
     1,
@@ -56,16 +50,13 @@ t.test('two router processes share a port, state and commands', async (t) => {
     });
     return { status: res.status, body: (await res.json().catch(() => undefined)) as any };
   };
-  for (let i = 0; i < 100; i++) {
-    try {
-      if ((await fetch(`http://127.0.0.1:${port}/health`)).ok) break;
-    } catch {
-      /* not yet */
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  // Both processes must be up before connecting, or one would take every charger.
-  await new Promise((r) => setTimeout(r, 1500));
+  // Both processes must be up before connecting, or one would take every charger: each has
+  // its own listening socket on the port (SO_REUSEPORT), and listens once it can serve.
+  await until(() => listeners(port) === 2, {
+    what: `both router processes to listen on port ${port}`,
+    timeoutMs: 15_000,
+  });
+  await until(async () => (await fetch(`http://127.0.0.1:${port}/health`)).ok, { what: '/health to answer' });
 
   const chargers = await Promise.all(
     Array.from({ length: 24 }, (_, i) =>
@@ -97,6 +88,17 @@ t.test('two router processes share a port, state and commands', async (t) => {
   child.kill('SIGTERM');
   t.equal(await exited, 0, 'supervisor and processes stop cleanly');
 });
+
+/** Listening TCP sockets on 127.0.0.1:`port` (Linux /proc/net/tcp: local address, state 0A). */
+function listeners(port: number): number {
+  const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  return readFileSync('/proc/net/tcp', 'latin1')
+    .split('\n')
+    .filter((l) => {
+      const f = l.trim().split(/\s+/);
+      return f[1] === local && f[3] === '0A';
+    }).length;
+}
 
 /** Pids of processes whose environment holds `marker` (Linux /proc). */
 function pidsWith(marker: string): number[] {
@@ -150,19 +152,19 @@ for (const when of ['serving', 'starting'] as const) {
         }
       };
       if (when === 'serving') {
-        for (let i = 0; i < 150 && !(await up()); i++) await new Promise((r) => setTimeout(r, 100));
+        await until(up, { what: 'the router processes to serve', timeoutMs: 15_000, everyMs: 100 });
         t.ok(await up(), 'router processes serve');
       } else {
-        for (let i = 0; i < 100 && pidsWith(prefix).length < 3; i++) await new Promise((r) => setTimeout(r, 20));
+        await until(() => pidsWith(prefix).length >= 3, { what: 'the supervisor and both processes to start' });
         t.equal(pidsWith(prefix).length, 3, 'supervisor and both processes started');
       }
       child.kill('SIGKILL');
-      let left = pidsWith(prefix);
-      for (let i = 0; i < 150 && left.length > 0; i++) {
-        await new Promise((r) => setTimeout(r, 100));
-        left = pidsWith(prefix);
-      }
-      t.same(left, [], 'every router process exited');
+      await until(() => pidsWith(prefix).length === 0, {
+        what: 'every router process to exit',
+        timeoutMs: 15_000,
+        everyMs: 100,
+      });
+      t.same(pidsWith(prefix), [], 'every router process exited');
       t.notOk(await up(), 'no process holds the port');
     },
   );

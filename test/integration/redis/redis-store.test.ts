@@ -16,6 +16,7 @@ import t from 'tap';
 import { RedisStateStore } from '../../../core/state/redis-store.js';
 import { storeSuite } from '../../helpers/store-suite.js';
 import { startRedis } from '../../services/redis.js';
+import { until } from '../../helpers/wait.js';
 
 /** Deletes every key under `prefix` (SCAN, not KEYS or FLUSHALL: the server may be shared). */
 async function deletePrefix(url: string, prefix: string): Promise<void> {
@@ -32,8 +33,6 @@ async function deletePrefix(url: string, prefix: string): Promise<void> {
     admin.disconnect();
   }
 }
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 let sharedUrl = process.env.OCR_TEST_REDIS_URL;
 if (sharedUrl === undefined || sharedUrl === '') {
@@ -215,16 +214,7 @@ t.test('faults: a stopped Redis rejects within commandTimeout; the store recover
   await redis.restart({ signal: 'SIGKILL' });
   const raw = new Redis(redis.url);
   t.teardown(() => raw.disconnect());
-  const deadline = Date.now() + 5000;
-  for (;;) {
-    try {
-      await store.ping();
-      break;
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await sleep(50);
-    }
-  }
+  await until(() => store.ping().then(() => true), { what: 'the store to reconnect (PING answered)' });
   t.pass('reconnected after the restart');
   t.equal(await raw.exists('k', 'h'), 0, 'commands that failed during the outage were never applied after it');
   // The restart emptied the script cache: EVALSHA gets NOSCRIPT and ioredis falls back to EVAL.

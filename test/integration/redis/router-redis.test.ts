@@ -28,14 +28,16 @@ t.test('state in Redis', async (t) => {
   t.same(await redis.zrange('ocr:idx:chargers', '0', '-1'), ['R-1']);
   await c.close();
   // Ownership is released on disconnect (compare-and-delete on the session).
-  const end = Date.now() + 5000;
-  while (Date.now() < end && (await redis.hget('ocr:{R-1}:core:charger', 'nodeId')))
-    await new Promise((res) => setTimeout(res, 50));
+  await waitUntil(async () => (await redis.hget('ocr:{R-1}:core:charger', 'nodeId')) === null, {
+    what: 'the disconnect to release the ownership (nodeId)',
+  });
   t.equal(await redis.hget('ocr:{R-1}:core:charger', 'nodeId'), null);
   t.ok(await redis.hget('ocr:{R-1}:core:charger', 'disconnectedAt'));
 });
 
-const until = (cond: () => Promise<boolean>) => waitUntil(cond, 15_000, 100);
+/** Redis was restarted: its client reconnects with a backoff, so these waits are long. */
+const until = (what: string, cond: () => Promise<boolean>) =>
+  waitUntil(cond, { what, timeoutMs: 15_000, everyMs: 100 });
 
 t.test('Redis away: the router keeps serving, journals the writes, and catches up in order', async (t) => {
   const { startRedis } = await import('../../services/redis.js');
@@ -59,14 +61,22 @@ t.test('Redis away: the router keeps serving, journals the writes, and catches u
   t.equal((await c.call('StatusNotification', { connectorId: 1, errorCode: 'NoError', status: 'Available' }))[0], 3);
   const client = new Redis(redis.url);
   t.teardown(() => client.disconnect());
-  t.ok(await until(async () => (await client.hlen('ocr:{R-OUT}:core:status')) === 2), 'journal replayed');
   t.ok(
-    await until(async () => JSON.parse((await client.hget('ocr:{R-OUT}:core:status', '1'))!).status === 'Available'),
+    await until('both statuses in Redis', async () => (await client.hlen('ocr:{R-OUT}:core:status')) === 2),
+    'journal replayed',
+  );
+  t.ok(
+    await until(
+      'connector 1 Available in Redis',
+      async () => JSON.parse((await client.hget('ocr:{R-OUT}:core:status', '1'))!).status === 'Available',
+    ),
     'newest status wins',
   );
   t.match(JSON.parse((await client.hget('ocr:{R-OUT}:core:status', '2'))!), { status: 'Charging' });
   t.ok(
-    await until(async () => /ocr_state_journal_entries 0/.test((await r.api('GET', '/metrics')).body as string)),
+    await until('ocr_state_journal_entries 0', async () =>
+      /ocr_state_journal_entries 0/.test((await r.api('GET', '/metrics')).body as string),
+    ),
     'journal empty',
   );
   t.equal((await r.api('GET', '/ready')).status, 200);
@@ -91,6 +101,7 @@ t.test('Redis away across a router restart: the journal survives and is replayed
   t.teardown(() => client.disconnect());
   t.ok(
     await until(
+      'connector 3 Reserved in Redis',
       async () => JSON.parse((await client.hget('ocr:{R-RESTART}:core:status', '3')) ?? '{}').status === 'Reserved',
     ),
     'write from before the restart replayed',

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { startRouter } from '../../helpers/router.js';
 import { TestCharger } from '../../helpers/charger.js';
 import { uniqueName, useRedis } from '../../helpers/services.js';
+import { until } from '../../helpers/wait.js';
 
 function spooledRows(dir: string): string[] {
   const out: string[] = [];
@@ -50,7 +51,8 @@ t.test('close(): in-flight work, onDisconnect and analytics are not lost', async
     meterValue: [{ timestamp: new Date().toISOString(), sampledValue: [{ value: '42' }] }],
   });
   const slow = c.call('DataTransfer', { vendorId: 'test.slow' }).catch(() => null);
-  await new Promise((res) => setTimeout(res, 20));
+  // Close while it is in the worker (200 ms there).
+  await until(() => r.router.dispatcher.stats.inFlight > 0, { what: 'the slow message to be in a worker', everyMs: 2 });
   await r.router.close();
   t.equal((await slow)?.[0], 3, 'the message in flight was answered before the socket closed');
   const events = JSON.parse((await redis.get('ocr:{SD-1}:lifecycle:events')) ?? '[]') as string[];
