@@ -2,7 +2,7 @@
  * Deadlines of plugin hook calls, without a timer per call: every async hook call of every
  * frame has one (pool.hookTimeoutMs, or the hook's own timeoutMs), and almost none fire.
  *
- * Why not setTimeout + Promise.race per call, as before: at 10,000 StatusNotifications a
+ * Why not setTimeout + Promise.race per call: at 10,000 StatusNotifications a
  * second on the socket thread that pair was its third-largest allocation site (a Timeout, a
  * race array, two promises and their reactions per call: ≈ 670 bytes of garbage each,
  * bench/trace-report.ts), and a timer-list insert and removal per call.
@@ -33,7 +33,9 @@ export interface DeadlineClock {
 
 const realClock: DeadlineClock = {
   now: () => performance.now(),
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  // Unref'd: a deadline watches calls that something else keeps alive; on its own it must not
+  // hold a process (or a test) open for a hook timeout after the last call settled.
+  setTimeout: (fn, ms) => setTimeout(fn, ms).unref(),
   clearTimeout: (timer) => clearTimeout(timer as NodeJS.Timeout),
 };
 

@@ -112,7 +112,7 @@ t.test('idle time counts from when the workers are up, not from when they began 
   });
   // Past the pool's first idle check (every 375 ms): counted by wrapping its private method
   // (called through `this` from the interval), as there is nothing an operator sees until a stop.
-  const pool = r.router.dispatcher as unknown as { checkIdle(): void };
+  const pool = (r.router.dispatcher as unknown as { workers: { checkIdle(): void } }).workers;
   const checkIdle = pool.checkIdle.bind(pool);
   let idleChecks = 0;
   pool.checkIdle = () => {
