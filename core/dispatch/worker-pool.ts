@@ -61,6 +61,8 @@ export class WorkerPool {
   /** When a batch last went to (or came back from) a worker, performance.now(). */
   private lastUse = 0;
   private idleTimer: NodeJS.Timeout | null = null;
+  /** The warm-up of a woken pool, until its workers answer (wake()). */
+  private warming: Promise<void> | null = null;
   private stopping: Promise<void> | null = null;
 
   /** `onStopped`: after an idle stop, for the batches that waited for it (file header). */
@@ -143,7 +145,7 @@ export class WorkerPool {
     this.metrics.workerStarts.inc();
     const pool = (this.pool = this.create());
     this.state = Workers.Warming;
-    this.ping(pool).then(
+    const warming = (this.warming = this.ping(pool).then(
       () => {
         if (this.pool === pool && this.state === Workers.Warming) {
           this.state = Workers.Running;
@@ -157,7 +159,10 @@ export class WorkerPool {
         this.log.error({ err }, 'worker threads failed to start');
         if (this.pool === pool && this.state === Workers.Warming) this.state = Workers.Running;
       },
-    );
+    ));
+    void warming.finally(() => {
+      if (this.warming === warming) this.warming = null;
+    });
   }
 
   /** Runs a batch (transferred, not copied) on a worker; counts it in flight until settled(). */
@@ -189,6 +194,9 @@ export class WorkerPool {
   private async stop(deadline: number): Promise<void> {
     const pool = this.pool;
     if (!pool) return;
+    // Workers still loading their plugins listen to the control channel only once loaded: a
+    // drain sent before then goes unheard and the stop waits out its whole deadline.
+    if (this.warming) await untilOrDeadline(this.warming, deadline);
     this.state = Workers.Stopping;
     const control = new BroadcastChannel(`${this.opts.workerData.channel}:control`);
     const threads = pool.threads.length;
@@ -225,4 +233,11 @@ export class WorkerPool {
     this.pool = null;
     this.state = Workers.Stopped;
   }
+}
+
+/** `p` settled, or `deadline` (epoch ms) passed, whichever comes first. */
+function untilOrDeadline(p: Promise<void>, deadline: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - Date.now()))));
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
