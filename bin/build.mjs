@@ -3,14 +3,14 @@
  * project's own TypeScript compiler (tsconfig.build.json), so that router processes and their
  * worker threads run plain JavaScript instead of compiling TypeScript through tsx at run time.
  *
- * Why: tsx costs each router process ≈ 85 MB of RSS with two worker threads (its loader in
- * every thread plus one esbuild helper process per thread; measured 285 MB → 150 MB idle,
- * bench/RESULTS.md "Memory"), which at 100,000 chargers over six processes is most of the
- * fixed cost per charger.
+ * Why: tsx costs each router process tens of MB of RSS (its loader in every thread plus one
+ * esbuild helper process per thread; bench/RESULTS.md, "Reconnect storm and hold"), which at
+ * 100,000 chargers over six processes is most of the fixed cost per charger.
  *
  * Comments are not emitted (tsconfig.build.json `removeComments`): V8 keeps every module's
- * source text in each thread that loads it, and our commented sources, with their "≈" and
- * "→", were two-byte strings: ≈ 580 KB per thread of source text against ≈ 260 KB without.
+ * source text in each thread that loads it, and commented sources with "≈" or "→" are
+ * two-byte strings: about twice the source text per thread. Source maps are written beside
+ * the files (nothing loads them unless asked): test coverage maps dist/ back to the sources.
  *
  * Plain JavaScript on purpose: this runs before anything can load TypeScript.
  *

@@ -22,9 +22,8 @@ export interface PendingCall {
  * One charger's WebSocket on this node. The upgrade creates it (the decision's data), the
  * transport keeps it as its socket's data, and open() attaches the socket: per idle charger
  * the socket thread then holds this object, the transport's socket handle and uWS's own
- * object, and nothing else of ours. Before, a plain data object from the upgrade lived beside
- * it, with an empty queue array and per-connection copies of vendor and model names: 0.70
- * against 0.51 KB of JS heap per charger (bench/micro/conn-memory.ts; bench/RESULTS.md "Memory").
+ * object, and nothing else of ours: no separate upgrade data, no queue until one is needed,
+ * vendor and model names shared (bench/micro/conn-memory.ts measures the heap per charger).
  */
 export class Connection {
   /** Set when the WebSocket opens. */
