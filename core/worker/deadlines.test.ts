@@ -92,3 +92,18 @@ t.test('the default clock is the real one', async (t) => {
   await until(() => firedAfter >= 0, { what: 'the 20 ms deadline to fire' });
   t.ok(firedAfter >= 20, `not before its time (${Math.round(firedAfter)} ms)`);
 });
+
+t.test('the timer holds the process only while a call is pending', async (t) => {
+  const clock = new FakeClock();
+  const held: boolean[] = [];
+  const dl = new Deadlines({ ...clock, now: clock.now, hold: (_timer, on) => held.push(on) });
+  t.teardown(() => dl.close());
+  const a = dl.add(100, () => {});
+  const b = dl.add(100, () => {});
+  dl.settle(a);
+  t.same(held, [], 'a call still pending: the timer keeps holding');
+  dl.settle(b);
+  t.same(held, [false], 'the last call settled: released (the timer itself stays armed)');
+  dl.add(100, () => {});
+  t.same(held, [false, true], 'a new call: held again');
+});

@@ -29,14 +29,15 @@ export interface DeadlineClock {
   now(): number;
   setTimeout(fn: () => void, ms: number): unknown;
   clearTimeout(timer: unknown): void;
+  /** Whether `timer` keeps the process alive (Node's ref/unref). */
+  hold(timer: unknown, on: boolean): void;
 }
 
 const realClock: DeadlineClock = {
   now: () => performance.now(),
-  // Unref'd: a deadline watches calls that something else keeps alive; on its own it must not
-  // hold a process (or a test) open for a hook timeout after the last call settled.
-  setTimeout: (fn, ms) => setTimeout(fn, ms).unref(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (timer) => clearTimeout(timer as NodeJS.Timeout),
+  hold: (timer, on) => void (on ? (timer as NodeJS.Timeout).ref() : (timer as NodeJS.Timeout).unref()),
 };
 
 export class Deadline {
@@ -79,8 +80,9 @@ export class Deadlines {
     if (list.last !== null) list.last.next = d;
     else list.first = d;
     list.last = d;
-    this.#pending++;
     if (this.#timer === null) this.#arm(d.at);
+    else if (this.#pending === 0) this.#clock.hold(this.#timer, true);
+    this.#pending++;
     return d;
   }
 
@@ -93,7 +95,9 @@ export class Deadlines {
     if (d.next !== null) d.next.prev = d.prev;
     else list.last = d.prev;
     d.prev = d.next = null;
-    this.#pending--;
+    // The timer stays armed (it re-arms lazily, see the file header) but, with no call
+    // pending, must not hold the process open for a hook timeout after the last one settled.
+    if (--this.#pending === 0 && this.#timer !== null) this.#clock.hold(this.#timer, false);
   }
 
   /** Calls whose deadline is pending. */

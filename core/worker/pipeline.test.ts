@@ -64,9 +64,7 @@ t.test('isolation: invalid result, throw, falsy rejection, deadline → Internal
         // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- what is tested
         api.handle('1.6', 'StatusNotification', () => Promise.reject(undefined));
         api.handle('1.6', 'MeterValues', async (ctx) => {
-          // The subject: a handler slower than its 50 ms deadline. Its timer, not a promise that
-          // only the deadline's abort settles, so that something keeps the process up until the
-          // deadline fires, whether or not the deadline's own timer does.
+          // The subject: a handler slower than its 50 ms deadline.
           await new Promise((r) => setTimeout(r, 500));
           return ctx.signal.aborted ? {} : {};
         });
@@ -104,6 +102,17 @@ t.test('isolation: invalid result, throw, falsy rejection, deadline → Internal
     await h.call('1.6', 'StopTransaction', { meterStop: 1, timestamp: '2026-01-01T00:00:00Z', transactionId: 1 }),
     { callError: { code: 'NotSupported' } },
   );
+});
+
+t.test('a handler that never settles is answered InternalError at its deadline', async (t) => {
+  // Nothing but the deadline's own timer keeps this process up while the call waits.
+  const h = await createHarness({
+    hookTimeoutMs: 50,
+    plugins: [plugin('stuck', (api) => api.handle('1.6', 'Heartbeat', () => new Promise<never>(() => {})))],
+  });
+  t.teardown(() => h.close());
+  const r = await h.call('1.6', 'Heartbeat', {});
+  t.equal(r.callError?.code, 'InternalError');
 });
 
 t.test('ctx.state is scoped per plugin and charger; ctx.send goes through the command path', async (t) => {

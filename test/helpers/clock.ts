@@ -35,6 +35,9 @@ export class FakeClock {
     this.#timers.delete(timer as number);
   };
 
+  /** Fake timers hold no process: nothing to do. */
+  hold = (): void => {};
+
   /** Timers set and not yet run or cleared. */
   get pending(): number {
     return this.#timers.size;
