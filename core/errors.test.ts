@@ -63,6 +63,12 @@ t.test('docs/errors.md documents every code, with its anchor, and no other', asy
   for (const code of documented) t.ok(Object.hasOwn(catalogue, code), `documented ${code} exists`);
   const anchors = [...doc.matchAll(/<a id="(OCR_ERR_[A-Z0-9_]+)">/g)].map((m) => m[1]);
   t.equal(new Set(anchors).size, anchors.length, 'each anchor once');
+  // An HTTP status in brackets after the name is the constructor's statusCode, and one is
+  // documented wherever a constructor has it.
+  for (const k of keys) {
+    const status = new RegExp(`\\*\\*${k}\\*\\* \\[(\\d{3})\\]`).exec(doc)?.[1];
+    t.equal(status === undefined ? undefined : Number(status), catalogue[k].statusCode, `${k}: documented status`);
+  }
 });
 
 t.test('no error is built by hand', async (t) => {

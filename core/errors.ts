@@ -84,6 +84,18 @@ export interface SerializedError {
   callError?: unknown;
 }
 
+/** What of `err` travels to another thread or node (fromSerialized() rebuilds it there). */
+export function toSerialized(err: unknown): SerializedError {
+  if (!(err instanceof Error)) return { name: 'Error', message: String(err) };
+  const e = err as Error & Omit<SerializedError, 'message' | 'name'>;
+  const s: SerializedError = { name: e.name, message: e.message };
+  if (typeof e.code === 'string') s.code = e.code;
+  if (typeof e.statusCode === 'number') s.statusCode = e.statusCode;
+  if (e.details !== undefined) s.details = e.details;
+  if (e.callError !== undefined) s.callError = e.callError;
+  return s;
+}
+
 /**
  * Rebuilds an error received from another thread or node. The message is the sender's, as
  * is the code: an error that had none (a plain Error) still has none, so checks such as
@@ -176,7 +188,7 @@ export const errors = {
     502,
   ),
   /** A command routed to another node failed there with an error that has no code. */
-  OCR_ERR_CMD_REMOTE: createError('OCR_ERR_CMD_REMOTE', 'Node "%s" failed to run the command: %s'),
+  OCR_ERR_CMD_REMOTE: createError('OCR_ERR_CMD_REMOTE', 'Node "%s" failed to run the command: %s', 500),
   OCR_ERR_ANALYTICS_SPOOL: createError('OCR_ERR_ANALYTICS_SPOOL', 'Analytics spool error: %s'),
 } as const;
 

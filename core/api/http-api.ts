@@ -240,20 +240,23 @@ export class HttpApi {
       return json(200, { chargerId: id, action, result, durationMs: Date.now() - started });
     } catch (e) {
       const err = e as CommandError & { details?: Record<string, unknown> };
+      // A command routed to another node names it: the operator's next look is that node.
+      const node = err.details?.nodeId === undefined ? {} : { node: err.details.nodeId };
       switch (err.code) {
         case 'OCR_ERR_CMD_NOT_CONNECTED':
-          return problem(404, 'not_connected', err.message, { field: 'chargerId' });
+          return problem(404, 'not_connected', err.message, { field: 'chargerId', ...node });
         case 'OCR_ERR_CMD_UNKNOWN_ACTION':
           return problem(400, 'unknown_action', err.message, { field: 'action' });
         case 'OCR_ERR_CMD_INVALID_PAYLOAD':
           return problem(400, 'invalid_payload', err.message, {
+            // eslint-disable-next-line @typescript-eslint/no-base-to-string -- a JSON pointer string from ajv
             field: `body${err.details?.path === '/' ? '' : String(err.details?.path ?? '').replace(/\//g, '.')}`,
             keyword: err.details?.keyword,
           });
         case 'OCR_ERR_CMD_BUSY':
           return problem(409, 'busy', err.message);
         case 'OCR_ERR_CMD_TIMEOUT':
-          return problem(504, 'timeout', err.message);
+          return problem(504, 'timeout', err.message, node);
         case 'OCR_ERR_CMD_DISCONNECTED':
           return problem(502, 'disconnected', err.message);
         case 'OCR_ERR_CMD_CALL_ERROR':

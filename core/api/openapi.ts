@@ -16,6 +16,10 @@ const error = {
     message: { type: 'string' },
     field: { type: 'string', description: 'The request field at fault, when there is one' },
     callError: { type: 'object', description: "The charger's CALLERROR (code, description, details) for call_error" },
+    node: {
+      type: 'string',
+      description: 'For not_connected and timeout of a command routed to another router node: that node',
+    },
   },
 };
 const errRef = (d: string) => ({

@@ -14,7 +14,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { errors, fromSerialized, type SerializedError } from '../errors.js';
+import { errors, fromSerialized, toSerialized, type SerializedError } from '../errors.js';
 import type { PinoLogger } from '../log.js';
 
 export interface BusRequest {
@@ -102,13 +102,7 @@ export class NodeBus {
           t: 'res',
           id,
           ok: false,
-          error: {
-            code: err.code,
-            message: err.message,
-            statusCode: err.statusCode,
-            callError: err.callError,
-            details: err.details,
-          },
+          error: toSerialized(err),
         });
       },
     );

@@ -88,6 +88,14 @@ async function pair(t: Test, clientOpts: ConstructorParameters<typeof ThreadRpcC
         err.stack = 'SERVER-SIDE-STACK';
         throw err;
       }
+      case 'callError': {
+        const err = new errors.OCR_ERR_CMD_CALL_ERROR('CP-1', 'Reset', 'NotSupported', 'no', {
+          details: { nodeId: 'n1' },
+          cause: new Error('not to travel'),
+        }) as Error & { callError?: unknown };
+        err.callError = { code: 'NotSupported', description: 'no', details: {} };
+        throw err;
+      }
       case 'throwString':
         // eslint-disable-next-line @typescript-eslint/only-throw-error -- what is tested
         throw 'just a string';
@@ -127,13 +135,24 @@ t.test('same thread: BroadcastChannel delivers, calls round-trip', async (t) => 
   );
 });
 
-t.test('errors travel as { name, message, code }, never a stack', async (t) => {
+t.test('errors travel as { name, message, code, statusCode, details }, never a stack or cause', async (t) => {
   const { client } = await pair(t);
   const err = (await client.call('test', 'fail', []).catch((e: unknown) => e)) as Error & { code?: string };
   t.equal(err.code, 'E_TEST');
   t.equal(err.message, 'nope');
   t.equal(err.name, 'Error');
   t.notMatch(err.stack ?? '', /SERVER-SIDE-STACK/, 'the server’s stack does not travel');
+  const typed = (await client.call('test', 'callError', []).catch((e: unknown) => e)) as Error & {
+    code?: string;
+    statusCode?: number;
+    details?: unknown;
+  };
+  t.match(
+    typed,
+    { code: 'OCR_ERR_CMD_CALL_ERROR', statusCode: 502, details: { nodeId: 'n1' }, callError: { code: 'NotSupported' } },
+    'a catalogue error whole, with the charger’s CALLERROR',
+  );
+  t.equal(typed.cause, undefined, 'no cause');
   await t.rejects(client.call('test', 'throwString', []), { message: 'just a string' }, 'non-Error throws');
   await t.rejects(client.call('nope', 'x', []), { code: errors.OCR_ERR_STATE_RPC_UNKNOWN.code }, 'unknown namespace');
   await t.rejects(

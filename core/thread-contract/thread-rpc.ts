@@ -51,26 +51,19 @@
  */
 import { randomUUID } from 'node:crypto';
 import { BroadcastChannel, threadId as currentThreadId } from 'node:worker_threads';
-import { errors, fromSerialized } from '../errors.js';
+import { errors, fromSerialized, toSerialized, type SerializedError } from '../errors.js';
 
 /** Base of every channel name, overridable to run isolated servers in one process. */
 const DEFAULT_NAME = 'ocr:rpc';
 
 export type RpcHandler = (method: string, args: unknown[], from: number) => Promise<unknown> | unknown;
 
-/** An error as it travels between threads: never a stack, never a cause. */
-interface WireError {
-  name: string;
-  message: string;
-  code?: string;
-}
-
 type Hello = { t: 'hello'; ch: string; cid: string };
 type Ack = { t: 'ack'; cid: string };
 type Req = { t: 'req'; cid: string; id: number; ns: string; m: string; a: unknown[]; from: number };
 type Res =
   | { t: 'res'; cid: string; id: number; ok: true; v: unknown }
-  | { t: 'res'; cid: string; id: number; ok: false; e: WireError };
+  | { t: 'res'; cid: string; id: number; ok: false; e: SerializedError };
 type Bye = { t: 'bye'; cid: string };
 type Msg = Hello | Ack | Req | Res | Bye;
 
@@ -81,16 +74,6 @@ function isMsg(x: unknown): x is Msg {
     typeof (x as { t?: unknown }).t === 'string' &&
     typeof (x as { cid?: unknown }).cid === 'string'
   );
-}
-
-function toWire(err: unknown): WireError {
-  if (err instanceof Error) {
-    const code = (err as { code?: unknown }).code;
-    return typeof code === 'string'
-      ? { name: err.name, message: err.message, code }
-      : { name: err.name, message: err.message };
-  }
-  return { name: 'Error', message: String(err) };
 }
 
 export interface ThreadRpcServerOptions {
@@ -182,14 +165,14 @@ export class ThreadRpcServer {
         cid: req.cid,
         id: req.id,
         ok: false,
-        e: toWire(new errors.OCR_ERR_STATE_RPC_UNKNOWN(`namespace "${req.ns}"`)),
+        e: toSerialized(new errors.OCR_ERR_STATE_RPC_UNKNOWN(`namespace "${req.ns}"`)),
       };
     } else {
       try {
         const v = await fn(req.m, Array.isArray(req.a) ? req.a : [], req.from);
         res = { t: 'res', cid: req.cid, id: req.id, ok: true, v };
       } catch (err) {
-        res = { t: 'res', cid: req.cid, id: req.id, ok: false, e: toWire(err) };
+        res = { t: 'res', cid: req.cid, id: req.id, ok: false, e: toSerialized(err) };
       }
     }
     // The client may have said bye, or the server closed, while the handler ran.
@@ -199,7 +182,7 @@ export class ThreadRpcServer {
     } catch (err) {
       // The result was not structured-cloneable (DataCloneError): answer with that error
       // rather than let the caller wait for its timeout.
-      served.bc.postMessage({ t: 'res', cid: req.cid, id: req.id, ok: false, e: toWire(err) } satisfies Res);
+      served.bc.postMessage({ t: 'res', cid: req.cid, id: req.id, ok: false, e: toSerialized(err) } satisfies Res);
     }
   }
 

@@ -49,5 +49,6 @@ t.test('a node that is gone: 404 at once, not a timeout', async (t) => {
   const res = await a.api('POST', '/api/v1/chargers/GHOST/calls/Reset?timeoutMs=20000', { type: 'Soft' });
   t.equal(res.status, 404);
   t.equal(res.body.error, 'not_connected');
+  t.equal(res.body.node, 'node-crashed', 'the answer names the node that is gone');
   t.ok(Date.now() - started < 2000);
 });
