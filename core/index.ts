@@ -301,11 +301,12 @@ export async function createRouter(
     maxBodyBytes: 1 << 20,
     tls: config.server.tls,
   };
-  const noApi = async () => ({
-    status: 404,
-    headers: { 'content-type': 'application/json' },
-    body: '{"error":"not_found","message":"The operator API listens on its own port"}',
-  });
+  const noApi = () =>
+    Promise.resolve({
+      status: 404,
+      headers: { 'content-type': 'application/json' },
+      body: '{"error":"not_found","message":"The operator API listens on its own port"}',
+    });
   const transports: Transport[] = [];
   const main = await createTransport(transportOpts, {
     upgrade: (r) => gateway.upgrade(r),
@@ -322,7 +323,7 @@ export async function createRouter(
     const apiTransport = await createTransport(
       { ...transportOpts, port: config.api.port, wsPath: '/__no_websockets__' },
       {
-        upgrade: async () => ({ accept: false, status: 404, message: 'Not found' }),
+        upgrade: () => Promise.resolve({ accept: false as const, status: 404, message: 'Not found' }),
         open: () => undefined,
         message: () => undefined,
         drain: () => undefined,

@@ -456,6 +456,7 @@ export class Pipeline {
 }
 
 function bootIdentity(v: OcppVersion, p: Record<string, unknown>): { vendor: string; model: string } | undefined {
+  // eslint-disable-next-line @typescript-eslint/no-base-to-string -- schema-validated strings
   if (v === '1.6') return { vendor: String(p.chargePointVendor ?? ''), model: String(p.chargePointModel ?? '') };
   const cs = p.chargingStation as { vendorName?: string; model?: string } | undefined;
   return cs ? { vendor: String(cs.vendorName ?? ''), model: String(cs.model ?? '') } : undefined;

@@ -24,6 +24,7 @@ interface Sampled {
 export function onMeterValues(ctx: CallContext, p: Record<string, unknown>): Record<string, never> {
   const v16 = ctx.cp.ocppVersion === '1.6';
   const evseId = (v16 ? p.connectorId : p.evseId) as number;
+  // eslint-disable-next-line @typescript-eslint/no-base-to-string -- a schema-validated integer
   const transactionId = p.transactionId === undefined ? '' : String(p.transactionId);
   for (const mv of p.meterValue as Array<{ timestamp: string; sampledValue: Sampled[] }>) {
     const ts = timeOf(ctx, mv.timestamp);
