@@ -12,15 +12,21 @@ const plugin = (options: Record<string, unknown> = {}) => ({
 });
 
 t.test("a reconnect never runs the old connection's work beside the new one's", async (t) => {
-  const r = await startRouter(t, plugin());
+  // a's onConnect takes 500 ms in a worker; b replaces a while it runs.
+  const r = await startRouter(t, plugin({ hookMs: 500 }));
   const a = await TestCharger.connect(r.url('LC-1'));
-  // b replaces a once a's onConnect (30 ms in a worker) went out: the first worker batch.
+  // b connects once a's onConnect went out: the first worker batch.
   await until(
     async () => /^ocr_batches_total\{thread="worker"\} [1-9]/m.test((await r.api('GET', '/metrics')).body as string),
     { what: "a's onConnect to be sent to a worker", everyMs: 5 },
   );
   const b = await TestCharger.connect(r.url('LC-1'));
   t.teardown(() => b.close());
+  t.equal(
+    await r.router.registry.store.get('ocr:{LC-1}:lifecycle:events'),
+    null,
+    "b connected while a's onConnect was still running (it writes when it ends)",
+  );
   await a.closed;
   await b.call('Heartbeat', {});
   const events = await until(
