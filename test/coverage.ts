@@ -8,8 +8,8 @@
  * spawn routers through the CLI, which runs the compiled JavaScript in dist/, and their worker
  * threads; NODE_V8_COVERAGE follows every child process and thread, and c8 maps dist/ back to
  * the TypeScript through the build's source maps (tsconfig.build.json `sourceMap`), so one
- * report covers the sources whichever way they ran. tap's collector reported the sources run
- * through tsx as fully covered whatever ran, and dist/ as separate files.
+ * report covers the sources whichever way they ran. tap's collector showed every source run
+ * through tsx at 100 % here (so its report hid them) and dist/ as separate files.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -4,7 +4,8 @@
  * against the previous commit, and two runs on a shared machine differ more than most changes.
  *
  * Owns: a detached git worktree of the revision in the temp directory, made once per commit
- * and reused, sharing this checkout's node_modules. Must not: touch this checkout's tree.
+ * and reused, sharing this checkout's node_modules (`git worktree remove <dir>` when done).
+ * Must not: touch this checkout's tree.
  *
  * The baseline runs its own bench/reference/router.ts and builds its own dist/, so what is
  * measured is that commit's router as its bench ran it; only the dependencies are this
