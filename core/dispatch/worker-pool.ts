@@ -61,7 +61,7 @@ export class WorkerPool {
   /** When a batch last went to (or came back from) a worker, performance.now(). */
   private lastUse = 0;
   private idleTimer: NodeJS.Timeout | null = null;
-  /** The warm-up of a woken pool, until its workers answer (wake()). */
+  /** The last warm-up of a woken pool (wake()); pending while the state is Warming. */
   private warming: Promise<void> | null = null;
   private stopping: Promise<void> | null = null;
 
@@ -145,7 +145,7 @@ export class WorkerPool {
     this.metrics.workerStarts.inc();
     const pool = (this.pool = this.create());
     this.state = Workers.Warming;
-    const warming = (this.warming = this.ping(pool).then(
+    this.warming = this.ping(pool).then(
       () => {
         if (this.pool === pool && this.state === Workers.Warming) {
           this.state = Workers.Running;
@@ -159,10 +159,7 @@ export class WorkerPool {
         this.log.error({ err }, 'worker threads failed to start');
         if (this.pool === pool && this.state === Workers.Warming) this.state = Workers.Running;
       },
-    ));
-    void warming.finally(() => {
-      if (this.warming === warming) this.warming = null;
-    });
+    );
   }
 
   /** Runs a batch (transferred, not copied) on a worker; counts it in flight until settled(). */
@@ -196,7 +193,7 @@ export class WorkerPool {
     if (!pool) return;
     // Workers still loading their plugins listen to the control channel only once loaded: a
     // drain sent before then goes unheard and the stop waits out its whole deadline.
-    if (this.warming) await untilOrDeadline(this.warming, deadline);
+    if (this.state === Workers.Warming && this.warming) await untilOrDeadline(this.warming, deadline);
     this.state = Workers.Stopping;
     const control = new BroadcastChannel(`${this.opts.workerData.channel}:control`);
     const threads = pool.threads.length;
